@@ -1,0 +1,30 @@
+"""minicount: a from-scratch transformer with hand-written backprop that learns to count.
+
+Public API (see README.md):
+    ModelConfig, init_params, init_ensemble, forward, loss_and_grads,
+    train, TrainConfig, save, load, evaluate (minicount.metrics.evaluate),
+    data (Count01: encode, decode, sample_batch, ...), backend (NumPy / CuPy).
+"""
+
+__version__ = "0.1.0"
+
+from . import backend, data, layers, metrics  # noqa: E402
+from .checkpoint import load, load_checkpoint, save  # noqa: E402
+from .metrics import evaluate  # noqa: E402
+from .model import (  # noqa: E402
+    ModelConfig,
+    backward,
+    forward,
+    forward_with_cache,
+    init_ensemble,
+    init_params,
+    loss_and_grads,
+    param_shapes,
+)
+from .train import TrainConfig, train  # noqa: E402
+
+__all__ = [
+    "ModelConfig", "TrainConfig", "backend", "backward", "data", "evaluate", "forward",
+    "forward_with_cache", "init_ensemble", "init_params", "layers", "load", "load_checkpoint",
+    "loss_and_grads", "metrics", "param_shapes", "save", "train", "__version__",
+]  # fmt: skip

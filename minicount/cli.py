@@ -1,0 +1,188 @@
+"""Command line: ``python -m minicount {train,eval} ...`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .model import ModelConfig
+
+DESCRIPTION = """\
+minicount: a from-scratch transformer (hand-written backprop, NumPy or CuPy) that learns
+Count01 (does a string over {0,1,2} hold more 1s than 0s?), and the study of how its
+attention heads share the work.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """'3' -> [3]; '0,1,5' -> [0, 1, 5]; '0-7' -> [0, ..., 7]."""
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = text.split("-")
+            seeds = list(range(int(lo), int(hi) + 1))
+        else:
+            seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds look like 3, 0,1,5 or 0-7; got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    return seeds
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    d = ModelConfig()
+    g = p.add_argument_group("model (defaults: the study's one-layer attention-only NoPE model)")
+    g.add_argument("--d-model", type=_positive_int, default=d.d_model, help="residual width (%(default)s)")
+    g.add_argument("--n-heads", type=_positive_int, default=d.n_heads, help="heads per layer (%(default)s)")
+    g.add_argument("--d-head", type=_positive_int, default=d.d_head, help="width per head (%(default)s)")
+    g.add_argument("--n-layers", type=_positive_int, default=d.n_layers, help="blocks (%(default)s)")
+    g.add_argument("--n-ctx", type=_positive_int, default=None,
+                   help="context length for --pos-emb (default: 2*max_len+1)")
+    g.add_argument("--pos-emb", action="store_true", help="learned positional embedding (default NoPE)")
+    g.add_argument("--layernorm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm")
+    g.add_argument("--mlp", action="store_true", help="add a ReLU MLP to each block")
+    g.add_argument("--d-mlp", type=_positive_int, default=d.d_mlp, help="MLP width (%(default)s)")
+
+
+def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(d_model=a.d_model, n_heads=a.n_heads, d_head=a.d_head, n_layers=a.n_layers,
+                       n_ctx=a.n_ctx or 2 * a.max_len + 1, pos_emb=a.pos_emb, layernorm=a.layernorm,
+                       mlp=a.mlp, d_mlp=a.d_mlp)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=_non_negative_int, default=1000, help="optimiser steps (%(default)s)")
+    g.add_argument("--batch-size", type=_positive_int, default=256, help="strings per step (%(default)s)")
+    g.add_argument("--lr", type=_float, default=3e-3, help="AdamW learning rate (%(default)s)")
+    g.add_argument("--weight-decay", type=_float, default=0.0, help="AdamW weight decay (%(default)s)")
+    g.add_argument("--warmup", type=_non_negative_int, default=0, help="linear warm-up steps (%(default)s)")
+    g.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning-rate schedule after warm-up (%(default)s)")
+    g.add_argument("--grad-clip", type=_float, default=0.0, help="max gradient norm per model, 0 = off")
+    g.add_argument("--seeds", type=_seeds, default=[0],
+                   help="one seed (3), a list (0,1,5) or a range (0-7); several train an ensemble")
+    g.add_argument("--eval-every", type=_non_negative_int, default=100,
+                   help="evaluate every N steps (%(default)s; 0 = only at the end)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
+                   help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)")
+    d = p.add_argument_group("data")
+    d.add_argument("--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)")
+    d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
+    d.add_argument("--probs", type=_float, nargs=3, metavar=("P0", "P1", "P2"),
+                   default=[1 / 3, 1 / 3, 1 / 3], help="symbol probabilities (uniform)")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import TrainConfig, train_with_config
+
+    config = model_config_from_args(a)
+    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                     warmup=a.warmup, schedule=a.schedule, grad_clip=a.grad_clip, seeds=tuple(a.seeds),
+                     max_len=a.max_len, bos=not a.no_bos, probs=tuple(a.probs),
+                     eval_every=a.eval_every, device=a.device, dtype=a.dtype)
+    out = Path(a.out)
+    params, history = train_with_config(config, tc, progress=True, checkpoint=out)
+    final = history["eval"][-1]
+    print(json.dumps({k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}))
+    print(f"checkpoint: {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .backend import to_device
+    from .checkpoint import load_checkpoint
+    from .data import DataConfig, eval_set
+    from .metrics import evaluate
+
+    ck = load_checkpoint(a.checkpoint)
+    config, info = ck["config"], ck["info"]
+    train_info = info.get("train", {})
+    max_len = a.max_len or train_info.get("max_len", 32)
+    bos = train_info.get("bos", True) if not a.no_bos else False
+    data = DataConfig(max_len=max_len, bos=bos, n_eval=a.n_eval, eval_seed=a.eval_seed)
+    params = to_device(ck["params"], a.device)
+    result = {}
+    for name, long in (("held_out", False), ("long", True)):
+        tokens, targets, mask = eval_set(data, long=long)
+        if config.pos_emb and tokens.shape[-1] > config.n_ctx:
+            continue  # positional embeddings stop at n_ctx
+        m = evaluate(params, tokens, targets, mask, config)
+        result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (or an ensemble of seeds) and save a checkpoint",
+                       description="Train on Count01, printing held-out l-acc, s-acc and ROC AUC as it goes.")
+    add_model_args(p)
+    add_train_args(p)
+    p.add_argument("--out", default="runs/model.npz", help="checkpoint path (%(default)s)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="print the metrics of a checkpoint on held-out strings",
+                       description="Evaluate a checkpoint on the fixed held-out set and the longer-length set.")
+    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    p.add_argument("--max-len", type=_positive_int, default=None, help="default: the training max_len")
+    p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
+    p.add_argument("--n-eval", type=_positive_int, default=2048, help="held-out strings (%(default)s)")
+    p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:
+        print(f"minicount {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minicount {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,175 @@
+"""Count01: strings over {0,1,2} with more 1s than 0s, posed as next-set prediction.
+
+A sequence is ``BOS w``. At position t the model has read the prefix w[1..t] and predicts
+the set of tokens that may come next in a string of the language:
+
+    target[t] = (1, 1, 1, 0, y_t, 0)      over (0, 1, 2, BOS, EOS, PAD)
+    y_t       = [#1(w[1..t]) > #0(w[1..t])]   (may the string end here?)
+
+Symbols can always come next (any prefix can be completed), EOS only once the 1s lead.
+Without BOS (``bos=False``) position t holds the (t+1)-th symbol and predicts after it.
+
+Everything here is host-side NumPy: data is drawn on the host so that one seed gives the
+same batches on every backend; move batches to the GPU with ``backend.to_device``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# token ids
+ZERO, ONE, TWO, BOS, EOS, PAD = 0, 1, 2, 3, 4, 5
+VOCAB = ("0", "1", "2", "BOS", "EOS", "PAD")
+V = len(VOCAB)
+SYMBOLS = "012"
+
+
+def in_count01(w: str) -> bool:
+    """Membership by definition: a non-empty string over {0,1,2} with more 1s than 0s."""
+    if not isinstance(w, str):
+        raise TypeError(f"expected a string of 0/1/2, got {type(w).__name__}")
+    bad = set(w) - set(SYMBOLS)
+    if bad:
+        raise ValueError(f"Count01 strings use only the symbols 0, 1, 2; got {sorted(bad)!r}")
+    return len(w) > 0 and w.count("1") > w.count("0")
+
+
+def encode(w: str, *, bos: bool = True) -> np.ndarray:
+    """'0121' -> array([3, 0, 1, 2, 1]) (BOS first unless bos=False). int64 [len(w) + bos]."""
+    if not isinstance(w, str):
+        raise TypeError(f"encode expects a string of 0/1/2, got {type(w).__name__}")
+    bad = sorted(set(w) - set(SYMBOLS))
+    if bad:
+        raise ValueError(f"encode: Count01 strings use only the symbols 0, 1, 2; got {bad!r}")
+    ids = np.frombuffer(w.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
+    return np.concatenate([[BOS], ids]).astype(np.int64) if bos else ids
+
+
+def decode(tokens) -> str:
+    """Token ids -> the string of symbols; BOS and PAD are dropped, EOS ends the string.
+
+    Accepts a 1-D array or list of ids (a NumPy array; move CuPy arrays to the host first).
+    """
+    ids = np.asarray(tokens)
+    if ids.ndim != 1:
+        raise ValueError(f"decode expects a 1-D sequence of token ids, got shape {ids.shape}")
+    if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"decode: token ids must be integers in 0..{V - 1}")
+    out = []
+    for i in ids.tolist():
+        if i == EOS:
+            break
+        if i < 3:
+            out.append(SYMBOLS[i])
+    return "".join(out)
+
+
+def next_set_targets(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and mask for a batch of token ids.
+
+    tokens [B, T] (right-padded with PAD) -> targets [B, T, V] float32, mask [B, T] bool.
+    """
+    tokens = np.asarray(tokens)
+    mask = tokens != PAD  # [B, T]
+    symbol = mask & (tokens < 3)  # [B, T] positions that hold a symbol
+    lead = np.cumsum((tokens == ONE) & symbol, axis=-1) - np.cumsum((tokens == ZERO) & symbol, axis=-1)
+    targets = np.zeros(tokens.shape + (V,), dtype=np.float32)  # [B, T, V]
+    targets[..., :3] = mask[..., None]
+    targets[..., EOS] = (lead > 0) & mask
+    return targets, mask
+
+
+def sample_strings(
+    n: int,
+    max_len: int,
+    rng: np.random.Generator,
+    *,
+    probs=(1 / 3, 1 / 3, 1 / 3),
+    min_len: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw n strings of Count01, vectorised, by rejection.
+
+    Lengths are uniform on min_len..max_len, symbols i.i.d. with probabilities probs; a draw
+    is kept only if it has more 1s than 0s. Returns symbols [n, max_len] int64 (junk past
+    each length) and lengths [n].
+    """
+    if n < 0 or max_len < 1 or not 1 <= min_len <= max_len:
+        raise ValueError(f"need n >= 0 and 1 <= min_len <= max_len, got n={n}, "
+                         f"min_len={min_len}, max_len={max_len}")
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape != (3,) or (p < 0).any() or not np.isclose(p.sum(), 1.0) or p[1] == 0:
+        raise ValueError(f"probs must be 3 non-negative numbers summing to 1 with p1 > 0, got {probs}")
+    cdf = np.cumsum(p)
+    kept_sym, kept_len, have = [], [], 0
+    while have < n:  # rounds of rejection sampling, each one vectorised over many strings
+        m = max(64, 3 * (n - have))
+        lengths = rng.integers(min_len, max_len + 1, size=m)
+        symbols = np.searchsorted(cdf, rng.random((m, max_len)), side="right").clip(0, 2)
+        real = np.arange(max_len) < lengths[:, None]
+        lead = ((symbols == ONE) & real).sum(1) - ((symbols == ZERO) & real).sum(1)
+        keep = lead > 0
+        kept_sym.append(symbols[keep])
+        kept_len.append(lengths[keep])
+        have += int(keep.sum())
+    return np.concatenate(kept_sym)[:n], np.concatenate(kept_len)[:n]
+
+
+def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_pos: int | None = None):
+    """Lay strings out as a right-padded batch: (tokens [B, T], targets [B, T, V], mask [B, T])."""
+    n, max_len = symbols.shape
+    T = n_pos if n_pos is not None else max_len + int(bos)
+    real = np.arange(max_len) < lengths[:, None]
+    body = np.where(real, symbols, PAD)
+    if bos:
+        body = np.concatenate([np.full((n, 1), BOS, dtype=np.int64), body], axis=1)
+    tokens = np.full((n, T), PAD, dtype=np.int64)
+    width = min(T, body.shape[1])
+    tokens[:, :width] = body[:, :width]
+    targets, mask = next_set_targets(tokens)
+    return tokens, targets, mask
+
+
+def sample_batch(
+    batch_size: int,
+    max_len: int,
+    rng: np.random.Generator,
+    *,
+    bos: bool = True,
+    probs=(1 / 3, 1 / 3, 1 / 3),
+    min_len: int = 1,
+):
+    """A training batch of Count01: (tokens [B, T], targets [B, T, V], mask [B, T]), T = max_len + bos.
+
+    rng is a numpy.random.Generator; the same generator state gives the same batch.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0))")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    symbols, lengths = sample_strings(batch_size, max_len, rng, probs=probs, min_len=min_len)
+    return make_batch(symbols, lengths, bos=bos)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data side of an experiment."""
+
+    max_len: int = 32  # strings have 1..max_len symbols
+    bos: bool = True  # prepend BOS (an attention sink); False = the paper's summaries' reading
+    probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2) per symbol
+    n_eval: int = 2048  # strings in the fixed held-out set
+    eval_seed: int = 12345  # the held-out sets are the same for every training seed
+
+
+def eval_set(data: DataConfig, *, long: bool = False):
+    """The fixed held-out batch; long=True gives lengths max_len+1 .. 2*max_len (length generalisation)."""
+    rng = np.random.default_rng([data.eval_seed, int(long)])
+    if long:
+        symbols, lengths = sample_strings(
+            data.n_eval, 2 * data.max_len, rng, probs=data.probs, min_len=data.max_len + 1
+        )
+    else:
+        symbols, lengths = sample_strings(data.n_eval, data.max_len, rng, probs=data.probs)
+    return make_batch(symbols, lengths, bos=data.bos)

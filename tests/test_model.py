@@ -1,0 +1,133 @@
+"""Properties of the forward pass that hold for any weights."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minicount as mc
+from minicount import data
+
+configs = st.builds(
+    mc.ModelConfig, d_model=st.integers(2, 8), n_heads=st.integers(1, 3), d_head=st.integers(1, 4),
+    n_layers=st.integers(1, 2), n_ctx=st.just(12), pos_emb=st.booleans(), layernorm=st.booleans(),
+    mlp=st.booleans(), d_mlp=st.integers(1, 6))
+
+
+@given(config=configs, seed=st.integers(0, 1000), t=st.integers(0, 10))
+def test_causality(config, seed, t):
+    """Changing tokens after position t leaves the logits at positions <= t unchanged."""
+    params = mc.init_params(config, seed, dtype=np.float64)
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, 6, size=(3, 11))
+    changed = tokens.copy()
+    changed[:, t + 1:] = r.integers(0, 6, size=changed[:, t + 1:].shape)
+    a, b = mc.forward(params, tokens, config), mc.forward(params, changed, config)
+    np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], rtol=1e-12, atol=1e-12)
+
+
+@given(config=configs, seed=st.integers(0, 1000))
+def test_nope_is_permutation_invariant_before_t(config, seed):
+    """One layer without positional embedding: shuffling the tokens before t leaves position t
+    unchanged. (With two layers it need not: layer 1's output at an earlier key depends on
+    that key's own prefix, which the shuffle changes.)"""
+    config = mc.ModelConfig(**{**config.to_dict(), "pos_emb": False, "n_layers": 1})
+    params = mc.init_params(config, seed, dtype=np.float64)
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, 6, size=(2, 9))
+    shuffled = tokens.copy()
+    shuffled[:, :8] = tokens[:, r.permutation(8)]
+    a, b = mc.forward(params, tokens, config), mc.forward(params, shuffled, config)
+    np.testing.assert_allclose(a[:, 8], b[:, 8], rtol=1e-10, atol=1e-12)
+
+
+def test_positional_embedding_breaks_permutation_invariance():
+    config = mc.ModelConfig(d_model=8, pos_emb=True, n_ctx=12)
+    params = mc.init_params(config, 0, dtype=np.float64)
+    tokens = np.array([[0, 1, 1, 2, 4]])
+    shuffled = np.array([[1, 2, 0, 1, 4]])
+    assert not np.allclose(mc.forward(params, tokens, config)[:, -1],
+                           mc.forward(params, shuffled, config)[:, -1])
+
+
+@given(config=configs, seed=st.integers(0, 1000))
+def test_attention_rows_sum_to_one_and_are_causal(config, seed):
+    params = mc.init_params(config, seed, dtype=np.float64)
+    tokens = np.random.default_rng(seed).integers(0, 6, size=(2, 7))
+    seen = []
+    mc.forward(params, tokens, config, hooks={"blocks.0.attn.hook_pattern": lambda a: seen.append(a) or a})
+    (pattern,) = seen
+    assert pattern.shape == (2, config.n_heads, 7, 7)
+    np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-12)
+    assert (np.triu(np.ones((7, 7)), 1) * pattern == 0).all()
+
+
+@given(seed=st.integers(0, 1000), H=st.integers(1, 4))
+def test_head_decomposition_adds_up(seed, H):
+    """One layer, attention only: logits = x0 W_U + b_U + Σ_h z_h W_O[h] W_U (SPEC §4)."""
+    config = mc.ModelConfig(d_model=8, n_heads=H, d_head=4)
+    params = mc.init_params(config, seed, dtype=np.float64)
+    tokens, _, _ = data.sample_batch(5, 10, np.random.default_rng(seed))
+    saved = {}
+    logits = mc.forward(params, tokens, config, hooks={
+        "hook_embed": lambda x: saved.setdefault("x0", x),
+        "blocks.0.attn.hook_z": lambda z: saved.setdefault("z", z)})
+    W_U, b_U, W_O = params["unembed.W_U"], params["unembed.b_U"], params["blocks.0.attn.W_O"]
+    direct = saved["x0"] @ W_U + b_U  # [B, T, V]
+    heads = np.einsum("bhte,hed,dv->hbtv", saved["z"], W_O, W_U)  # [H, B, T, V]
+    np.testing.assert_allclose(direct + heads.sum(0), logits, rtol=1e-10, atol=1e-10)
+
+
+def test_hook_result_matches_fused_path_and_zero_ablation():
+    config = mc.ModelConfig()
+    params = mc.init_params(config, 3, dtype=np.float64)
+    tokens, _, _ = data.sample_batch(4, 12, np.random.default_rng(0))
+    plain = mc.forward(params, tokens, config)
+    same = mc.forward(params, tokens, config, hooks={"blocks.0.attn.hook_result": lambda r: r})
+    np.testing.assert_allclose(plain, same, rtol=1e-12, atol=1e-12)
+
+    def zero_all(r):
+        return r * 0.0
+
+    ablated = mc.forward(params, tokens, config, hooks={"blocks.0.attn.hook_result": zero_all})
+    x0 = params["embed.W_E"][tokens]
+    np.testing.assert_allclose(ablated, x0 @ params["unembed.W_U"] + params["unembed.b_U"], atol=1e-12)
+    assert not np.allclose(ablated, plain)
+
+
+def test_init_is_seeded_and_dtype_independent():
+    config = mc.ModelConfig(layernorm=True, mlp=True)
+    a, b = mc.init_params(config, 1), mc.init_params(config, 1)
+    c = mc.init_params(config, 2)
+    d = mc.init_params(config, 1, dtype=np.float64)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_allclose(a[k], d[k], rtol=1e-6)
+    assert not np.array_equal(a["embed.W_E"], c["embed.W_E"])
+    assert a["embed.W_E"].dtype == np.float32 and d["embed.W_E"].dtype == np.float64
+
+
+def test_ensemble_init_stacks_members():
+    config = mc.ModelConfig()
+    ens = mc.init_ensemble(config, [4, 9])
+    for i, s in enumerate([4, 9]):
+        single = mc.init_params(config, s)
+        for k in single:
+            np.testing.assert_array_equal(ens[k][i], single[k])
+
+
+@pytest.mark.parametrize("bad", [dict(d_model=0), dict(n_heads=-1), dict(d_head=2.5), dict(mlp="yes")])
+def test_config_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        mc.ModelConfig(**bad)
+
+
+def test_forward_rejects_bad_tokens():
+    config = mc.ModelConfig(pos_emb=True, n_ctx=5)
+    params = mc.init_params(config)
+    with pytest.raises(ValueError, match="0..5"):
+        mc.forward(params, np.array([[0, 7]]), config)
+    with pytest.raises(ValueError, match="n_ctx"):
+        mc.forward(params, np.zeros((1, 6), dtype=int), config)
+    with pytest.raises(ValueError, match="integer"):
+        mc.forward(params, np.zeros((1, 3)), config)
