@@ -186,7 +186,7 @@ print("the raw ids of the first two rows (3 = BOS, 5 = PAD):")
 print(tokens[:2])
 print()
 print("every row decoded; under it, '+' where EOS may come next, '.' where it may not:")
-for row, target_row, mask_row in zip(tokens, targets, mask):
+for row, target_row, mask_row in zip(tokens, targets, mask, strict=True):
     string = data.decode(row)
     marks = ["+" if y else "." for y in target_row[mask_row, data.EOS]]
     print("".join(f"{s:>4}" for s in ["BOS", *string]))
@@ -214,7 +214,8 @@ for row in tokens[:6]:
     ax_walk.step(np.arange(len(lead)), lead, where="post", alpha=0.8)
 ax_walk.axhspan(0.5, ax_walk.get_ylim()[1] + 1, color="tab:green", alpha=0.08)
 ax_walk.axhline(0, color="black", lw=0.8)
-ax_walk.set(xlabel="symbols read t", ylabel="n1 - n0", title="the lead; EOS allowed in the green band")
+ax_walk.set(xlabel="symbols read t", ylabel="n1 - n0",
+            title="the lead; EOS allowed in the green band")
 rate = (big_targets[..., data.EOS] * big_mask).sum(0) / np.maximum(big_mask.sum(0), 1)  # [T]
 ax_rate.plot(np.arange(1, rate.size), rate[1:], marker=".")
 ax_rate.set(xlabel="symbols read t", ylabel="fraction with y_t = 1", ylim=(0, 1),
@@ -228,10 +229,11 @@ save_figure(fig, "01_lead_walks.png")
 # attention layer with four heads, no MLP, no LayerNorm and **no positional embedding**
 # ("NoPE"). At position `t` it computes
 #
-# $$ \text{logits}_t = \Big(x_t + \sum_h \sum_{j \le t} A^h_{tj}\; x_j W_V^h W_O^h\Big) W_U + b_U, \qquad x_j = W_E[\text{token}_j], $$
+# $$ \text{logits}_t = \Big(x_t + \sum_h \sum_{j \le t} A^h_{tj}\, x_j W_V^h W_O^h\Big) W_U + b_U $$
 #
-# with row vectors $x_j$ `[d_model]`, $W_V^h$ `[d_model, d_head]`, $W_O^h$ `[d_head, d_model]`
-# and $W_U$ `[d_model, V]`. $A^h_{tj}$ is how much head `h` at query `t` attends to key
+# where $x_j = W_E[\text{token}_j]$ is the embedding of the token at position `j`, a row
+# vector `[d_model]`, and $W_V^h$ `[d_model, d_head]`, $W_O^h$ `[d_head, d_model]` and
+# $W_U$ `[d_model, V]`. $A^h_{tj}$ is how much head `h` at query `t` attends to key
 # `j`: a softmax over $j \le t$ of a score that depends only on $x_t$ and $x_j$ (tutorial 2
 # builds this step by step). Two consequences:
 #
