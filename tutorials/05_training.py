@@ -54,7 +54,7 @@ IN_NOTEBOOK = "ipykernel" in sys.modules
 # the sizes of every run in this tutorial: (quick mode for CI, the real thing)
 SETTINGS = dict(batch_size=32, max_len=12, n_eval=256) if QUICK else \
     dict(batch_size=256, max_len=32, n_eval=2048)
-STEPS, ENSEMBLE_STEPS, EVAL_EVERY = (30, 20, 10) if QUICK else (500, 400, 25)
+STEPS, ENSEMBLE_STEPS, EVAL_EVERY = (30, 20, 10) if QUICK else (400, 300, 25)
 SEEDS = [0, 1, 2, 3]
 print(f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {STEPS} steps, {SETTINGS}")
 
@@ -161,7 +161,10 @@ save_figure(fig, "05_training_curves.png")
 # comes last and rises steeply, because a string only counts once every one of its
 # positions is right. In the full run all three reach (or come very close to) 1: the model
 # counts. The loss keeps falling after the metrics are perfect: the logits keep moving
-# away from the decision boundary, making the model more confident.
+# away from the decision boundary, making the model more confident. (Train for longer and
+# you may see the loss jump up for a few steps and come back down: with tiny gradients and
+# a constant learning rate, Adam occasionally overshoots. `mc.train(..., schedule="cosine")`
+# lets the learning rate decay instead.)
 #
 # ## 3. Does it count like the hand-built head?
 #
@@ -308,11 +311,12 @@ for i, seed in enumerate(SEEDS):
           f"AUC {last['roc_auc'][i]:.4f}")
 
 # %% [markdown]
-# What to look at: the members learn at different speeds, and the order in which they
-# reach s-acc = 1 is not the order of their seeds — initialisation matters, which is why
-# the study reports statistics over many seeds. `mc.evaluate(ensemble, ...)` scores all
-# members at once (each metric an array `[M]`), and `{k: v[i] for k, v in ensemble.items()}`
-# is member `i` as an ordinary single model. On the command line:
+# What to look at: the members learn at visibly different speeds, although they differ
+# only in their random initial weights and in which random strings they see. That spread
+# is why the study reports statistics over many seeds rather than one model's story.
+# `mc.evaluate(ensemble, ...)` scores all members at once (each metric an array `[M]`),
+# and `{k: v[i] for k, v in ensemble.items()}` is member `i` as an ordinary single model.
+# On the command line:
 #
 #     python -m minicount train --seeds 0-7 --out runs/ens.npz        # add --device gpu
 #
