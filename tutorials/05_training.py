@@ -224,7 +224,7 @@ def test_sequence_accuracy(fn):
     reference = mc.evaluate(params, eval_tokens, eval_targets, eval_mask, config)["s_acc"]
     got = float(fn(eval_logits, eval_targets, eval_mask))
     assert abs(got - reference) < 1e-12, f"got {got:.6f}, mc.evaluate says {reference:.6f}"
-    # and on a model that is right nowhere near the end of each string
+    # and on logits made wrong at the last real position of every string
     wrong = eval_logits.copy()
     wrong[np.arange(len(wrong)), eval_mask.sum(1) - 1, data.EOS] = -1.0  # last position: no EOS
     got = float(fn(wrong, eval_targets, eval_mask))
