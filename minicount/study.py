@@ -30,7 +30,7 @@ import numpy as np
 from . import __version__
 from .analysis import analyze_model, jsonable
 from .analysis.patterns import attention_patterns
-from .backend import resolve_device, to_device
+from .backend import device_of, resolve_device, to_device, to_numpy
 from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig
@@ -58,8 +58,12 @@ class Setting:
     sweep: bool = True  # part of the head-count sweep (plotted against n_heads)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
-                           n_ctx=2 * self.max_len + 1)
+        return ModelConfig(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_head=self.d_head,
+            n_ctx=2 * self.max_len + 1,
+        )
 
 
 # knobs that may decide compete vs cooperate (SPEC §4 "Study"), varied around n_heads = 4
@@ -91,11 +95,19 @@ class Preset:
 
 
 PRESETS = {
-    "quick": Preset(heads=(1, 2), seeds=(0, 1), steps=30, batch_size=32, max_len=6, n_eval=48,
-                    variations=("no BOS",)),
+    "quick": Preset(
+        heads=(1, 2),
+        seeds=(0, 1),
+        steps=30,
+        batch_size=32,
+        max_len=6,
+        n_eval=48,
+        variations=("no BOS",),
+    ),
     "default": Preset(),
-    "full": Preset(seeds=(0, 1, 2, 3, 4), steps=2000, batch_size=256, n_eval=2048,
-                   variations=tuple(VARIATIONS)),
+    "full": Preset(
+        seeds=(0, 1, 2, 3, 4), steps=2000, batch_size=256, n_eval=2048, variations=tuple(VARIATIONS)
+    ),
 }
 
 
@@ -138,16 +150,18 @@ def members_of(params: dict) -> list[dict]:
 def member_curve(history: dict, i: int, n_members: int) -> list[dict]:
     """Held-out metrics of member i along training: [{"step", "l_acc", "s_acc", "roc_auc"}]."""
     pick = (lambda v: v[i]) if n_members > 1 else (lambda v: v)
-    return [{"step": e["step"], **{k: pick(e[k]) for k in ("l_acc", "s_acc", "roc_auc", "loss")}}
-            for e in history["eval"]]
+    return [
+        {"step": e["step"], **{k: pick(e[k]) for k in ("l_acc", "s_acc", "roc_auc", "loss")}}
+        for e in history["eval"]
+    ]
 
 
 def example_pattern(params: dict, config: ModelConfig, setting: Setting):
     """(pattern [H, T, T], tokens [T]) of the example string, host arrays."""
     tokens = encode(EXAMPLE[: setting.max_len], bos=setting.bos)[None]  # [1, T]
-    device = "gpu" if type(params["embed.W_E"]).__module__.startswith("cupy") else "cpu"
-    pattern = attention_patterns(params, to_device(tokens, device), config)[0, 0]  # [H, T, T]
-    return np.asarray(to_device(pattern, "cpu")), tokens[0]
+    tokens_d = to_device(tokens, device_of(params["embed.W_E"]))
+    pattern = attention_patterns(params, tokens_d, config)[0, 0]  # [H, T, T]
+    return to_numpy(pattern), tokens[0]
 
 
 def run_setting(setting: Setting, preset: Preset, seeds, steps: int, device: str, log) -> dict:
@@ -155,16 +169,25 @@ def run_setting(setting: Setting, preset: Preset, seeds, steps: int, device: str
     config = setting.model_config()
     n_steps = max(1, round(steps * setting.steps_factor))
     t0 = time.perf_counter()
-    params, history = train(config, seed=list(seeds), steps=n_steps, batch_size=preset.batch_size,
-                            max_len=setting.max_len, lr=preset.lr, device=device,
-                            weight_decay=setting.weight_decay, bos=setting.bos,
-                            eval_every=max(1, n_steps // 5), n_eval=min(512, preset.n_eval),
-                            progress=log is not None)
+    params, history = train(
+        config,
+        seed=list(seeds),
+        steps=n_steps,
+        batch_size=preset.batch_size,
+        max_len=setting.max_len,
+        lr=preset.lr,
+        device=device,
+        weight_decay=setting.weight_decay,
+        bos=setting.bos,
+        eval_every=max(1, n_steps // 5),
+        n_eval=min(512, preset.n_eval),
+        progress=log is not None,
+    )
     train_s = time.perf_counter() - t0
     data = DataConfig(max_len=setting.max_len, bos=setting.bos, n_eval=preset.n_eval)
     held_out, long = eval_set(data), eval_set(data, long=True)
     members = []
-    for i, (seed, member) in enumerate(zip(seeds, members_of(params))):
+    for i, (seed, member) in enumerate(zip(seeds, members_of(params), strict=True)):
         t1 = time.perf_counter()
         member = to_device(member, device)
         analysis = analyze_model(member, *held_out, config, subsets=preset.subsets)
@@ -175,34 +198,64 @@ def run_setting(setting: Setting, preset: Preset, seeds, steps: int, device: str
             analysis["example"] = {"tokens": tokens.tolist(), "pattern": pattern.tolist()}
         members.append({"seed": int(seed), "analysis": analysis})
         if log:
-            log(f"  analysed seed {seed}: l-acc {analysis['metrics']['l_acc']:.4f}, "
-                f"s-acc {analysis['metrics']['s_acc']:.4f} ({time.perf_counter() - t1:.1f}s)")
-    return {"setting": asdict(setting), "model": config.to_dict(), "steps": n_steps,
-            "train_seconds": train_s, "members": members}
+            log(
+                f"  analysed seed {seed}: l-acc {analysis['metrics']['l_acc']:.4f}, "
+                f"s-acc {analysis['metrics']['s_acc']:.4f} ({time.perf_counter() - t1:.1f}s)"
+            )
+    return {
+        "setting": asdict(setting),
+        "model": config.to_dict(),
+        "steps": n_steps,
+        "train_seconds": train_s,
+        "members": members,
+    }
 
 
-def run_study(preset: Preset, *, device: str = "cpu", out="runs/reproduce", progress: bool = True,
-              command: str = "", threads: int | None = 1) -> dict:
+def run_study(
+    preset: Preset,
+    *,
+    device: str = "cpu",
+    out="runs/reproduce",
+    progress: bool = True,
+    command: str = "",
+    threads: int | None = 1,
+) -> dict:
     """Run every setting of ``preset`` and write the run folder; returns the results dict."""
     device = resolve_device(device)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log = (lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", file=sys.stderr, flush=True)
-           ) if progress else None
+    log = (
+        (lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", file=sys.stderr, flush=True))
+        if progress
+        else None
+    )
     settings = study_settings(preset)
-    results = {"meta": {"command": command, "preset": jsonable(asdict(preset)), "device": device,
-                        "versions": {"minicount": __version__, "numpy": np.__version__,
-                                     "python": sys.version.split()[0]},
-                        "started": time.strftime("%Y-%m-%d %H:%M:%S")},
-               "settings": []}
+    results = {
+        "meta": {
+            "command": command,
+            "preset": jsonable(asdict(preset)),
+            "device": device,
+            "versions": {
+                "minicount": __version__,
+                "numpy": np.__version__,
+                "python": sys.version.split()[0],
+            },
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "settings": [],
+    }
     with blas_threads(threads if device == "cpu" else None):
         for k, setting in enumerate(settings, 1):
             if log:
-                log(f"[{k}/{len(settings)}] {setting.name}: training seeds "
-                    f"{','.join(map(str, preset.seeds))} for {round(preset.steps * setting.steps_factor)} steps")
-            results["settings"].append(run_setting(setting, preset, preset.seeds, preset.steps,
-                                                   device, log))
+                log(
+                    f"[{k}/{len(settings)}] {setting.name}: training seeds "
+                    f"{','.join(map(str, preset.seeds))} for "
+                    f"{round(preset.steps * setting.steps_factor)} steps"
+                )
+            results["settings"].append(
+                run_setting(setting, preset, preset.seeds, preset.steps, device, log)
+            )
         results["meta"]["seconds"] = time.perf_counter() - t0
         write_outputs(results, out, figures=preset.figures, log=log)
     results["meta"]["seconds"] = time.perf_counter() - t0
@@ -235,8 +288,11 @@ def _min_heads_for(subset_rows, target):
 
 
 def _intervention(a, name, heads=None):
-    rows = [r for r in a.get("interventions", []) if r["name"] == name
-            and (heads is None or r["heads"] == heads)]
+    rows = [
+        r
+        for r in a.get("interventions", [])
+        if r["name"] == name and (heads is None or r["heads"] == heads)
+    ]
     return rows[0]["delta"]["l_acc"] if rows else None
 
 
@@ -249,10 +305,14 @@ def head_rows(setting: dict, member: dict) -> list[dict]:
     order = sorted(range(H), key=lambda h: -(alpha[h] if alpha[h] is not None else 0.0))
     rows = []
     for h in range(H):
-        only = {m: [r for r in a["ablation"][m] if r["kind"] == "only" and r["kept"] == [h]]
-                for m in ("zero", "mean")}
+        only = {
+            m: [r for r in a["ablation"][m] if r["kind"] == "only" and r["kept"] == [h]]
+            for m in ("zero", "mean")
+        }
         out = [r for r in a["ablation"]["zero"] if r["kind"] == "leave_out" and h not in r["kept"]]
-        out_mean = [r for r in a["ablation"]["mean"] if r["kind"] == "leave_out" and h not in r["kept"]]
+        out_mean = [
+            r for r in a["ablation"]["mean"] if r["kind"] == "leave_out" and h not in r["kept"]
+        ]
         sem = a["semantics"][h]
         rows.append({
             "setting": setting["name"], "n_heads": H, "seed": member["seed"], "head": h,
@@ -263,7 +323,8 @@ def head_rows(setting: dict, member: dict) -> list[dict]:
             "scaled_l_acc": sem["scaled"]["l_acc"], "scaled_s_acc": sem["scaled"]["s_acc"],
             "w_01": a["attention"]["w_01"][h], "w_02": a["attention"]["w_02"][h],
             "bos_weight": a["attention"]["bos_weight"][h],
-            "only_zero_l_acc": only["zero"][0]["l_acc"], "only_mean_l_acc": only["mean"][0]["l_acc"],
+            "only_zero_l_acc": only["zero"][0]["l_acc"],
+            "only_mean_l_acc": only["mean"][0]["l_acc"],
             "leave_out_zero_l_acc": out[0]["l_acc"] if out and H > 1 else None,
             "leave_out_mean_l_acc": out_mean[0]["l_acc"] if out_mean and H > 1 else None,
             "force_w01_delta_l_acc": _intervention(a, "force_w01=1", [h]),
@@ -277,8 +338,14 @@ def head_rows(setting: dict, member: dict) -> list[dict]:
 def is_counting_head(row: dict) -> bool:
     """Separates the classes alone, weighs 1s like 0s, suppresses 2s."""
     auc, w01, w02 = row["auc_alone"], row["w_01"], row["w_02"]
-    return (auc is not None and auc >= SEMANTIC_AUC and w01 is not None and w02 is not None
-            and BALANCED_W01[0] <= w01 <= BALANCED_W01[1] and w02 < SUPPRESSED_W02)
+    return (
+        auc is not None
+        and auc >= SEMANTIC_AUC
+        and w01 is not None
+        and w02 is not None
+        and BALANCED_W01[0] <= w01 <= BALANCED_W01[1]
+        and w02 < SUPPRESSED_W02
+    )
 
 
 def run_row(result: dict, member: dict) -> dict:
@@ -295,16 +362,20 @@ def run_row(result: dict, member: dict) -> dict:
         "l_acc": a["metrics"]["l_acc"], "s_acc": a["metrics"]["s_acc"],
         "roc_auc": a["metrics"]["roc_auc"], "loss": a["metrics"]["loss"],
         "long_l_acc": a["long"]["l_acc"], "long_s_acc": a["long"]["s_acc"],
-        "uniform_l_acc": _get(agg, "uniform", "l_acc"), "uniform_s_acc": _get(agg, "uniform", "s_acc"),
+        "uniform_l_acc": _get(agg, "uniform", "l_acc"),
+        "uniform_s_acc": _get(agg, "uniform", "s_acc"),
         "fitted_l_acc": _get(agg, "fitted", "l_acc"), "fitted_s_acc": _get(agg, "fitted", "s_acc"),
         "n_eff_fitted": agg.get("n_eff_fitted"), "n_eff_trained": agg.get("n_eff_trained"),
-        "top_alpha": max((r["alpha_fitted"] for r in heads if r["alpha_fitted"] is not None), default=None),
-        "semantic_heads": sum(r["auc_alone"] is not None and r["auc_alone"] >= SEMANTIC_AUC for r in heads),
+        "top_alpha": max((r["alpha_fitted"] for r in heads if r["alpha_fitted"] is not None),
+                         default=None),
+        "semantic_heads": sum(r["auc_alone"] is not None and r["auc_alone"] >= SEMANTIC_AUC
+                              for r in heads),
         "counting_heads": sum(is_counting_head(r) for r in heads),
         "best_solo_l_acc": max(r["solo_l_acc"] for r in heads),
         "best_scaled_l_acc": max(r["scaled_l_acc"] for r in heads),
         "best_only_mean_l_acc": _best(a["ablation"]["mean"], "only"),
-        "worst_leave_out_zero_l_acc": _best(zero, "leave_out", pick=min) if s["n_heads"] > 1 else None,
+        "worst_leave_out_zero_l_acc": (_best(zero, "leave_out", pick=min)
+                                       if s["n_heads"] > 1 else None),
         "min_heads_99": _min_heads_for(zero, 0.99 * a["metrics"]["l_acc"]),
         "values_mean_delta_l_acc": _intervention(a, "mean_values"),
         "values_roll_delta_l_acc": _intervention(a, "roll_values"),

@@ -209,7 +209,12 @@ def test_mean_ablation_uses_the_stated_mean(held_out):
     fill = np.random.default_rng(0).standard_normal((3, config.d_model))  # any stated values
     logits = ablated_logits(params, tokens, config, [True, False, False], fill=fill)
     parts = head_logit_contributions(params, tokens, config)
-    expected = parts["direct"] + parts["bias"] + parts["heads"][0] + (fill[1] + fill[2]) @ params["unembed.W_U"]
+    expected = (
+        parts["direct"]
+        + parts["bias"]
+        + parts["heads"][0]
+        + (fill[1] + fill[2]) @ params["unembed.W_U"]
+    )
     np.testing.assert_allclose(logits, expected, atol=1e-10)
     # and the study's mean is the mean head output over the real positions, by brute force
     _, cache = run_with_cache(params, tokens, config, ["blocks.0.attn.hook_result"])
@@ -229,7 +234,9 @@ def test_designed_ablation_effects(held_out):
     z = np.where(n01 > 0, lead / np.maximum(n01, 1), 0.0)
     assert rows[("subset", (0, 1))]["l_acc"] == 1.0  # the designed model is perfect
     assert rows[("only", (0,))]["l_acc"] == pytest.approx(l_acc_of(SCALE * z - 4.0, tokens, mask))
-    assert rows[("only", (1,))]["l_acc"] == pytest.approx(l_acc_of(np.full(z.shape, -1.0), tokens, mask))
+    assert rows[("only", (1,))]["l_acc"] == pytest.approx(
+        l_acc_of(np.full(z.shape, -1.0), tokens, mask)
+    )
     assert rows[("subset", (1,))]["roc_auc"] == 0.5  # a constant score: all ties
     mean_rows = {(r["kind"], tuple(r["kept"])): r for r in study["mean"]}
     assert mean_rows[("only", (0,))]["l_acc"] == 1.0  # the sink's mean is its constant output
@@ -346,7 +353,9 @@ def test_aggregation_of_two_copies_weighted_three_to_one(held_out):
     agg = aggregation_weights(params, tokens, targets, mask, config)
     np.testing.assert_allclose(agg["alpha_trained"], [0.75, 0.25], rtol=1e-9)
     assert agg["trained"]["l_acc"] == 1.0
-    assert agg["fitted"]["l_acc"] == 1.0 and agg["uniform"]["l_acc"] == 1.0  # copies: uniform suffices
+    assert (
+        agg["fitted"]["l_acc"] == 1.0 and agg["uniform"]["l_acc"] == 1.0
+    )  # copies: uniform suffices
     assert agg["converged"]
 
 
@@ -381,8 +390,13 @@ def test_forcing_w01_repairs_an_unbalanced_counter(held_out):
     assert rows["force_w01=1"]["l_acc"] == 1.0 and rows["force_w01=1"]["delta"]["l_acc"] > 0
     # the forced pattern has w_01 = 1 at every query, measured
     hook = force_weight_hook(tokens, 0, ZERO, ONE, 1.0)
-    _, cache = run_with_cache(params, tokens, config, ["blocks.0.attn.hook_pattern"],
-                              hooks={"blocks.0.attn.hook_attn_scores": hook})
+    _, cache = run_with_cache(
+        params,
+        tokens,
+        config,
+        ["blocks.0.attn.hook_pattern"],
+        hooks={"blocks.0.attn.hook_attn_scores": hook},
+    )
     w = measured_weights(cache["blocks.0.attn.hook_pattern"], tokens, mask)
     np.testing.assert_allclose(w["w_01"], 1.0, rtol=1e-9)
 
@@ -392,8 +406,13 @@ def test_forcing_w02_zero_removes_the_twos(held_out):
     config = mc.ModelConfig(n_heads=2, pos_emb=True, n_ctx=20)  # measured, not from a table
     params = mc.init_params(config, 3)
     hook = force_weight_hook(tokens, 1, ZERO, TWO, 0.0)
-    _, cache = run_with_cache(params, tokens, config, ["blocks.0.attn.hook_pattern"],
-                              hooks={"blocks.0.attn.hook_attn_scores": hook})
+    _, cache = run_with_cache(
+        params,
+        tokens,
+        config,
+        ["blocks.0.attn.hook_pattern"],
+        hooks={"blocks.0.attn.hook_attn_scores": hook},
+    )
     A = cache["blocks.0.attn.hook_pattern"]
     assert np.all(np.isfinite(A))
     has_other = np.cumsum(tokens != TWO, axis=1) > 0  # every query sees BOS
@@ -421,8 +440,9 @@ def test_swapping_values_trades_the_heads_outputs(held_out):
     params, config = hand_built([COUNTER, BOS_SINK], [COUNT_VALUES, {BOS: 0.5}])
     params["blocks.0.attn.W_O"][1, 0, SLOT] = 1.0
     swap = permute_values_hook([1, 0])
-    _, cache = run_with_cache(params, tokens, config, ["blocks.0.attn.hook_z"],
-                              hooks={"blocks.0.attn.hook_v": swap})
+    _, cache = run_with_cache(
+        params, tokens, config, ["blocks.0.attn.hook_z"], hooks={"blocks.0.attn.hook_v": swap}
+    )
     z = cache["blocks.0.attn.hook_z"][..., 0]  # [B, H, T]
     A = attention_patterns(params, tokens, config)[0]  # [B, H, T, T], unchanged by the swap
     # the sink now reads the counter's value at BOS (0); the counter reads the sink's values,
@@ -442,7 +462,9 @@ def test_analyze_model_is_json_ready(held_out):
     result = analyze_model(params, tokens[:40], targets[:40], mask[:40], config)
     text = json.dumps(result, allow_nan=False)
     assert result["exact"] and len(result["semantics"]) == 2
-    assert {"metrics", "attention", "ablation", "aggregation", "linear", "interventions"} <= set(result)
+    assert {"metrics", "attention", "ablation", "aggregation", "linear", "interventions"} <= set(
+        result
+    )
     assert len([r for r in result["ablation"]["zero"] if r["kind"] == "subset"]) == 4
     assert "NaN" not in text
 
@@ -464,3 +486,33 @@ def test_all_subsets_are_listed():
     assert sorted(subsets) == sorted(c for r in range(5) for c in combinations(range(4), r))
     assert [kept for kind, kept in sets if kind == "only"] == [(0,), (1,), (2,), (3,)]
     assert not [s for s in head_sets(9) if s[0] == "subset"]
+
+
+def numbers(obj):
+    """Every number in a nested JSON-ready structure, in order (None kept as nan)."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in numbers(v)]
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return [float("nan") if obj is None else float(obj)]
+    return []
+
+
+@pytest.mark.gpu
+def test_analyze_model_on_gpu_matches_cpu(held_out):
+    from minicount.backend import to_device
+
+    from .conftest import gpu_ok
+
+    if not gpu_ok():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    tokens, targets, mask = held_out
+    config = mc.ModelConfig(n_heads=3)
+    params = {k: v.astype(np.float64) for k, v in mc.init_params(config, 1).items()}
+    cpu = analyze_model(params, tokens, targets, mask, config)
+    gpu = analyze_model(to_device(params, "gpu"), tokens, targets, mask, config)
+    for key in ("metrics", "aggregation", "semantics", "attention", "ablation", "interventions"):
+        np.testing.assert_allclose(
+            numbers(gpu[key]), numbers(cpu[key]), rtol=1e-6, atol=1e-9, err_msg=key
+        )

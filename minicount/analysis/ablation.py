@@ -101,8 +101,9 @@ def _subset_scorer(params, tokens, config, fill, layer):
     if exactness_problem(config) is None:
         c, offset = eos_contributions(params, tokens, config)  # [H, B, T], [B, T]
         xp = array_module(c)
-        fill_eos = (xp.zeros(H, dtype=c.dtype) if fill is None
-                    else fill @ params["unembed.W_U"][:, EOS])  # [H]
+        fill_eos = (
+            xp.zeros(H, dtype=c.dtype) if fill is None else fill @ params["unembed.W_U"][:, EOS]
+        )  # [H]
 
         def score(kept):
             keep = xp.asarray([h in kept for h in range(H)])  # [H]
@@ -118,8 +119,17 @@ def _subset_scorer(params, tokens, config, fill, layer):
     return score_by_forward
 
 
-def ablation_study(params: dict, tokens, targets, mask, config, *, layer: int = 0,
-                   modes=MODES, subsets: bool = True) -> dict:
+def ablation_study(
+    params: dict,
+    tokens,
+    targets,
+    mask,
+    config,
+    *,
+    layer: int = 0,
+    modes=MODES,
+    subsets: bool = True,
+) -> dict:
     """Metrics of the model with heads ablated, for every variant and mode.
 
     tokens [B, T], targets [B, T, V], mask [B, T]. Returns

@@ -32,8 +32,9 @@ def _penalised_loss(A, y, offset, theta, l2):
     return float((xp.logaddexp(0.0, z) - y * z).mean() + 0.5 * l2 * (theta @ theta))
 
 
-def fit_logistic(X, y, *, offset=None, l2: float = 1e-4, max_iter: int = 100,
-                 tol: float = 1e-9) -> dict:
+def fit_logistic(
+    X, y, *, offset=None, l2: float = 1e-4, max_iter: int = 100, tol: float = 1e-9
+) -> dict:
     """L2-regularised logistic regression by damped Newton steps.
 
     X [N, k] features, y [N] labels in {0, 1}, offset [N] a fixed term of the logit
@@ -83,8 +84,13 @@ def fit_logistic(X, y, *, offset=None, l2: float = 1e-4, max_iter: int = 100,
         if float(xp.abs(grad).max()) < tol or improvement < tol * max(1.0, abs(loss)):
             converged = True
             break
-    return {"w": theta[:k], "b": float(theta[k]), "loss": loss, "iterations": iterations,
-            "converged": converged}
+    return {
+        "w": theta[:k],
+        "b": float(theta[k]),
+        "loss": loss,
+        "iterations": iterations,
+        "converged": converged,
+    }
 
 
 def effective_heads(alpha) -> float:

@@ -42,12 +42,24 @@ def contribution_summary(c, targets, mask) -> dict:
     c = np.asarray(to_numpy(c), dtype=np.float64)  # [H, B, T]
     real = np.asarray(to_numpy(mask), dtype=bool)
     y = np.asarray(to_numpy(targets))[..., EOS] > 0.5
-    return {"mean_pos": c[:, real & y].mean(axis=1), "mean_neg": c[:, real & ~y].mean(axis=1),
-            "std": c[:, real].std(axis=1)}
+    return {
+        "mean_pos": c[:, real & y].mean(axis=1),
+        "mean_neg": c[:, real & ~y].mean(axis=1),
+        "std": c[:, real].std(axis=1),
+    }
 
 
-def analyze_model(params: dict, tokens, targets, mask, config, *, subsets: bool = True,
-                  interventions: bool = True, l2: float = 1e-4) -> dict:
+def analyze_model(
+    params: dict,
+    tokens,
+    targets,
+    mask,
+    config,
+    *,
+    subsets: bool = True,
+    interventions: bool = True,
+    l2: float = 1e-4,
+) -> dict:
     """Every instrument on one model (no model axis) over a held-out batch.
 
     tokens [B, T], targets [B, T, V], mask [B, T] (host or device). Returns a JSON-ready dict:

@@ -142,11 +142,12 @@ def attention_stats(params: dict, tokens, mask, config, *, layer: int = 0) -> di
     bos = _row_nanmean(measured["bos_weight"])  # [H]
     return {
         "exact": exact,
-        "per_query": {**{k: v.tolist() for k, v in w.items()},
-                      "bos_weight": measured["bos_weight"].tolist()},
+        "per_query": {
+            **{k: v.tolist() for k, v in w.items()},
+            "bos_weight": measured["bos_weight"].tolist(),
+        },
         "w_01": _geo_mean(w["w_01"]).tolist(),
         "w_02": _geo_mean(w["w_02"]).tolist(),
         "bos_weight": bos.tolist(),
         "measured": {name: measured[name].tolist() for name in PAIRS},
     }
-

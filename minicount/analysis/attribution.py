@@ -30,8 +30,10 @@ def exactness_problem(config) -> str | None:
         reasons.append("mlp=True (the MLP is not linear)")
     if not reasons:
         return None
-    return "direct logit attribution is exact only for one-layer attention-only models " \
-           "without LayerNorm; this config has " + ", ".join(reasons)
+    return (
+        "direct logit attribution is exact only for one-layer attention-only models "
+        "without LayerNorm; this config has " + ", ".join(reasons)
+    )
 
 
 def check_exact(config) -> None:

@@ -132,8 +132,9 @@ def run_intervention(params: dict, tokens, config, hooks: dict):
     return logits
 
 
-def intervention_study(params: dict, tokens, targets, mask, config, *,
-                       layer: int = 0) -> list[dict]:
+def intervention_study(
+    params: dict, tokens, targets, mask, config, *, layer: int = 0
+) -> list[dict]:
     """Every intervention of ``intervention_list`` with its metrics and their change.
 
     tokens [B, T], targets [B, T, V], mask [B, T]. Returns a list of

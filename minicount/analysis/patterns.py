@@ -44,17 +44,28 @@ def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None) -> No
     labels = token_labels(tokens)
     n = len(labels)
     H = pattern.shape[0]
-    fig, axes = plt.subplots(1, H, figsize=(2.6 * H + 0.6, 3.0), squeeze=False)
-    for h, ax in enumerate(axes[0]):
+    cols = min(H, 4)
+    rows = -(-H // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(2.7 * cols + 0.8, 2.8 * rows + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    for h, ax in enumerate(axes.flat):
+        if h >= H:
+            ax.set_axis_off()
+            continue
         im = ax.imshow(pattern[h, :n, :n], vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(n), labels, fontsize=5, rotation=90)
         ax.set_yticks(range(n), labels, fontsize=5)
         head_title = f"head {h}" + (f"  α={weights[h]:.2f}" if weights is not None else "")
         ax.set_title(head_title, fontsize=8)
         ax.set_xlabel("key", fontsize=7)
-        if h == 0:
+        if h % cols == 0:
             ax.set_ylabel("query", fontsize=7)
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110)

@@ -54,7 +54,12 @@ def head_semantics(params: dict, tokens, targets, mask, config) -> list[dict]:
             auc_alone = None
             solo = ablated_logits(params, tokens, config, [g == h for g in range(H)])[..., EOS]
             scaled = _scaled_scores(params, tokens, config, h, float(H))
-        rows.append({"head": h, "auc_alone": auc_alone,
-                     "solo": eos_metrics(solo, targets, mask),
-                     "scaled": eos_metrics(scaled, targets, mask)})
+        rows.append(
+            {
+                "head": h,
+                "auc_alone": auc_alone,
+                "solo": eos_metrics(solo, targets, mask),
+                "scaled": eos_metrics(scaled, targets, mask),
+            }
+        )
     return rows
