@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "on held-out strings and write report.md, figures/*.png, results.json and CSV "
                        "files to --out. The default run takes a few minutes on a 2-core CPU.")
     p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
-                   help="default: laptop-sized; full: more seeds/steps and every knob varied")
+                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
+                   "knob varied (hours on a CPU; meant for --device gpu)")
     p.add_argument("--quick", action="store_true", help="a smoke run for CI (same as --preset quick)")
     p.add_argument("--seeds", type=_seeds, default=None, help="override the preset's seeds (0-4, 0,1,5)")
     p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")

@@ -484,8 +484,8 @@ def render(results: dict, runs: list[dict], heads: list[dict], figures: list[tup
     s.append("## What was run\n")
     s.append(f"- command: `{meta.get('command') or 'minicount reproduce'}`")
     s.append(
-        f"- device: {meta['device']}; wall time: {meta.get('seconds', 0):.0f} s; versions: "
-        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        f"- device: {meta['device']}; training and analysis took {meta.get('seconds', 0):.0f} s; "
+        "versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     )
     s.append(
         f"- {n_seeds} seeds per setting ({', '.join(map(str, preset['seeds']))}), trained "
@@ -727,6 +727,17 @@ def render(results: dict, runs: list[dict], heads: list[dict], figures: list[tup
     for name, caption in figures:
         s.append(f"![{caption}](figures/{name})\n\n*{name}*: {caption}\n")
     s.append("## Caveats\n")
+    short = [
+        f"{r['setting']} seed {r['seed']} (l-acc {r['l_acc']:.3f})"
+        for r in runs
+        if r["l_acc"] < 0.99
+    ]
+    if short:
+        s.append(
+            "- Not fully trained (held-out l-acc < 0.99), included in every mean above: "
+            + ", ".join(short)
+            + ". More `--steps` would change these models most."
+        )
     s.append(
         "- The fitted and uniform weightings are fitted and scored on the same held-out "
         "positions (n_heads + 1 parameters on thousands of positions)."
