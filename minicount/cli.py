@@ -203,6 +203,45 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_reproduce_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="the study: train seeds per head count, analyse, write a report",
+        description="Train several seeds for each n_heads, run every analysis instrument on "
+        "held-out strings and write report.md, figures/*.png, results.json and CSV files to "
+        "--out. The default run takes a few minutes on a 2-core CPU.")
+    p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
+                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
+                   "knob varied (hours on a CPU; meant for --device gpu)")
+    p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="override the preset's seeds (0-4, 0,1,5)")
+    p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--threads", type=_non_negative_int, default=1,
+                   help="BLAS threads on the CPU (%(default)s; 0 = library default)")
+    p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def add_analyze_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="run every analysis instrument on a checkpoint (JSON)",
+        description="Head attribution, ablation, semantics, aggregation weights, attention "
+        "statistics, interventions and linear fits of a saved model, on the fixed held-out "
+        "strings.")
+    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    p.add_argument("--member", type=_non_negative_int, default=None,
+                   help="for an ensemble checkpoint: analyse only this member (default all)")
+    p.add_argument("--max-len", type=_positive_int, default=None,
+                   help="default: the training max_len")
+    p.add_argument("--n-eval", type=_positive_int, default=1024,
+                   help="held-out strings (%(default)s)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
+    p.set_defaults(func=cmd_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,35 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("reproduce", help="the study: train seeds per head count, analyse, write a report",
-                       description="Train several seeds for each n_heads, run every analysis instrument "
-                       "on held-out strings and write report.md, figures/*.png, results.json and CSV "
-                       "files to --out. The default run takes a few minutes on a 2-core CPU.")
-    p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
-                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
-                   "knob varied (hours on a CPU; meant for --device gpu)")
-    p.add_argument("--quick", action="store_true", help="a smoke run for CI (same as --preset quick)")
-    p.add_argument("--seeds", type=_seeds, default=None, help="override the preset's seeds (0-4, 0,1,5)")
-    p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
-    p.add_argument("--threads", type=_non_negative_int, default=1,
-                   help="BLAS threads on the CPU (%(default)s; 0 = library default)")
-    p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("analyze", help="run every analysis instrument on a checkpoint (JSON)",
-                       description="Head attribution, ablation, semantics, aggregation weights, "
-                       "attention statistics, interventions and linear fits of a saved model, "
-                       "on the fixed held-out strings.")
-    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
-    p.add_argument("--member", type=_non_negative_int, default=None,
-                   help="for an ensemble checkpoint: analyse only this member (default all)")
-    p.add_argument("--max-len", type=_positive_int, default=None, help="default: the training max_len")
-    p.add_argument("--n-eval", type=_positive_int, default=1024, help="held-out strings (%(default)s)")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
-    p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
-    p.set_defaults(func=cmd_analyze)
+    add_reproduce_parser(sub)
+    add_analyze_parser(sub)
     return parser
 
 
