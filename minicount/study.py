@@ -164,10 +164,10 @@ def example_pattern(params: dict, config: ModelConfig, setting: Setting):
     return to_numpy(pattern), tokens[0]
 
 
-def run_setting(setting: Setting, preset: Preset, seeds, steps: int, device: str, log) -> dict:
+def run_setting(setting: Setting, preset: Preset, device: str, log) -> dict:
     """Train one setting's seeds as an ensemble and analyse every member."""
-    config = setting.model_config()
-    n_steps = max(1, round(steps * setting.steps_factor))
+    config, seeds = setting.model_config(), preset.seeds
+    n_steps = max(1, round(preset.steps * setting.steps_factor))
     t0 = time.perf_counter()
     params, history = train(
         config,
@@ -253,9 +253,7 @@ def run_study(
                     f"{','.join(map(str, preset.seeds))} for "
                     f"{round(preset.steps * setting.steps_factor)} steps"
                 )
-            results["settings"].append(
-                run_setting(setting, preset, preset.seeds, preset.steps, device, log)
-            )
+            results["settings"].append(run_setting(setting, preset, device, log))
         results["meta"]["seconds"] = time.perf_counter() - t0
         write_outputs(results, out, figures=preset.figures, log=log)
     results["meta"]["seconds"] = time.perf_counter() - t0
@@ -269,10 +267,11 @@ def run_study(
 
 
 def _get(d, *path):
+    """d[path[0]][path[1]]...; None as soon as a level is None."""
     for p in path:
         if d is None:
             return None
-        d = d[p] if isinstance(d, dict) else d[p]
+        d = d[p]
     return d
 
 
