@@ -148,6 +148,100 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _heads(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]."""
+    try:
+        heads = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"heads look like 4 or 1,2,4,8; got {text!r}") from None
+    if not heads or any(h < 1 for h in heads):
+        raise argparse.ArgumentTypeError(f"head counts must be >= 1, got {text!r}")
+    return heads
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .study import PRESETS, run_study
+
+    preset = PRESETS["quick" if a.quick else a.preset]
+    overrides = {"seeds": a.seeds, "heads": a.heads, "steps": a.steps}
+    preset = replace(preset, **{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in overrides.items() if v is not None})
+    out = Path(a.out)
+    run_study(preset, device=a.device, out=out, command=" ".join(["minicount"] + sys.argv[1:]),
+              threads=a.threads or None)
+    print(out / "report.md")
+    return 0
+
+
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from .analysis import analyze_model
+    from .backend import to_device
+    from .checkpoint import load_checkpoint
+    from .data import DataConfig, eval_set
+    from .study import members_of
+
+    ck = load_checkpoint(a.checkpoint)
+    config, train_info = ck["config"], ck["info"].get("train", {})
+    data = DataConfig(max_len=a.max_len or train_info.get("max_len", 32),
+                      bos=train_info.get("bos", True), n_eval=a.n_eval)
+    tokens, targets, mask = eval_set(data)
+    members = members_of(ck["params"])
+    if a.member is not None and a.member >= len(members):
+        raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
+    chosen = range(len(members)) if a.member is None else [a.member]
+    result = {"checkpoint": str(a.checkpoint), "n_eval": a.n_eval, "max_len": data.max_len,
+              "members": [{"member": i, **analyze_model(to_device(members[i], a.device), tokens,
+                                                        targets, mask, config)} for i in chosen]}
+    text = json.dumps(result, indent=1, allow_nan=False)
+    if a.out:
+        Path(a.out).write_text(text)
+        print(a.out)
+    else:
+        print(text)
+    return 0
+
+
+def add_reproduce_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="the study: train seeds per head count, analyse, write a report",
+        description="Train several seeds for each n_heads, run every analysis instrument on "
+        "held-out strings and write report.md, figures/*.png, results.json and CSV files to "
+        "--out. The default run takes a few minutes on a 2-core CPU.")
+    p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
+                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
+                   "knob varied (hours on a CPU; meant for --device gpu)")
+    p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="override the preset's seeds (0-4, 0,1,5)")
+    p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--threads", type=_non_negative_int, default=1,
+                   help="BLAS threads on the CPU (%(default)s; 0 = library default)")
+    p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def add_analyze_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="run every analysis instrument on a checkpoint (JSON)",
+        description="Head attribution, ablation, semantics, aggregation weights, attention "
+        "statistics, interventions and linear fits of a saved model, on the fixed held-out "
+        "strings.")
+    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    p.add_argument("--member", type=_non_negative_int, default=None,
+                   help="for an ensemble checkpoint: analyse only this member (default all)")
+    p.add_argument("--max-len", type=_positive_int, default=None,
+                   help="default: the training max_len")
+    p.add_argument("--n-eval", type=_positive_int, default=1024,
+                   help="held-out strings (%(default)s)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
+    p.set_defaults(func=cmd_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.set_defaults(func=cmd_eval)
+
+    add_reproduce_parser(sub)
+    add_analyze_parser(sub)
     return parser
 
 
