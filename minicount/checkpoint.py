@@ -24,7 +24,7 @@ from .backend import to_numpy
 from .model import ModelConfig, check_params, param_shapes
 
 FORMAT = "minicount-checkpoint-v1"
-ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members; an empty zip
 
 
 def _json_array(obj) -> np.ndarray:
@@ -110,7 +110,7 @@ def _read_arrays(path: Path) -> dict:
         if f.read(4) not in ZIP_MAGIC:
             raise ValueError(f"{path} is not a readable minicount checkpoint (not an .npz file)")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # f: closed on errors
             return {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip fails in many ways: BadZipFile, CRC, zlib, header...
         raise ValueError(f"{path} is not a readable minicount checkpoint "

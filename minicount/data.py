@@ -64,7 +64,7 @@ def check_token_ids(tokens, name: str = "tokens") -> np.ndarray:
 def in_count01(w: str) -> bool:
     """Membership by definition: a non-empty string over {0,1,2} with more 1s than 0s."""
     if not isinstance(w, str):
-        raise TypeError(f"expected a string of 0/1/2, got {type(w).__name__}")
+        raise ValueError(f"expected a string of 0/1/2, got {type(w).__name__}")
     bad = set(w) - set(SYMBOLS)
     if bad:
         raise ValueError(f"Count01 strings use only the symbols 0, 1, 2; got {sorted(bad)!r}")
@@ -74,7 +74,7 @@ def in_count01(w: str) -> bool:
 def encode(w: str, *, bos: bool = True) -> np.ndarray:
     """'0121' -> array([3, 0, 1, 2, 1]) (BOS first unless bos=False). int64 [len(w) + bos]."""
     if not isinstance(w, str):
-        raise TypeError(f"encode expects a string of 0/1/2, got {type(w).__name__}")
+        raise ValueError(f"encode expects a string of 0/1/2, got {type(w).__name__}")
     bad = sorted(set(w) - set(SYMBOLS))
     if bad:
         raise ValueError(f"encode: Count01 strings use only the symbols 0, 1, 2; got {bad!r}")
@@ -193,7 +193,7 @@ def sample_batch(
     rng is a numpy.random.Generator; the same generator state gives the same batch.
     """
     if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0))")
+        raise ValueError("rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0))")
     check_int("batch_size", batch_size, 1)
     symbols, lengths = sample_strings(batch_size, max_len, rng, probs=probs, min_len=min_len)
     return make_batch(symbols, lengths, bos=bos)

@@ -192,7 +192,7 @@ def _check_tokens(tokens, config: ModelConfig, params: dict | None = None):
             tokens = np.asarray(tokens)
         except (TypeError, ValueError):
             raise ValueError("tokens must be an integer array [B, T]") from None
-    if tokens.ndim < 2 or 0 in tokens.shape[-2:]:
+    if tokens.ndim < 2 or tokens.size == 0:
         raise ValueError(f"tokens must be [B, T] (or [M, B, T]) with B, T >= 1, "
                          f"got shape {tuple(tokens.shape)}")
     if not np.issubdtype(tokens.dtype, np.integer):
