@@ -75,7 +75,7 @@ class TrainConfig:
     max_len: int = 32  # strings have 1..max_len symbols
     bos: bool = True  # prepend BOS to every string
     probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2)
-    eval_every: int = 100  # evaluate on held-out strings every N steps (0 = only at the end)
+    eval_every: int = 100  # evaluate on held-out strings every this many steps (0 = only at the end)
     n_eval: int = 2048  # held-out strings
     device: str = "cpu"  # 'cpu', 'gpu' or 'auto'
     dtype: str = "float32"  # 'float32' or 'float64'
@@ -131,7 +131,7 @@ class TrainConfig:
 
 
 # TrainConfig fields that may differ when a run is resumed: none of them changes the
-# parameters of the steps both runs take (with a cosine schedule, ``steps`` does)
+# parameters of the steps both runs take (``steps`` only without a cosine schedule)
 RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every")
 
 
@@ -221,6 +221,8 @@ def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunSt
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: damaged training settings ({e})") from None
     diff = _fields_that_differ(saved_tc.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
+    if tc.schedule == "cosine" and tc.steps != saved_tc.steps:
+        diff.append(f"steps={saved_tc.steps} vs {tc.steps}, which reshapes the cosine schedule")
     if diff:
         raise ValueError(f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
                          f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume")
@@ -374,6 +376,16 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         if checkpoint:
             last_saved = save_run(checkpoint, run, config, tc, device, last_saved)
 
+    def between_steps(step):
+        """After a step short of the last: evaluate, checkpoint, call back, as asked."""
+        evaluating = tc.eval_every and step % tc.eval_every == 0
+        if evaluating:
+            run_eval(step)
+        if evaluating or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
+            run_save()
+        if evaluating and callback is not None:
+            callback(step, params, history)
+
     for step in range(run.step, tc.steps):
         batches = [sample_batch(tc.batch_size, tc.max_len, r, bos=tc.bos, probs=tc.probs) for r in rngs]
         tokens, targets, mask = (np.stack(a) if ensemble else a[0] for a in zip(*batches))
@@ -388,13 +400,8 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         run.step = step + 1
         history["step"].append(step + 1)
         history["loss"].append(loss.tolist())
-        evaluating = tc.eval_every and run.step % tc.eval_every == 0 and run.step < tc.steps
-        if evaluating:
-            run_eval(run.step)
-        if evaluating or (tc.checkpoint_every and run.step % tc.checkpoint_every == 0):
-            run_save()
-        if evaluating and callback is not None:
-            callback(run.step, params, history)
+        if run.step < tc.steps:
+            between_steps(run.step)
     if not history["eval"] or history["eval"][-1]["step"] != tc.steps:
         if not _all_finite(params.values()):
             raise non_finite_error(run.step, None, {}, params, ensemble, last_saved)
