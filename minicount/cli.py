@@ -166,8 +166,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .backend import resolve_device
     from .train import train_with_config, versions
 
-    given = given_train_options(a.argv[1:])
     if a.resume:
+        given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
         out = Path(a.out if "out" in given else a.resume)
     else:

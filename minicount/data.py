@@ -53,9 +53,9 @@ def check_token_ids(tokens, name: str = "tokens") -> np.ndarray:
     try:
         ids = np.asarray(tokens)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an array of token ids in 0..{V - 1}") from None
+        raise ValueError(f"{name}: expected an array of token ids in 0..{V - 1}") from None
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{name} must be integer token ids in 0..{V - 1}, got dtype {ids.dtype}")
+        raise ValueError(f"{name}: token ids must be integers in 0..{V - 1}, got dtype {ids.dtype}")
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         raise ValueError(f"{name}: token ids must lie in 0..{V - 1}, got {ids.min()}..{ids.max()}")
     return ids

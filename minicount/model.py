@@ -173,8 +173,8 @@ def check_params(params: dict, config: ModelConfig) -> int | None:
         leading.add(tuple(a.shape[:lead]))
         devices.add(device_of(a))
     if len(leading) > 1:
-        raise ValueError(f"params mix single-model and ensemble shapes (leading axes "
-                         f"{sorted(leading)})")
+        raise ValueError(f"params disagree on the model axis: leading axes {sorted(leading)} "
+                         "(one model: none; an ensemble of M: [M] on every array)")
     if len(devices) > 1:
         raise ValueError("params are spread over cpu and gpu: move them with backend.to_device")
     (lead,) = leading

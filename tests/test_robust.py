@@ -177,7 +177,7 @@ def test_loss_with_bad_targets_or_mask_is_a_value_error(which, breakage):
     (lambda p: p.update(extra=np.zeros(3)), "unexpected"),
     (lambda p: p.update({"embed.W_E": np.zeros((6, 9), np.float32)}), "embed.W_E"),
     (lambda p: p.update({"embed.W_E": np.zeros((6, 8), np.int64)}), "floating"),
-    (lambda p: p.update({"embed.W_E": np.zeros((2, 6, 8), np.float32)}), "single-model and ens"),
+    (lambda p: p.update({"embed.W_E": np.zeros((2, 6, 8), np.float32)}), "disagree on the model"),
     (lambda p: p.update({"embed.W_E": [[0.0] * 8] * 6}), "array"),
 ])
 def test_params_that_do_not_fit_the_config_are_named(breakage, match):
