@@ -31,7 +31,8 @@ def _json_array(obj) -> np.ndarray:
     return np.array(json.dumps(obj, sort_keys=True))
 
 
-def _npz_path(path) -> Path:
+def npz_path(path) -> Path:
+    """The file a checkpoint path names: the path itself if it ends in .npz, else path + '.npz'."""
     path = Path(path)
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
@@ -45,7 +46,7 @@ def save(path, params: dict, config: ModelConfig, *, opt_state: dict | None = No
     suffix gets it. Returns the path written.
     """
     check_params(params, config)
-    path = _npz_path(path)
+    path = npz_path(path)
     arrays = {"meta:format": np.array(FORMAT), "meta:config": _json_array(config.to_dict())}
     if info is not None:
         arrays["meta:info"] = _json_array(info)
@@ -63,7 +64,7 @@ def save(path, params: dict, config: ModelConfig, *, opt_state: dict | None = No
 def check_writable(path) -> Path:
     """Make sure a checkpoint can be written at path (creating its folder) before any work is
     done that would need it; returns the .npz path. OSError naming the path if not."""
-    path = _npz_path(path)
+    path = npz_path(path)
     if path.is_dir():
         raise OSError(f"cannot write the checkpoint {path}: it is a directory")
     fd, tmp = _temporary(path)
@@ -161,6 +162,8 @@ def load_checkpoint(path) -> dict:
     corrupted or foreign file; nothing in the file is ever executed (no pickle).
     """
     path = Path(path)
+    if not path.is_file() and npz_path(path).is_file():
+        path = npz_path(path)  # as save wrote it
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     arrays = _read_arrays(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -164,24 +163,24 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
 
 def cmd_train(a: argparse.Namespace) -> int:
     from .backend import resolve_device
+    from .checkpoint import npz_path
     from .train import train_with_config, versions
 
     if a.resume:
         given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
-        out = Path(a.out if "out" in given else a.resume)
+        out = npz_path(a.out if "out" in given else a.resume)
     else:
         config, tc = model_config_from_args(a), train_config_from_args(a)
-        out = Path(a.out)
+        out = npz_path(a.out)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
             params, history = train_with_config(config, tc, progress=True, checkpoint=out,
                                                 resume=a.resume)
     except KeyboardInterrupt:
-        if out.exists():
-            print(f"minicount train: interrupted; continue with: python -m minicount train "
-                  f"--resume {out}", file=sys.stderr)
-        raise
+        hint = f"; continue with: python -m minicount train --resume {out}" if out.exists() else ""
+        print(f"minicount train: interrupted{hint}", file=sys.stderr)
+        return 130
     final = history["eval"][-1]
     result = {k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}
     result.update(seeds=list(tc.seeds), versions=versions(resolve_device(tc.device)))

@@ -408,6 +408,28 @@ def test_killed_process_resumes_exactly(tmp_path):
     assert_same_params(resumed, whole)
 
 
+def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
+    ck = tmp_path / "c"  # without .npz: saved as c.npz, and the hint must name that file
+    cmd = [sys.executable, "-m", "minicount", "train", "--steps", "100000", "--batch-size", "4",
+           "--max-len", "4", "--eval-every", "0", "--checkpoint-every", "2", "--out", str(ck)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ck.with_suffix(".npz").exists() and time.monotonic() < deadline \
+                and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        f"minicount train: interrupted; continue with: python -m minicount train --resume {ck}.npz")
+    assert mc.load_checkpoint(ck)["info"]["step"] >= 2  # the suffix may be left out
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 
 
