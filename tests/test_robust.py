@@ -23,7 +23,7 @@ import minicount as mc
 from minicount import data
 from minicount.cli import main
 from minicount.data import BOS, EOS, V
-from minicount.train import NonFiniteError
+from minicount import NonFiniteError
 
 train_module = sys.modules["minicount.train"]  # (minicount.train is also the train function)
 
