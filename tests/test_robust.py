@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minicount as mc
-from minicount import data
+from minicount import NonFiniteError, data
 from minicount.cli import main
 from minicount.data import BOS, EOS, V
-from minicount import NonFiniteError
 
 train_module = sys.modules["minicount.train"]  # (minicount.train is also the train function)
 
