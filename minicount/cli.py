@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -101,6 +100,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)")
+    g.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
+                   help="also save the checkpoint every N steps (default 0: at each evaluation)")
+    g.add_argument("--resume", metavar="CHECKPOINT", default=None,
+                   help="continue the run saved in CHECKPOINT with its own settings (only "
+                        "--steps, --device, --eval-every, --checkpoint-every, --out may change; "
+                        "--out defaults to CHECKPOINT)")
     d = p.add_argument_group("data")
     d.add_argument("--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)")
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
@@ -108,18 +113,78 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    default=[1 / 3, 1 / 3, 1 / 3], help="symbol probabilities (uniform)")
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, train_with_config
+def train_config_from_args(a: argparse.Namespace):
+    from .train import TrainConfig
 
-    config = model_config_from_args(a)
-    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                     warmup=a.warmup, schedule=a.schedule, grad_clip=a.grad_clip, seeds=tuple(a.seeds),
-                     max_len=a.max_len, bos=not a.no_bos, probs=tuple(a.probs),
-                     eval_every=a.eval_every, device=a.device, dtype=a.dtype)
-    out = Path(a.out)
-    params, history = train_with_config(config, tc, progress=True, checkpoint=out)
+    return TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                       weight_decay=a.weight_decay, warmup=a.warmup, schedule=a.schedule,
+                       grad_clip=a.grad_clip, seeds=tuple(a.seeds), max_len=a.max_len,
+                       bos=not a.no_bos, probs=tuple(a.probs), eval_every=a.eval_every,
+                       device=a.device, dtype=a.dtype, checkpoint_every=a.checkpoint_every)
+
+
+def given_train_options(argv: list[str]) -> set[str]:
+    """The dests of the options given after 'train' on the command line (not defaulted)."""
+    q = argparse.ArgumentParser(add_help=False)
+    add_model_args(q)
+    add_train_args(q)
+    q.add_argument("--out")
+    unset = object()
+    q.set_defaults(**dict.fromkeys(vars(q.parse_args([])), unset))
+    return {k for k, v in vars(q.parse_known_args(argv)[0]).items() if v is not unset}
+
+
+def resumed_settings(a: argparse.Namespace, given: set[str]):
+    """(ModelConfig, TrainConfig) of the run saved in a.resume, with the options that may change
+    on resume taken from the command line; any other option given must agree with the run."""
+    from dataclasses import replace
+
+    from .checkpoint import load_checkpoint
+    from .train import RESUMABLE_FIELDS, TrainConfig
+
+    ck = load_checkpoint(a.resume)
+    if "train" not in ck["info"]:
+        raise ValueError(f"{a.resume} holds no training state to resume from")
+    try:
+        tc = TrainConfig.from_dict(ck["info"]["train"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{a.resume}: damaged training settings ({e})") from None
+    tc = replace(tc, **{f: getattr(a, f) for f in RESUMABLE_FIELDS if f in given})
+    asked = {**model_config_from_args(a).to_dict(), **train_config_from_args(a).to_dict()}
+    saved = {**ck["config"].to_dict(), **tc.to_dict()}
+    for dest in sorted(given - set(RESUMABLE_FIELDS) - {"out", "resume"}):
+        field = "bos" if dest == "no_bos" else dest
+        if asked[field] != saved[field]:
+            raise ValueError(f"--{dest.replace('_', '-')} asks for {field}={asked[field]!r} but "
+                             f"the run in {a.resume} has {saved[field]!r}; a resumed run keeps "
+                             f"its settings (only {', '.join(RESUMABLE_FIELDS)} may change)")
+    return ck["config"], tc
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .backend import resolve_device
+    from .checkpoint import npz_path
+    from .train import train_with_config, versions
+
+    if a.resume:
+        given = given_train_options(a.argv[1:])
+        config, tc = resumed_settings(a, given)
+        out = npz_path(a.out if "out" in given else a.resume)
+    else:
+        config, tc = model_config_from_args(a), train_config_from_args(a)
+        out = npz_path(a.out)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
+            params, history = train_with_config(config, tc, progress=True, checkpoint=out,
+                                                resume=a.resume)
+    except KeyboardInterrupt:
+        hint = f"; continue with: python -m minicount train --resume {out}" if out.exists() else ""
+        print(f"minicount train: interrupted{hint}", file=sys.stderr)
+        return 130
     final = history["eval"][-1]
-    print(json.dumps({k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}))
+    result = {k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}
+    result.update(seeds=list(tc.seeds), versions=versions(resolve_device(tc.device)))
+    print(json.dumps(result))
     print(f"checkpoint: {out}", file=sys.stderr)
     return 0
 
@@ -270,15 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (2 for bad input, with one line on stderr)."""
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
-        print(f"minicount {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, MemoryError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, MemoryError):
+            message = f"out of memory ({message}): ask for a smaller model, batch or ensemble"
+        print(f"minicount {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"minicount {args.command}: interrupted", file=sys.stderr)
