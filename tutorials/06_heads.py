@@ -234,10 +234,9 @@ for h in range(H):
 # head did spreads its weight evenly over the `0` and `1` columns and ignores the `2`
 # columns (they are noise), with some weight parked on `BOS`. Other heads may light up
 # only the `1` columns, or only the `0` columns, or the `2`s, or sit almost entirely on
-# `BOS`. A head
-# that attends to the 1s alone is not useless: its output says "what fraction of what I
-# see are 1s", and two such one-sided heads can be combined downstream. Section 6 puts a
-# number on these pictures.
+# `BOS`. A head that attends to the 1s alone is not useless: its output says "what
+# fraction of what I see are 1s", and two such one-sided heads can be combined
+# downstream. Section 7 puts numbers on these pictures.
 #
 # ## 4. Head ablation: what happens without a head?
 #
