@@ -13,12 +13,21 @@ heads or edits attention without touching the parameters. Names (TransformerLens
 ``hook_pattern`` [..., B, H, T, T], ``hook_z`` [..., B, H, T, d_head] and ``hook_result``
 [..., B, H, T, d_model] (each head's output; computed only when hooked).
 A forward pass with hooks is for analysis: its cache is not meant for the backward.
+
+Speed. The [..., B, H, T, T] arrays (scores, pattern and their gradients) are the only
+big ones, so the code passes over them as few times as it can: the 1/sqrt(d_head) scale
+is applied to the small q instead, the softmax normalises in place, and the backward
+uses Σ_j dpattern·pattern = dz·z (a [..., T] dot of small arrays) instead of a pass over
+[T, T]. The three projections are one matmul with W_Q, W_K, W_V side by side.
 """
 
 import math
 
 from ..backend import array_module
 from .shapes import rows, unrows
+
+# exp(x) stays a normal float32 for |x| < 87, so scores inside ±SHIFT_FREE need no shift
+SHIFT_FREE = 80.0
 
 
 def heads_as_matrix(W):
@@ -34,8 +43,24 @@ def matrix_as_heads(M, H):
 
 
 def split_heads(y_rows, B, T, H):
-    """[..., B*T, H*d_head] -> [..., B, H, T, d_head]."""
-    return y_rows.reshape(*y_rows.shape[:-2], B, T, H, -1).swapaxes(-3, -2)
+    """[..., B*T, H*d_head] -> [..., B, H, T, d_head] (a contiguous copy, ready for matmul)."""
+    xp = array_module(y_rows)
+    return xp.ascontiguousarray(y_rows.reshape(*y_rows.shape[:-2], B, T, H, -1).swapaxes(-3, -2))
+
+
+def split_qkv(qkv_rows, B, T, H):
+    """[..., B*T, 3*H*d_head] -> [3, ..., B, H, T, d_head]: q, k, v per head, in one copy."""
+    xp = array_module(qkv_rows)
+    qkv = qkv_rows.reshape(*qkv_rows.shape[:-2], B, T, 3, H, -1)  # [..., B, T, 3, H, d_head]
+    return xp.ascontiguousarray(xp.moveaxis(qkv, -3, 0).swapaxes(-3, -2))
+
+
+def merge_qkv(dqkv):
+    """The inverse of split_qkv: [3, ..., B, H, T, d_head] -> [..., B*T, 3*H*d_head] (a copy)."""
+    xp = array_module(dqkv)
+    B, H, T, d_head = dqkv.shape[-4:]
+    dqkv = xp.moveaxis(dqkv.swapaxes(-3, -2), 0, -3)  # [..., B, T, 3, H, d_head]
+    return dqkv.reshape(*dqkv.shape[:-5], B * T, 3 * H * d_head)
 
 
 def merge_heads(z):
@@ -44,15 +69,35 @@ def merge_heads(z):
     return z.swapaxes(-3, -2).reshape(*z.shape[:-4], B * T, H * d_head)
 
 
-def causal_mask(T, xp):
-    """[T, T] bool, True where key j may be seen from query t (j <= t)."""
-    return xp.tril(xp.ones((T, T), dtype=bool))
+def causal_mask(T, xp, dtype=bool):
+    """[T, T], 1 (True) where key j may be seen from query t (j <= t), else 0."""
+    return xp.tril(xp.ones((T, T), dtype=dtype))
 
 
 def softmax(scores, axis=-1):
+    """The textbook softmax, shifted by the maximum so that exp cannot overflow."""
     xp = array_module(scores)
     e = xp.exp(scores - scores.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def causal_softmax(scores):
+    """pattern [..., T, T]: softmax over keys j <= t of scores[..., t, j]; later keys get 0.
+
+    Equal to softmax(where(causal_mask, scores, -inf)). Softmax does not change when a row
+    is shifted, and the shift only guards exp against overflow, so when every score lies
+    within ±SHIFT_FREE (the usual case) exp is taken directly and the mask multiplies it;
+    this skips a max over the short last axis, the slowest pass over [T, T] in NumPy.
+    """
+    xp = array_module(scores)
+    T = scores.shape[-1]
+    if not max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:  # also catches inf, nan
+        return softmax(xp.where(causal_mask(T, xp), scores, -xp.inf))
+    pattern = xp.exp(scores)  # [..., T, T]
+    pattern *= causal_mask(T, xp, scores.dtype)
+    row_sums = xp.einsum("...tj->...t", pattern)  # [..., T] (einsum: faster than .sum here)
+    pattern *= (1.0 / row_sums)[..., None]
+    return pattern
 
 
 def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
@@ -67,18 +112,18 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
     H, d_head = W_Q.shape[-3], W_Q.shape[-1]
     x_rows = rows(x)  # [..., B*T, d_model]
 
-    # 1. project every position to queries, keys and values, per head
-    q = hook("hook_q", split_heads(x_rows @ heads_as_matrix(W_Q), B, T, H))  # [..., B, H, T, d_head]
-    k = hook("hook_k", split_heads(x_rows @ heads_as_matrix(W_K), B, T, H))  # [..., B, H, T, d_head]
-    v = hook("hook_v", split_heads(x_rows @ heads_as_matrix(W_V), B, T, H))  # [..., B, H, T, d_head]
+    # 1. project every position to queries, keys and values, all heads in one matmul
+    W_QKV = xp.concatenate([heads_as_matrix(W) for W in (W_Q, W_K, W_V)], axis=-1)  # [..., d_model, 3*H*d_head]
+    qkv_rows = x_rows @ W_QKV  # [..., B*T, d_model] @ [..., d_model, 3*H*d_head] -> [..., B*T, 3*H*d_head]
+    q, k, v = (hook(name, y) for name, y in zip(("hook_q", "hook_k", "hook_v"), split_qkv(qkv_rows, B, T, H)))
 
     # 2. scores: how much each query t matches each key j
-    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(d_head))  # [..., B, H, T, T]
-    scores = hook("hook_attn_scores", scores)
+    scale = 1.0 / math.sqrt(d_head)
+    k_T = xp.ascontiguousarray(k.swapaxes(-1, -2))  # [..., B, H, d_head, T]
+    scores = hook("hook_attn_scores", (q * scale) @ k_T)  # [..., B, H, T, T]
 
     # 3. causal mask and softmax over keys: pattern[t, j] = weight of key j for query t
-    scores = xp.where(causal_mask(T, xp), scores, -xp.inf)
-    pattern = hook("hook_pattern", softmax(scores))  # [..., B, H, T, T], rows sum to 1
+    pattern = hook("hook_pattern", causal_softmax(scores))  # [..., B, H, T, T], rows sum to 1
 
     # 4. mix the values
     z = hook("hook_z", pattern @ v)  # [..., B, H, T, T] @ [..., B, H, T, d_head] -> [..., B, H, T, d_head]
@@ -94,42 +139,51 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
         out = unrows(z_rows @ W_O_rows, B, T)  # [..., B*T, H*d_head] @ [..., H*d_head, d_model]
 
     cache = {
-        "x_rows": x_rows, "q": q, "k": k, "v": v, "pattern": pattern, "z_rows": z_rows,
-        "W_Q": W_Q, "W_K": W_K, "W_V": W_V, "W_O_rows": W_O_rows,
+        "x_rows": x_rows, "q": q, "k": k, "v": v, "pattern": pattern, "z": z, "z_rows": z_rows,
+        "W_QKV": W_QKV, "W_O_rows": W_O_rows,
     }  # fmt: skip
     return out, cache
 
 
 def attention_backward(dout, cache):
     """(dx, dW_Q, dW_K, dW_V, dW_O) from dout [..., B, T, d_model]; steps in reverse order."""
-    x_rows, q, k, v, pattern = (cache[n] for n in ("x_rows", "q", "k", "v", "pattern"))
-    z_rows, W_O_rows = cache["z_rows"], cache["W_O_rows"]
+    xp = array_module(dout)
+    x_rows, q, k, v, pattern, z = (cache[n] for n in ("x_rows", "q", "k", "v", "pattern", "z"))
+    z_rows, W_QKV, W_O_rows = cache["z_rows"], cache["W_QKV"], cache["W_O_rows"]
     B, H, T, d_head = q.shape[-4:]
     dout_rows = rows(dout)  # [..., B*T, d_model]
 
     # 5. in the forward pass this was: out = merge_heads(z) @ W_O, so now we have:
-    dW_O = (z_rows.swapaxes(-1, -2) @ dout_rows).reshape(cache["W_O_rows"].shape[:-2] + (H, d_head, -1))
+    dW_O = (z_rows.swapaxes(-1, -2) @ dout_rows).reshape(W_O_rows.shape[:-2] + (H, d_head, -1))
     dz = split_heads(dout_rows @ W_O_rows.swapaxes(-1, -2), B, T, H)  # [..., B, H, T, d_head]
 
+    # dq, dk, dv are written side by side, ready for step 1
+    dqkv = xp.empty((3,) + q.shape, dtype=q.dtype)  # [3, ..., B, H, T, d_head]
+    dq, dk, dv = dqkv
+
     # 4. z = pattern @ v
-    dpattern = dz @ v.swapaxes(-1, -2)  # [..., B, H, T, T]
-    dv = pattern.swapaxes(-1, -2) @ dz  # [..., B, H, T, d_head]
+    dpattern = dz @ xp.ascontiguousarray(v.swapaxes(-1, -2))  # [..., B, H, T, T]
+    xp.matmul(pattern.swapaxes(-1, -2), dz, out=dv)  # [..., B, H, T, d_head]
 
-    # 3. pattern = softmax(scores): dscores = pattern * (dpattern - Σ_j dpattern * pattern);
-    #    masked keys have pattern 0, so their score gets no gradient
-    dscores = pattern * (dpattern - (dpattern * pattern).sum(axis=-1, keepdims=True))
+    # 3. pattern = softmax(scores): dscores = pattern * (dpattern - Σ_j dpattern * pattern),
+    #    where Σ_j dpattern[t, j] pattern[t, j] = Σ_j (dz_t · v_j) pattern[t, j] = dz_t · z_t;
+    #    masked keys have pattern 0, so their score gets no gradient. (In place on dpattern.)
+    dz_dot_z = xp.einsum("...td,...td->...t", dz, z)  # [..., B, H, T]
+    dscores = dpattern
+    dscores -= dz_dot_z[..., None]
+    dscores *= pattern  # [..., B, H, T, T]
 
-    # 2. scores = q @ kᵀ / sqrt(d_head)
-    dscores *= 1.0 / math.sqrt(d_head)
-    dq = dscores @ k  # [..., B, H, T, d_head]
-    dk = dscores.swapaxes(-1, -2) @ q  # [..., B, H, T, d_head]
+    # 2. scores = (q / sqrt(d_head)) @ kᵀ
+    scale = 1.0 / math.sqrt(d_head)
+    xp.matmul(dscores, k, out=dq)
+    dq *= scale  # [..., B, H, T, d_head]
+    xp.matmul(dscores.swapaxes(-1, -2), q, out=dk)
+    dk *= scale  # [..., B, H, T, d_head]
 
-    # 1. q, k, v = x @ W_Q, x @ W_K, x @ W_V; x fans out to all three, so its gradients add up
-    dx_rows = 0
-    grads = []
-    for dy, W in ((dq, cache["W_Q"]), (dk, cache["W_K"]), (dv, cache["W_V"])):
-        dy_rows = merge_heads(dy)  # [..., B*T, H*d_head]
-        grads.append(matrix_as_heads(x_rows.swapaxes(-1, -2) @ dy_rows, H))  # [..., H, d_model, d_head]
-        dx_rows = dx_rows + dy_rows @ heads_as_matrix(W).swapaxes(-1, -2)  # [..., B*T, d_model]
-    dW_Q, dW_K, dW_V = grads
+    # 1. [q, k, v] = x @ [W_Q, W_K, W_V]; x fans out to all three, so its gradients add up,
+    #    which the one matmul with the stacked gradients does
+    dqkv_rows = merge_qkv(dqkv)  # [..., B*T, 3*H*d_head]
+    dW_QKV = x_rows.swapaxes(-1, -2) @ dqkv_rows  # [..., d_model, 3*H*d_head]
+    dx_rows = dqkv_rows @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
+    dW_Q, dW_K, dW_V = (matrix_as_heads(g, H) for g in xp.split(dW_QKV, 3, axis=-1))
     return unrows(dx_rows, B, T), dW_Q, dW_K, dW_V, dW_O
