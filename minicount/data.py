@@ -73,12 +73,17 @@ def next_set_targets(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     tokens = np.asarray(tokens)
     mask = tokens != PAD  # [B, T]
-    symbol = mask & (tokens < 3)  # [B, T] positions that hold a symbol
-    lead = np.cumsum((tokens == ONE) & symbol, axis=-1) - np.cumsum((tokens == ZERO) & symbol, axis=-1)
-    targets = np.zeros(tokens.shape + (V,), dtype=np.float32)  # [B, T, V]
-    targets[..., :3] = mask[..., None]
-    targets[..., EOS] = (lead > 0) & mask
+    step = (tokens == ONE).astype(np.int16) - (tokens == ZERO)  # [B, T]: +1 for a 1, -1 for a 0
+    lead = np.cumsum(step, axis=-1, dtype=np.int16)  # [B, T] #1s - #0s so far (|lead| <= T)
+    # each position's target is one of three rows: padding, "a symbol next", "a symbol or EOS"
+    kind = mask * (1 + (lead > 0))  # [B, T] in 0..2
+    targets = np.take(_TARGET_ROWS, kind, axis=0)  # [B, T, V]
     return targets, mask
+
+
+_TARGET_ROWS = np.array(
+    [[0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 1, 0]], dtype=np.float32
+)  # [3, V]
 
 
 def sample_strings(
@@ -106,9 +111,12 @@ def sample_strings(
     while have < n:  # rounds of rejection sampling, each one vectorised over many strings
         m = max(64, 3 * (n - have))
         lengths = rng.integers(min_len, max_len + 1, size=m)
-        symbols = np.searchsorted(cdf, rng.random((m, max_len)), side="right").clip(0, 2)
-        real = np.arange(max_len) < lengths[:, None]
-        lead = ((symbols == ONE) & real).sum(1) - ((symbols == ZERO) & real).sum(1)
+        u = rng.random((m, max_len))  # [m, max_len] uniform on [0, 1)
+        # inverse CDF: the symbol is the number of cdf steps at or below u (cdf[2] = 1 > u)
+        symbols = (u >= cdf[0]).astype(np.int64) + (u >= cdf[1])  # [m, max_len] in 0..2
+        real = np.arange(max_len) < lengths[:, None]  # [m, max_len]
+        step = (symbols == ONE).astype(np.int8) - (symbols == ZERO)  # +1 for a 1, -1 for a 0
+        lead = np.einsum("ij,ij->i", step, real.astype(np.int8), dtype=np.int64)  # [m]
         keep = lead > 0
         kept_sym.append(symbols[keep])
         kept_len.append(lengths[keep])
@@ -120,13 +128,11 @@ def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_
     """Lay strings out as a right-padded batch: (tokens [B, T], targets [B, T, V], mask [B, T])."""
     n, max_len = symbols.shape
     T = n_pos if n_pos is not None else max_len + int(bos)
-    real = np.arange(max_len) < lengths[:, None]
-    body = np.where(real, symbols, PAD)
-    if bos:
-        body = np.concatenate([np.full((n, 1), BOS, dtype=np.int64), body], axis=1)
-    tokens = np.full((n, T), PAD, dtype=np.int64)
-    width = min(T, body.shape[1])
-    tokens[:, :width] = body[:, :width]
+    real = np.arange(max_len) < lengths[:, None]  # [n, max_len]
+    tokens = np.full((n, T), PAD, dtype=np.int64)  # [n, T]
+    tokens[:, : int(bos)] = BOS
+    width = max(0, min(T - int(bos), max_len))
+    tokens[:, int(bos) : int(bos) + width] = np.where(real, symbols, PAD)[:, :width]
     targets, mask = next_set_targets(tokens)
     return tokens, targets, mask
 

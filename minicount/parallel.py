@@ -1,31 +1,42 @@
 """A training step's loss and gradients computed slice by slice, on several CPU threads.
 
-Two things make NumPy slow on a whole batch of the study's model: the [B, H, T, T]
-attention arrays (4 MiB each for B = 256) do not fit in a core's cache, so each of the
-many passes over them goes to memory; and NumPy runs elementwise work on one core.
-So the batch is cut into slices small enough for their attention arrays to stay in
-cache, each slice runs forward and backward on its own, and a pool of threads works
-through the slices (NumPy releases the GIL inside array operations). Gradients add up
-across slices because every slice divides its loss by the whole batch's count of terms.
+Three things make NumPy slow on a whole batch of the study's model, and each has a cure:
 
-The result equals ``model.loss_and_grads_all`` up to floating-point rounding (tested).
-On CuPy the whole batch is one slice: a GPU wants big arrays.
+- The [B, H, T, T] attention arrays (4 MiB each for B = 256) do not fit in a core's
+  cache, so every pass over them goes out to memory. Cure: cut the batch into slices
+  whose attention arrays fit in cache (``slice_size``), run forward and backward per slice.
+- NumPy does elementwise work on one core. Cure: a pool of threads works through the
+  slices; NumPy releases the GIL inside array operations, so they run at the same time
+  (BLAS is held to one thread meanwhile, when threadpoolctl is installed).
+- glibc gives large freed blocks back to the kernel, and the next array of that size
+  then costs a page fault per 4 KiB page (a few microseconds each on a VM: several ms per
+  step). Cure: ``keep_freed_memory`` asks glibc to keep them for reuse.
+
+Gradients add up across slices because every slice divides its loss by the whole batch's
+count of terms. The result equals ``model.loss_and_grads_all`` up to floating-point
+rounding (tested). On CuPy the whole batch is one call: a GPU wants big arrays.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import numpy as np
 
 from . import layers
 from .backend import array_module
 from .model import ModelConfig, backward, forward_with_cache
 
-# aim for attention arrays [slice, H, T, T] of about this many elements (512 KiB in float32)
-SLICE_ELEMENTS = 2**17
+SLICE_ELEMENTS = 2**17  # aim for [slice, H, T, T] attention arrays of 512 KiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+_blas = []  # [threadpoolctl controller] once looked up (empty list: not yet, [None]: absent)
+_malloc_tuned = []
 
 
 def default_threads() -> int:
@@ -34,6 +45,22 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
+    """Ask glibc's malloc to reuse freed blocks below nbytes instead of returning them.
+
+    Raises M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (process-wide). Returns False where
+    there is no glibc (macOS, Windows, musl), where nothing changes.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(M_TRIM_THRESHOLD, nbytes))
 
 
 def slice_size(tokens_shape: tuple, config: ModelConfig) -> int:
@@ -48,6 +75,19 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
     if n_threads not in _pools:
         _pools[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="minicount")
     return _pools[n_threads]
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread (a no-op without threadpoolctl)."""
+    if not _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas.append(ThreadpoolController())
+        except ImportError:
+            _blas.append(None)
+    controller = _blas[0]
+    return controller.limit(limits=1, user_api="blas") if controller else nullcontext()
 
 
 def _slice_loss_and_grads(params, tokens, targets, mask, config, n):
@@ -67,9 +107,10 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
     threads working through the slices (default: the cores this process may use).
     Returns (losses [] or [M], grads) like loss_and_grads_all.
     """
-    xp = array_module(tokens)
+    if not _malloc_tuned:
+        _malloc_tuned.append(keep_freed_memory())
     B = tokens.shape[-2]
-    if xp is not __import__("numpy"):
+    if array_module(tokens) is not np:
         slice_strings, n_threads = B, 1
     step = slice_strings or slice_size(tokens.shape, config)
     n_threads = n_threads or default_threads()
@@ -82,15 +123,13 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
 
     starts = range(0, B, step)
     if n_threads == 1 or len(starts) == 1:
-        results = map(run, starts)
+        results = list(map(run, starts))
     else:
-        results = _pool(n_threads).map(run, starts)
-    loss, grads = None, None
-    for slice_loss, slice_grads in results:  # added in slice order: the same sum on every run
-        if grads is None:
-            loss, grads = slice_loss, slice_grads
-        else:
-            loss = loss + slice_loss
-            for k, g in slice_grads.items():
-                grads[k] += g
+        with _one_blas_thread():
+            results = list(_pool(n_threads).map(run, starts))
+    loss, grads = results[0]
+    for slice_loss, slice_grads in results[1:]:  # added in slice order: the same sum every run
+        loss = loss + slice_loss
+        for k, g in slice_grads.items():
+            grads[k] += g
     return loss, grads

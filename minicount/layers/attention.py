@@ -21,6 +21,7 @@ uses Σ_j dpattern·pattern = dz·z (a [..., T] dot of small arrays) instead of 
 [T, T]. The three projections are one matmul with W_Q, W_K, W_V side by side.
 """
 
+import functools
 import math
 
 from ..backend import array_module
@@ -48,19 +49,40 @@ def split_heads(y_rows, B, T, H):
     return xp.ascontiguousarray(y_rows.reshape(*y_rows.shape[:-2], B, T, H, -1).swapaxes(-3, -2))
 
 
-def split_qkv(qkv_rows, B, T, H):
-    """[..., B*T, 3*H*d_head] -> [3, ..., B, H, T, d_head]: q, k, v per head, in one copy."""
-    xp = array_module(qkv_rows)
-    qkv = qkv_rows.reshape(*qkv_rows.shape[:-2], B, T, 3, H, -1)  # [..., B, T, 3, H, d_head]
-    return xp.ascontiguousarray(xp.moveaxis(qkv, -3, 0).swapaxes(-3, -2))
+def heads_of_columns(y_cols, B, T, H):
+    """[..., H*d_head, B*T] -> [..., B, H, T, d_head], a view (no copy).
+
+    y_cols holds one column per position: the transposed layout that ``W.T @ x_rows.T``
+    produces. Each (string, head) matrix [T, d_head] is then a strided view that matmul
+    takes as it is, so q, k, v and their gradients never need a transposing copy.
+    """
+    y = y_cols.reshape(*y_cols.shape[:-2], H, -1, B, T)  # [..., H, d_head, B, T]
+    n = y.ndim
+    return y.transpose(*range(n - 4), n - 2, n - 4, n - 1, n - 3)
 
 
-def merge_qkv(dqkv):
-    """The inverse of split_qkv: [3, ..., B, H, T, d_head] -> [..., B*T, 3*H*d_head] (a copy)."""
-    xp = array_module(dqkv)
-    B, H, T, d_head = dqkv.shape[-4:]
-    dqkv = xp.moveaxis(dqkv.swapaxes(-3, -2), 0, -3)  # [..., B, T, 3, H, d_head]
-    return dqkv.reshape(*dqkv.shape[:-5], B * T, 3 * H * d_head)
+def columns_of_heads(y):
+    """The inverse of heads_of_columns: [..., B, H, T, d_head] -> [..., H*d_head, B*T].
+
+    Free (a view) for an array made by heads_of_columns, a copy for any other.
+    """
+    B, H, T, d_head = y.shape[-4:]
+    n = y.ndim
+    y = y.transpose(*range(n - 4), n - 3, n - 1, n - 4, n - 2)  # [..., H, d_head, B, T]
+    return y.reshape(*y.shape[:-4], H * d_head, B * T)
+
+
+def matmul_into(a, b, out):
+    """out[...] = a @ b, for an ``out`` laid out by heads_of_columns.
+
+    NumPy's matmul writes straight into an output whose rows are contiguous, as outᵀ's
+    are, so it computes outᵀ = bᵀ @ aᵀ; CuPy simply copies the product in.
+    """
+    xp = array_module(a)
+    if xp.__name__ == "numpy":
+        xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2), out=out.swapaxes(-1, -2))
+    else:
+        out[...] = a @ b
 
 
 def merge_heads(z):
@@ -69,8 +91,12 @@ def merge_heads(z):
     return z.swapaxes(-3, -2).reshape(*z.shape[:-4], B * T, H * d_head)
 
 
+@functools.lru_cache(maxsize=64)
 def causal_mask(T, xp, dtype=bool):
-    """[T, T], 1 (True) where key j may be seen from query t (j <= t), else 0."""
+    """[T, T], 1 (True) where key j may be seen from query t (j <= t), else 0.
+
+    Cached (one array per T, module and dtype), so it must never be written to.
+    """
     return xp.tril(xp.ones((T, T), dtype=dtype))
 
 
@@ -113,33 +139,40 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
     x_rows = rows(x)  # [..., B*T, d_model]
 
     # 1. project every position to queries, keys and values, all heads in one matmul
-    W_QKV = xp.concatenate([heads_as_matrix(W) for W in (W_Q, W_K, W_V)], axis=-1)  # [..., d_model, 3*H*d_head]
-    qkv_rows = x_rows @ W_QKV  # [..., B*T, d_model] @ [..., d_model, 3*H*d_head] -> [..., B*T, 3*H*d_head]
-    q, k, v = (hook(name, y) for name, y in zip(("hook_q", "hook_k", "hook_v"), split_qkv(qkv_rows, B, T, H)))
+    #    (computed transposed, one column per position: see heads_of_columns)
+    W_QKV = xp.concatenate([heads_as_matrix(W) for W in (W_Q, W_K, W_V)], axis=-1)
+    # W_QKV: [..., d_model, 3*H*d_head]
+    qkv_cols = W_QKV.swapaxes(-1, -2) @ x_rows.swapaxes(-1, -2)  # [..., 3*H*d_head, B*T]
+    qkv = heads_of_columns(qkv_cols, B, T, 3 * H)  # [..., B, 3*H, T, d_head]
+    q = hook("hook_q", qkv[..., :H, :, :])  # [..., B, H, T, d_head]
+    k = hook("hook_k", qkv[..., H : 2 * H, :, :])
+    v = hook("hook_v", qkv[..., 2 * H :, :, :])
 
     # 2. scores: how much each query t matches each key j
     scale = 1.0 / math.sqrt(d_head)
-    k_T = xp.ascontiguousarray(k.swapaxes(-1, -2))  # [..., B, H, d_head, T]
-    scores = hook("hook_attn_scores", (q * scale) @ k_T)  # [..., B, H, T, T]
+    scores = hook("hook_attn_scores", (q * scale) @ k.swapaxes(-1, -2))  # [..., B, H, T, T]
 
     # 3. causal mask and softmax over keys: pattern[t, j] = weight of key j for query t
     pattern = hook("hook_pattern", causal_softmax(scores))  # [..., B, H, T, T], rows sum to 1
 
     # 4. mix the values
-    z = hook("hook_z", pattern @ v)  # [..., B, H, T, T] @ [..., B, H, T, d_head] -> [..., B, H, T, d_head]
+    z = heads_of_columns(xp.empty(x_rows.shape[:-2] + (H * d_head, B * T), x.dtype), B, T, H)
+    matmul_into(pattern, v, out=z)  # [..., B, H, T, T] @ [..., B, H, T, d_head] -> z
+    z = hook("hook_z", z)
 
     # 5. project back to the residual stream and sum over heads
-    z_rows = merge_heads(z)  # [..., B*T, H*d_head]
+    z_cols = columns_of_heads(z)  # [..., H*d_head, B*T]
     W_O_rows = W_O.reshape(*W_O.shape[:-3], H * d_head, W_O.shape[-1])  # [..., H*d_head, d_model]
     if "hook_result" in hooks:
         # each head's own output, [..., B, H, T, d_model]; then the same sum, head by head
         result = hook("hook_result", z @ W_O[..., None, :, :, :])
         out = result.sum(axis=-3)  # [..., B, T, d_model]
     else:
-        out = unrows(z_rows @ W_O_rows, B, T)  # [..., B*T, H*d_head] @ [..., H*d_head, d_model]
+        # [..., B*T, H*d_head] @ [..., H*d_head, d_model] -> [..., B*T, d_model]
+        out = unrows(z_cols.swapaxes(-1, -2) @ W_O_rows, B, T)
 
     cache = {
-        "x_rows": x_rows, "q": q, "k": k, "v": v, "pattern": pattern, "z": z, "z_rows": z_rows,
+        "x_rows": x_rows, "q": q, "k": k, "v": v, "pattern": pattern, "z": z, "z_cols": z_cols,
         "W_QKV": W_QKV, "W_O_rows": W_O_rows,
     }  # fmt: skip
     return out, cache
@@ -149,21 +182,23 @@ def attention_backward(dout, cache):
     """(dx, dW_Q, dW_K, dW_V, dW_O) from dout [..., B, T, d_model]; steps in reverse order."""
     xp = array_module(dout)
     x_rows, q, k, v, pattern, z = (cache[n] for n in ("x_rows", "q", "k", "v", "pattern", "z"))
-    z_rows, W_QKV, W_O_rows = cache["z_rows"], cache["W_QKV"], cache["W_O_rows"]
+    z_cols, W_QKV, W_O_rows = cache["z_cols"], cache["W_QKV"], cache["W_O_rows"]
     B, H, T, d_head = q.shape[-4:]
     dout_rows = rows(dout)  # [..., B*T, d_model]
 
-    # 5. in the forward pass this was: out = merge_heads(z) @ W_O, so now we have:
-    dW_O = (z_rows.swapaxes(-1, -2) @ dout_rows).reshape(W_O_rows.shape[:-2] + (H, d_head, -1))
-    dz = split_heads(dout_rows @ W_O_rows.swapaxes(-1, -2), B, T, H)  # [..., B, H, T, d_head]
+    # 5. in the forward pass this was: out = z_rows @ W_O (z_rows = z_colsᵀ), so now we have:
+    dW_O = (z_cols @ dout_rows).reshape(W_O_rows.shape[:-2] + (H, d_head, -1))  # [.., H, d_head, d]
+    dz_cols = W_O_rows @ dout_rows.swapaxes(-1, -2)  # [..., H*d_head, B*T]: (dout @ W_Oᵀ)ᵀ
+    dz = heads_of_columns(dz_cols, B, T, H)  # [..., B, H, T, d_head]
 
-    # dq, dk, dv are written side by side, ready for step 1
-    dqkv = xp.empty((3,) + q.shape, dtype=q.dtype)  # [3, ..., B, H, T, d_head]
-    dq, dk, dv = dqkv
+    # dq, dk, dv are written side by side, in the layout of the forward's qkv_cols
+    dqkv_cols = xp.empty(x_rows.shape[:-2] + (3 * H * d_head, B * T), dtype=x_rows.dtype)
+    dqkv = heads_of_columns(dqkv_cols, B, T, 3 * H)  # [..., B, 3*H, T, d_head]
+    dq, dk, dv = dqkv[..., :H, :, :], dqkv[..., H : 2 * H, :, :], dqkv[..., 2 * H :, :, :]
 
     # 4. z = pattern @ v
-    dpattern = dz @ xp.ascontiguousarray(v.swapaxes(-1, -2))  # [..., B, H, T, T]
-    xp.matmul(pattern.swapaxes(-1, -2), dz, out=dv)  # [..., B, H, T, d_head]
+    dpattern = dz @ v.swapaxes(-1, -2)  # [..., B, H, T, T]
+    matmul_into(pattern.swapaxes(-1, -2), dz, out=dv)  # [..., B, H, T, d_head]
 
     # 3. pattern = softmax(scores): dscores = pattern * (dpattern - Σ_j dpattern * pattern),
     #    where Σ_j dpattern[t, j] pattern[t, j] = Σ_j (dz_t · v_j) pattern[t, j] = dz_t · z_t;
@@ -175,15 +210,15 @@ def attention_backward(dout, cache):
 
     # 2. scores = (q / sqrt(d_head)) @ kᵀ
     scale = 1.0 / math.sqrt(d_head)
-    xp.matmul(dscores, k, out=dq)
+    matmul_into(dscores, k, out=dq)
     dq *= scale  # [..., B, H, T, d_head]
-    xp.matmul(dscores.swapaxes(-1, -2), q, out=dk)
+    matmul_into(dscores.swapaxes(-1, -2), q, out=dk)
     dk *= scale  # [..., B, H, T, d_head]
 
     # 1. [q, k, v] = x @ [W_Q, W_K, W_V]; x fans out to all three, so its gradients add up,
     #    which the one matmul with the stacked gradients does
-    dqkv_rows = merge_qkv(dqkv)  # [..., B*T, 3*H*d_head]
-    dW_QKV = x_rows.swapaxes(-1, -2) @ dqkv_rows  # [..., d_model, 3*H*d_head]
-    dx_rows = dqkv_rows @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
-    dW_Q, dW_K, dW_V = (matrix_as_heads(g, H) for g in xp.split(dW_QKV, 3, axis=-1))
+    dW_QKV = (dqkv_cols @ x_rows).swapaxes(-1, -2)  # [..., d_model, 3*H*d_head], as its transpose
+    dx_rows = dqkv_cols.swapaxes(-1, -2) @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
+    HD = H * d_head
+    dW_Q, dW_K, dW_V = (matrix_as_heads(dW_QKV[..., i * HD : (i + 1) * HD], H) for i in range(3))
     return unrows(dx_rows, B, T), dW_Q, dW_K, dW_V, dW_O
