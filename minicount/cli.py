@@ -148,6 +148,16 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run bench/bench.py of a source checkout with the arguments that follow ``bench``."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    if not script.is_file():
+        raise ValueError(f"{script} not found: the benchmark runs from a source checkout")
+    return runpy.run_path(str(script), run_name="minicount_bench")["main"](a.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.set_defaults(func=cmd_eval)
+
+    # every argument after 'bench' goes to bench/bench.py (which has its own --help): with
+    # prefix_chars="+" this parser reads none of them as its own options
+    p = sub.add_parser("bench", help="time minicount against PyTorch (bench/bench.py)",
+                       add_help=False, prefix_chars="+")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -68,7 +68,7 @@ def slice_size(tokens_shape: tuple, config: ModelConfig) -> int:
     *lead, B, T = tokens_shape
     n_models = lead[0] if lead else 1
     per_string = n_models * config.n_heads * T * T  # elements of [..., H, T, T] per string
-    return max(MIN_SLICE, min(B, SLICE_ELEMENTS // per_string))
+    return min(B, max(MIN_SLICE, SLICE_ELEMENTS // per_string))
 
 
 def _pool(n_threads: int) -> ThreadPoolExecutor:

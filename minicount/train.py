@@ -21,8 +21,9 @@ from .backend import DEVICES, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import save
 from .data import DataConfig, eval_set, sample_batch
 from .metrics import evaluate
-from .model import ModelConfig, init_ensemble, init_params, loss_and_grads_all
+from .model import ModelConfig, init_ensemble, init_params
 from .optim import AdamW, clip_grads, lr_at
+from .parallel import loss_and_grads_sliced
 
 
 @dataclass
@@ -161,7 +162,7 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         batches = [sample_batch(tc.batch_size, tc.max_len, r, bos=tc.bos, probs=tc.probs) for r in rngs]
         tokens, targets, mask = (np.stack(a) if ensemble else a[0] for a in zip(*batches))
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
-        loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+        loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)
         if tc.grad_clip:
             clip_grads(grads, tc.grad_clip, ensemble)
         opt.step(params, grads, state, lr=lr_at(step, lr=tc.lr, total_steps=tc.steps,

@@ -1,0 +1,186 @@
+"""Every fast path against its plain version (tests/reference.py or the whole-batch call).
+
+Same outputs and same gradients: the fast attention (one QKV matmul, column layout,
+softmax without a row max when scores are small, dz·z in the backward), the sliced and
+threaded loss_and_grads, and the vectorised data sampler. Timing is never asserted here.
+"""
+
+import numpy as np
+import pytest
+
+import minicount as mc
+from minicount import data, layers
+from minicount.layers.attention import SHIFT_FREE, causal_softmax
+from minicount.model import loss_and_grads_all
+from minicount.parallel import loss_and_grads_sliced, slice_size
+
+from . import reference
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@pytest.mark.parametrize("scale", [0.5, 20.0, 3 * SHIFT_FREE])  # the last takes the shifted branch
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+def test_causal_softmax_matches_textbook(scale, dtype, tol):
+    r = np.random.default_rng(1)
+    scores = (scale * r.standard_normal((2, 3, 7, 7))).astype(dtype)
+    scores[0, 0, 4, 1] = -np.inf  # a hook may rule a key out with -inf
+    before = scores.copy()
+    pattern = causal_softmax(scores)
+    expected = reference.softmax(np.where(np.tril(np.ones((7, 7), bool)), scores, -np.inf))
+    assert pattern.dtype == dtype
+    np.testing.assert_allclose(pattern, expected, rtol=tol, atol=tol * 1e-3)
+    np.testing.assert_array_equal(scores, before)  # the scores are left as they were
+
+
+def attention_inputs(lead, B, T, d, H, e, scale, seed):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal(lead + (B, T, d))
+    Ws = [scale * r.standard_normal(lead + (H, d, e)) for _ in range(3)]
+    W_O = r.standard_normal(lead + (H, e, d))
+    return x, Ws, W_O
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # 8.0: scores beyond SHIFT_FREE, the shifted branch
+def test_attention_matches_textbook(lead, scale):
+    x, (W_Q, W_K, W_V), W_O = attention_inputs(lead, 4, 9, 6, 3, 5, scale, seed=2)
+    out, cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
+    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
+    if scale > 1:
+        assert np.abs(ref_cache["scores"]).max() > SHIFT_FREE
+    assert rel(out, ref_out) < 1e-12
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    grads = layers.attention_backward(dout, cache)
+    ref_grads = reference.attention_backward(dout, ref_cache)
+    for name, g, ref in zip(("dx", "dW_Q", "dW_K", "dW_V", "dW_O"), grads, ref_grads, strict=True):
+        assert g.shape == ref.shape, name
+        assert rel(g, ref) < 1e-10, name
+
+
+def test_attention_hooks_see_the_textbook_activations():
+    x, (W_Q, W_K, W_V), W_O = attention_inputs((), 2, 6, 4, 2, 3, 1.0, seed=4)
+    seen = {}
+    record = {n: (lambda a, n=n: seen.setdefault(n, a)) for n in
+              ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")}
+    out, _ = layers.attention_forward(x, W_Q, W_K, W_V, W_O, hooks=record)
+    _, ref = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
+    for hook_name, key in (("hook_q", "q"), ("hook_k", "k"), ("hook_v", "v"),
+                           ("hook_attn_scores", "scores"), ("hook_pattern", "pattern"),
+                           ("hook_z", "z")):
+        assert seen[hook_name].shape == ref[key].shape, hook_name
+        np.testing.assert_allclose(seen[hook_name], ref[key], rtol=1e-12, atol=1e-14)
+
+
+def test_attention_float32_stays_float32():
+    x, (W_Q, W_K, W_V), W_O = (a.astype(np.float32) if isinstance(a, np.ndarray) else
+                               [w.astype(np.float32) for w in a]
+                               for a in attention_inputs((), 3, 5, 4, 2, 3, 1.0, seed=5))
+    out, cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
+    grads = layers.attention_backward(np.ones_like(out), cache)
+    assert out.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads)
+
+
+CONFIGS = [mc.ModelConfig(d_model=8, n_heads=2, d_head=4),
+           mc.ModelConfig(d_model=8, n_heads=2, d_head=4, n_layers=2, pos_emb=True, n_ctx=12,
+                          layernorm=True, mlp=True, d_mlp=16)]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("M", [None, 3])
+@pytest.mark.parametrize("slice_strings,n_threads", [(8, 1), (5, 2), (64, 2)])
+def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
+    """Slices (one not dividing B, one larger than B) on 1 or 2 threads: same loss and grads."""
+    seeds = [7] if M is None else list(range(M))
+    params = (mc.init_params(config, 7, dtype=np.float64) if M is None
+              else mc.init_ensemble(config, seeds, dtype=np.float64))
+    batches = [data.sample_batch(37, 10, np.random.default_rng(s)) for s in seeds]
+    tokens, targets, mask = batches[0] if M is None else (np.stack(a) for a in zip(*batches))
+    targets = targets.astype(np.float64)
+    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+    s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
+                                            slice_strings=slice_strings, n_threads=n_threads)
+    np.testing.assert_allclose(s_loss, loss, rtol=1e-12)
+    assert s_grads.keys() == grads.keys()
+    for k in grads:
+        assert s_grads[k].shape == grads[k].shape, k
+        assert rel(s_grads[k], grads[k]) < 1e-12, k
+
+
+def test_sliced_with_an_empty_slice_and_float32():
+    """A slice with no real position adds nothing; float32 stays float32 and close."""
+    config = mc.ModelConfig()
+    params = mc.init_params(config, 0)
+    tokens, targets, mask = data.sample_batch(24, 12, np.random.default_rng(0))
+    tokens[8:16], mask[8:16] = data.PAD, False  # the middle slice of 8 is all padding
+    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+    s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
+                                            slice_strings=8, n_threads=2)
+    assert np.isfinite(s_loss) and s_loss.dtype == np.float32
+    np.testing.assert_allclose(s_loss, loss, rtol=1e-5)
+    for k in grads:
+        assert s_grads[k].dtype == np.float32
+        assert rel(s_grads[k], grads[k]) < 1e-5, k
+
+
+def test_slice_size_keeps_attention_arrays_small():
+    config = mc.ModelConfig()
+    assert slice_size((256, 33), config) * config.n_heads * 33 * 33 <= 2**17
+    assert slice_size((4, 33), config) == 4  # never more than the batch
+    assert slice_size((64, 256, 33), config) == 8  # an ensemble: never below MIN_SLICE
+
+
+def test_inverse_cdf_matches_searchsorted():
+    """The sampler's symbol draw equals the textbook np.searchsorted inverse CDF."""
+    r = np.random.default_rng(0)
+    for probs in ((1 / 3, 1 / 3, 1 / 3), (0.5, 0.2, 0.3), (0.0, 1.0, 0.0), (0.2, 0.8, 0.0)):
+        cdf = np.cumsum(probs)
+        u = np.concatenate([r.random(5000), cdf[:2], np.nextafter(cdf[:2], 0)])
+        expected = np.searchsorted(cdf, u, side="right").clip(0, 2)
+        got = (u >= cdf[0]).astype(np.int64) + (u >= cdf[1])
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_targets_match_per_position_definition(bos):
+    tokens, targets, mask = data.sample_batch(40, 9, np.random.default_rng(1), bos=bos)
+    ref_targets, ref_mask = reference.next_set_targets(tokens)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_array_equal(targets, ref_targets)
+    assert targets.dtype == np.float32
+    tokens[3, 2:] = data.PAD  # padding in the middle of a longer batch: still per position
+    np.testing.assert_array_equal(data.next_set_targets(tokens)[0],
+                                  reference.next_set_targets(tokens)[0])
+
+
+@pytest.mark.gpu
+def test_fast_paths_on_cupy_match_textbook():
+    """CuPy runs the same fast attention (its matmul_into branch) and the sliced entry point."""
+    from .conftest import gpu_ok
+
+    if not gpu_ok():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    from minicount.backend import to_device, to_numpy
+
+    x, (W_Q, W_K, W_V), W_O = attention_inputs((2,), 3, 7, 4, 2, 3, 1.0, seed=6)
+    out, cache = layers.attention_forward(*to_device((x, W_Q, W_K, W_V, W_O), "gpu"))
+    grads = layers.attention_backward(to_device(np.ones(out.shape), "gpu"), cache)
+    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
+    ref_grads = reference.attention_backward(np.ones(out.shape), ref_cache)
+    assert rel(to_numpy(out), ref_out) < 1e-12
+    for g, ref in zip(grads, ref_grads, strict=True):
+        assert rel(to_numpy(g), ref) < 1e-10
+    config = mc.ModelConfig()
+    params = mc.init_ensemble(config, [0, 1], dtype=np.float64)
+    batch = [data.sample_batch(16, 8, np.random.default_rng(s)) for s in (0, 1)]
+    tokens, targets, mask = (np.stack(a) for a in zip(*batch, strict=True))
+    targets = targets.astype(np.float64)
+    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+    g_loss, g_grads = loss_and_grads_sliced(to_device(params, "gpu"),
+                                            *to_device((tokens, targets, mask), "gpu"), config)
+    np.testing.assert_allclose(to_numpy(g_loss), loss, rtol=1e-12)
+    for k in grads:
+        assert rel(to_numpy(g_grads[k]), grads[k]) < 1e-10, k
