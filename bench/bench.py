@@ -28,10 +28,12 @@ the load (printed before and after); the ratios, measured side by side, drift mu
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -263,19 +265,35 @@ def torch_step(torch, M: int | None, device: str):
 # ------------------------------------------------------------------------ peak memory
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
 def peak_memory_probe(framework: str, M: int | None, n_threads: int) -> float:
-    """Run in a fresh process: MiB that one training step adds to the peak resident set."""
+    """Run in a fresh process: MiB of resident memory that training steps add at their peak.
+
+    After a first step (lazy set-up done) freed memory is handed back (malloc_trim) and the
+    peak-RSS mark is reset to the current RSS (Linux: /proc/self/clear_refs); three steps
+    run, and the new peak minus the RSS before is the steps' own need (parameters,
+    optimiser state and the batch are resident before).
+    """
     if framework == "torch":
         torch = import_torch()
         torch.set_num_threads(n_threads)
         _, step = torch_step(torch, M, "cpu")
     else:
         _, step = minicount_step(M, np, n_threads)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    rss = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
     for _ in range(3):
         step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024  # ru_maxrss is in KiB on Linux
+    return (_status_kib("VmHWM") - rss) / 1024
 
 
 def cpu_peak_memory(framework: str, M: int | None, n_threads: int) -> float | None:
@@ -348,11 +366,11 @@ def cpu_rows(torch, args) -> list:
         for M in (None, M_CPU[-1]):
             mem = {"minicount": cpu_peak_memory("minicount", M, args.threads),
                    "torch": cpu_peak_memory("torch", M, args.threads) if torch else None}
-            rows.append({"name": "peak memory of a step (MiB, RSS growth)", "device": "cpu",
+            rows.append({"name": "peak memory of a step (MiB above steady RSS)", "device": "cpu",
                          "models": M or 1, "minicount_mib": mem["minicount"],
                          "torch_mib": mem["torch"] if torch else "torch not installed"})
             print(f"  peak memory of a step, M={M or 1}: minicount {mem['minicount']} MiB, "
-                  f"torch {mem['torch']} MiB (growth of the peak RSS, fresh process)", flush=True)
+                  f"torch {mem['torch']} MiB (peak RSS above the steady state)", flush=True)
     return rows
 
 

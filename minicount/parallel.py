@@ -6,8 +6,9 @@ Three things make NumPy slow on a whole batch of the study's model, and each has
   cache, so every pass over them goes out to memory. Cure: cut the batch into slices
   whose attention arrays fit in cache (``slice_size``), run forward and backward per slice.
 - NumPy does elementwise work on one core. Cure: a pool of threads works through the
-  slices; NumPy releases the GIL inside array operations, so they run at the same time
-  (BLAS is held to one thread meanwhile, when threadpoolctl is installed).
+  slices; NumPy releases the GIL inside array operations, so they run at the same time.
+  BLAS is held to one thread meanwhile (with threadpoolctl): a slice's matmuls are too
+  small to gain from more, and BLAS threads that spin-wait on busy cores cost a lot.
 - glibc gives large freed blocks back to the kernel, and the next array of that size
   then costs a page fault per 4 KiB page (a few microseconds each on a VM: several ms per
   step). Cure: ``keep_freed_memory`` asks glibc to keep them for reuse.
@@ -122,10 +123,10 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
                                      mask[..., s, :], config, n)
 
     starts = range(0, B, step)
-    if n_threads == 1 or len(starts) == 1:
-        results = list(map(run, starts))
-    else:
-        with _one_blas_thread():
+    with _one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads
+        if n_threads == 1 or len(starts) == 1:
+            results = list(map(run, starts))
+        else:
             results = list(_pool(n_threads).map(run, starts))
     loss, grads = results[0]
     for slice_loss, slice_grads in results[1:]:  # added in slice order: the same sum every run
