@@ -49,7 +49,8 @@ import minicount as mc  # noqa: E402
 from minicount.data import V, sample_batch  # noqa: E402
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
-from minicount.parallel import default_threads, keep_freed_memory, loss_and_grads_sliced  # noqa: E402
+from minicount.parallel import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
+from minicount.threads import default_threads  # noqa: E402
 
 CONFIG = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one layer, attention only, NoPE
 BATCH, MAX_LEN, LR = 256, 32, 3e-3

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .threads import default_threads, pool
+
 # token ids
 ZERO, ONE, TWO, BOS, EOS, PAD = 0, 1, 2, 3, 4, 5
 VOCAB = ("0", "1", "2", "BOS", "EOS", "PAD")
@@ -156,6 +158,41 @@ def sample_batch(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     symbols, lengths = sample_strings(batch_size, max_len, rng, probs=probs, min_len=min_len)
     return make_batch(symbols, lengths, bos=bos)
+
+
+def sample_batches(
+    batch_size: int,
+    max_len: int,
+    rngs,
+    *,
+    bos: bool = True,
+    probs=(1 / 3, 1 / 3, 1 / 3),
+    min_len: int = 1,
+    n_threads: int | None = None,
+):
+    """One batch per generator, stacked: (tokens [M, B, T], targets [M, B, T, V], mask [M, B, T]).
+
+    Member i is exactly ``sample_batch(batch_size, max_len, rngs[i], ...)``: each generator
+    draws its own numbers. The M batches are drawn on a thread pool (numpy.random and the
+    array work release the GIL), which matters for ensembles of hundreds of models.
+    """
+    rngs = list(rngs)
+    M, T = len(rngs), max_len + int(bos)
+    tokens = np.empty((M, batch_size, T), dtype=np.int64)
+    targets = np.empty((M, batch_size, T, V), dtype=np.float32)
+    mask = np.empty((M, batch_size, T), dtype=bool)
+
+    def draw(i):
+        tokens[i], targets[i], mask[i] = sample_batch(batch_size, max_len, rngs[i], bos=bos,
+                                                      probs=probs, min_len=min_len)
+
+    n_threads = min(M, n_threads or default_threads())
+    if n_threads <= 1:
+        for i in range(M):
+            draw(i)
+    else:
+        list(pool(n_threads).map(draw, range(M)))
+    return tokens, targets, mask
 
 
 @dataclass(frozen=True)

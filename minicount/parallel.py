@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import numpy as np
@@ -31,21 +29,13 @@ import numpy as np
 from . import layers
 from .backend import array_module
 from .model import ModelConfig, backward, forward_with_cache
+from .threads import default_threads, pool
 
 SLICE_ELEMENTS = 2**17  # aim for [slice, H, T, T] attention arrays of 512 KiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
 
-_pools: dict[int, ThreadPoolExecutor] = {}
 _blas = []  # [threadpoolctl controller] once looked up (empty list: not yet, [None]: absent)
 _malloc_tuned = []
-
-
-def default_threads() -> int:
-    """The number of cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
@@ -70,12 +60,6 @@ def slice_size(tokens_shape: tuple, config: ModelConfig) -> int:
     n_models = lead[0] if lead else 1
     per_string = n_models * config.n_heads * T * T  # elements of [..., H, T, T] per string
     return min(B, max(MIN_SLICE, SLICE_ELEMENTS // per_string))
-
-
-def _pool(n_threads: int) -> ThreadPoolExecutor:
-    if n_threads not in _pools:
-        _pools[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="minicount")
-    return _pools[n_threads]
 
 
 def _one_blas_thread():
@@ -105,7 +89,7 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
 
     tokens [..., B, T], targets [..., B, T, V], mask [..., B, T] (a leading [M] for an
     ensemble). slice_strings: strings per slice (default: ``slice_size``); n_threads:
-    threads working through the slices (default: the cores this process may use).
+    threads working through the slices (default: ``threads.default_threads()``).
     Returns (losses [] or [M], grads) like loss_and_grads_all.
     """
     if not _malloc_tuned:
@@ -127,7 +111,7 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
         if n_threads == 1 or len(starts) == 1:
             results = list(map(run, starts))
         else:
-            results = list(_pool(n_threads).map(run, starts))
+            results = list(pool(n_threads).map(run, starts))
     loss, grads = results[0]
     for slice_loss, slice_grads in results[1:]:  # added in slice order: the same sum every run
         loss = loss + slice_loss

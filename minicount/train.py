@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .backend import DEVICES, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import save
-from .data import DataConfig, eval_set, sample_batch
+from .data import DataConfig, eval_set, sample_batches
 from .metrics import evaluate
 from .model import ModelConfig, init_ensemble, init_params
 from .optim import AdamW, clip_grads, lr_at
@@ -159,8 +159,10 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
             callback(step, params, history)
 
     for step in range(tc.steps):
-        batches = [sample_batch(tc.batch_size, tc.max_len, r, bos=tc.bos, probs=tc.probs) for r in rngs]
-        tokens, targets, mask = (np.stack(a) if ensemble else a[0] for a in zip(*batches))
+        tokens, targets, mask = sample_batches(tc.batch_size, tc.max_len, rngs, bos=tc.bos,
+                                               probs=tc.probs)
+        if not ensemble:
+            tokens, targets, mask = tokens[0], targets[0], mask[0]
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
         loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)
         if tc.grad_clip:

@@ -98,7 +98,7 @@ def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
     params = (mc.init_params(config, 7, dtype=np.float64) if M is None
               else mc.init_ensemble(config, seeds, dtype=np.float64))
     batches = [data.sample_batch(37, 10, np.random.default_rng(s)) for s in seeds]
-    tokens, targets, mask = batches[0] if M is None else (np.stack(a) for a in zip(*batches))
+    tokens, targets, mask = batches[0] if M is None else (np.stack(a) for a in zip(*batches, strict=True))
     targets = targets.astype(np.float64)
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
     s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
@@ -154,6 +154,29 @@ def test_targets_match_per_position_definition(bos):
     tokens[3, 2:] = data.PAD  # padding in the middle of a longer batch: still per position
     np.testing.assert_array_equal(data.next_set_targets(tokens)[0],
                                   reference.next_set_targets(tokens)[0])
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_sample_batches_equals_one_batch_per_generator(n_threads):
+    seeds = [4, 9, 2, 7, 1]
+    kw = dict(bos=False, probs=(0.3, 0.5, 0.2), min_len=2)
+    tokens, targets, mask = data.sample_batches(
+        12, 6, [np.random.default_rng(s) for s in seeds], n_threads=n_threads, **kw)
+    for i, s in enumerate(seeds):
+        one = data.sample_batch(12, 6, np.random.default_rng(s), **kw)
+        for got, expected in zip((tokens[i], targets[i], mask[i]), one, strict=True):
+            np.testing.assert_array_equal(got, expected)
+            assert got.dtype == expected.dtype
+
+
+def test_minicount_threads_variable(monkeypatch):
+    from minicount.threads import default_threads
+
+    monkeypatch.setenv("MINICOUNT_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("MINICOUNT_THREADS", "zero")
+    with pytest.raises(ValueError, match="MINICOUNT_THREADS"):
+        default_threads()
 
 
 @pytest.mark.gpu
