@@ -98,7 +98,8 @@ def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
     params = (mc.init_params(config, 7, dtype=np.float64) if M is None
               else mc.init_ensemble(config, seeds, dtype=np.float64))
     batches = [data.sample_batch(37, 10, np.random.default_rng(s)) for s in seeds]
-    tokens, targets, mask = batches[0] if M is None else (np.stack(a) for a in zip(*batches, strict=True))
+    stacked = (np.stack(a) for a in zip(*batches, strict=True))
+    tokens, targets, mask = batches[0] if M is None else stacked
     targets = targets.astype(np.float64)
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
     s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
