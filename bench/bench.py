@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 
 import minicount as mc  # noqa: E402
 from minicount.data import V, sample_batch  # noqa: E402
+from minicount.layers import attention_cuda  # noqa: E402
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
 from minicount.parallel import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
@@ -322,7 +323,7 @@ def add_row(rows: list, name: str, device: str, M, result: dict, mc_key: str, to
     row.update(extra)
     rows.append(row)
     ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-    torch_txt = f"{torch_ms:9.2f}" if torch_ms is not None else f"{missing:>9}"
+    torch_txt = f"{torch_ms:9.2f}" if torch_ms is not None else missing.replace("torch ", "")
     print(f"  {name:<34} {device:<4} M={M or 1:<5} minicount {mc_ms:9.2f} ms   "
           f"torch {torch_txt}   ratio {ratio}", flush=True)
     return row
@@ -375,50 +376,101 @@ def cpu_rows(torch, args) -> list:
     return rows
 
 
+def with_fused_kernel(f):
+    """f run with minicount's fused CUDA attention kernel switched on (attention_cuda.py)."""
+
+    def run():
+        attention_cuda.use_fused_kernel(True)
+        try:
+            return f()
+        finally:
+            attention_cuda.use_fused_kernel(False)
+
+    return run
+
+
+def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
+    """Host-side sampling of M members' batches (one generator each) plus the copy to the GPU."""
+    from minicount.data import sample_batches
+
+    def draw(n_threads):
+        rngs = [np.random.default_rng([s, 1]) for s in range(M)]
+        return lambda: cupy.asarray(sample_batches(BATCH, MAX_LEN, rngs, n_threads=n_threads)[1])
+
+    contenders = {"minicount": draw(None), "minicount_1_thread": draw(1)}
+    r = time_rounds(contenders, reps, 1, cupy.cuda.Device().synchronize)
+    add_row(rows, f"sample {M} batches + copy ({default_threads()} thr)", "gpu", M, r,
+            "minicount", None)
+    add_row(rows, f"sample {M} batches + copy (1 thread)", "gpu", M, r, "minicount_1_thread", None)
+    return r["minicount"]["median_ms"]
+
+
 def gpu_rows(torch, cupy, args) -> list:
     rows = []
     reps, warm = (5, 2) if args.quick else (args.repeats, 5)
     torch_cuda = torch if (torch and torch.cuda.is_available()) else None
-    pool = cupy.get_default_memory_pool()
+    mempool = cupy.get_default_memory_pool()
 
     def sync():
         cupy.cuda.Device().synchronize()
         if torch_cuda:
             torch_cuda.cuda.synchronize()
 
-    for M in (M_GPU[:2] if args.quick else M_GPU):
+    def peak_mib(step):
+        """The memory pool's high-water mark over one step (it only grows within a step)."""
+        mempool.free_all_blocks()
+        step()
+        sync()
+        return mempool.total_bytes() / 2**20
+
+    Ms = M_GPU[:2] if args.quick else M_GPU
+    if torch and not torch_cuda:
+        print("  torch has no CUDA here: PyTorch GPU rows are skipped", flush=True)
+    for M in Ms:
         n_reps = reps if M < 256 else max(3, reps // 4)
         mc_fb, mc_step = minicount_step(None if M == 1 else M, cupy, 1)
-        pool.free_all_blocks()
-        mc_step()
-        sync()
-        mc_peak = pool.total_bytes() / 2**20  # the pool only grows in a step: its high-water mark
+        fused_fb, fused_step = with_fused_kernel(mc_fb), with_fused_kernel(mc_step)
+        peaks = {"minicount": peak_mib(mc_step)}
+        try:
+            peaks["minicount_fused"] = peak_mib(fused_step)
+        except Exception as e:  # report and go on with the plain path
+            print(f"  fused CUDA kernel failed: {type(e).__name__}: {e}", flush=True)
+            fused_fb = fused_step = None
         t_fb = t_step = None
-        t_peak = None
         if torch_cuda:
             t_fb, t_step = torch_step(torch_cuda, None if M == 1 else M, "cuda")
             torch_cuda.cuda.reset_peak_memory_stats()
             t_step()
             sync()
-            t_peak = torch_cuda.cuda.max_memory_allocated() / 2**20
-        if M in (1, M_GPU[-1]) or not args.quick:
-            r = time_rounds({"minicount": mc_fb, "torch": t_fb}, n_reps, warm, sync)
-            add_row(rows, "forward+backward", "gpu", M, r, "minicount", "torch")
-        r = time_rounds({"minicount": mc_step, "torch": t_step}, n_reps, warm, sync)
-        row = add_row(rows, "training step", "gpu", M, r, "minicount", "torch",
-                      minicount_peak_mib=mc_peak, torch_peak_mib=t_peak)
-        print(f"  {'':<34} peak memory: minicount {mc_peak:.0f} MiB, torch "
-              f"{t_peak if t_peak is None else round(t_peak)} MiB", flush=True)
-        if M == max(M_GPU[:2] if args.quick else M_GPU):
-            est = row["minicount_ms"] * STUDY_STEPS / 1e3
-            seeds_1000 = est * 1000 / M
+            peaks["torch"] = torch_cuda.cuda.max_memory_allocated() / 2**20
+        r = time_rounds({"minicount": mc_fb, "minicount_fused": fused_fb, "torch": t_fb},
+                        n_reps, warm, sync)
+        add_row(rows, "forward+backward", "gpu", M, r, "minicount", "torch")
+        if fused_fb:
+            add_row(rows, "forward+backward (fused kernel)", "gpu", M, r, "minicount_fused",
+                    "torch")
+        r = time_rounds({"minicount": mc_step, "minicount_fused": fused_step, "torch": t_step},
+                        n_reps, warm, sync)
+        add_row(rows, "training step", "gpu", M, r, "minicount", "torch", peak_mib=peaks)
+        if fused_step:
+            add_row(rows, "training step (fused kernel)", "gpu", M, r, "minicount_fused", "torch",
+                    peak_mib=peaks)
+        print(f"  {'':<34} peak memory (MiB): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
+        if M == Ms[-1]:
+            step_ms = min(r[k]["median_ms"] for k in ("minicount", "minicount_fused") if k in r)
+            data_ms = gpu_data_row(rows, M, cupy, max(3, n_reps // 2))
+            per_step = (step_ms + data_ms) / 1e3
             rows.append({"name": "study estimate", "device": "gpu", "models": M,
-                         "seconds_for_M_models_x_steps": est, "steps": STUDY_STEPS,
-                         "seconds_for_1000_seeds": seeds_1000})
-            print(f"  study estimate: {M} models x {STUDY_STEPS} steps ~ {est:.0f} s; "
-                  f"1000 seeds ~ {seeds_1000:.0f} s (training steps only)", flush=True)
-        del mc_fb, mc_step, t_fb, t_step
-        pool.free_all_blocks()
+                         "steps": STUDY_STEPS, "step_ms": step_ms, "data_ms": data_ms,
+                         "seconds_for_M_models": per_step * STUDY_STEPS,
+                         "seconds_for_1000_seeds": per_step * STUDY_STEPS * 1000 / M})
+            print(f"  study estimate: {M} models x {STUDY_STEPS} steps ~ "
+                  f"{per_step * STUDY_STEPS:.0f} s (step {step_ms:.1f} ms + data "
+                  f"{data_ms:.1f} ms); 1000 seeds ~ {per_step * STUDY_STEPS * 1000 / M:.0f} s",
+                  flush=True)
+        del mc_fb, mc_step, fused_fb, fused_step, t_fb, t_step
+        mempool.free_all_blocks()
         if torch_cuda:
             torch_cuda.cuda.empty_cache()
     return rows

@@ -10,6 +10,7 @@ import pytest
 
 import minicount as mc
 from minicount import data, layers
+from minicount.layers import attention_cuda
 from minicount.layers.attention import SHIFT_FREE, causal_softmax
 from minicount.model import loss_and_grads_all
 from minicount.parallel import loss_and_grads_sliced, slice_size
@@ -178,6 +179,77 @@ def test_minicount_threads_variable(monkeypatch):
     monkeypatch.setenv("MINICOUNT_THREADS", "zero")
     with pytest.raises(ValueError, match="MINICOUNT_THREADS"):
         default_threads()
+
+
+def numpy_core_forward(q, k, v, scale):
+    """What the fused CUDA forward computes, in NumPy: z and each row's log-sum-exp."""
+    T = q.shape[-2]
+    scores = np.where(np.tril(np.ones((T, T), bool)), (q * scale) @ k.swapaxes(-1, -2), -np.inf)
+    top = scores.max(axis=-1, keepdims=True)
+    lse = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[..., 0]
+    return np.exp(scores - lse[..., None]) @ v, lse
+
+
+def numpy_core_backward(q, k, v, z, lse, dz, scale):
+    """What the fused CUDA backward computes, in NumPy: the pattern rebuilt from lse."""
+    T = q.shape[-2]
+    scores = np.where(np.tril(np.ones((T, T), bool)), (q * scale) @ k.swapaxes(-1, -2), -np.inf)
+    pattern = np.exp(scores - lse[..., None])
+    dscores = pattern * (dz @ v.swapaxes(-1, -2) - (dz * z).sum(-1, keepdims=True))
+    return dscores @ k * scale, dscores.swapaxes(-1, -2) @ q * scale, pattern.swapaxes(-1, -2) @ dz
+
+
+@pytest.mark.parametrize("lead", [(), (2,)])
+def test_fused_attention_glue_matches_textbook(lead):
+    """attention_cuda's projections and layouts around the kernel, with NumPy stand-in cores."""
+    x, (W_Q, W_K, W_V), W_O = attention_inputs(lead, 3, 8, 5, 2, 4, 1.0, seed=8)
+    out, cache = attention_cuda.attention_forward(x, W_Q, W_K, W_V, W_O, core=numpy_core_forward)
+    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
+    assert rel(out, ref_out) < 1e-12
+    dout = np.random.default_rng(9).standard_normal(out.shape)
+    grads = attention_cuda.attention_backward(dout, cache, core=numpy_core_backward)
+    for g, ref in zip(grads, reference.attention_backward(dout, ref_cache), strict=True):
+        assert g.shape == ref.shape
+        assert rel(g, ref) < 1e-10
+
+
+def test_fused_kernel_is_off_for_numpy_and_hooks():
+    x = np.zeros((2, 3, 4))
+    attention_cuda.use_fused_kernel(True)
+    try:
+        assert not attention_cuda.applies(x, None, 4)  # NumPy: always the plain path
+    finally:
+        attention_cuda.use_fused_kernel(False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+@pytest.mark.parametrize("lead,T,d_head", [((), 33, 8), ((3,), 33, 8), ((2,), 65, 16), ((), 1, 3)])
+def test_fused_cuda_kernel_matches_plain(dtype, tol, lead, T, d_head):
+    """The fused CUDA kernel against the plain path on the GPU: outputs and gradients."""
+    from .conftest import gpu_ok
+
+    if not gpu_ok():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    from minicount.backend import to_device, to_numpy
+
+    x, Ws, W_O = attention_inputs(lead, 5, T, 12, 3, d_head, 1.0, seed=10)
+    args = to_device(tuple(a.astype(dtype) for a in (x, *Ws, W_O)), "gpu")
+    plain_out, plain_cache = layers.attention_forward(*args)
+    dout = np.random.default_rng(11).standard_normal(plain_out.shape).astype(dtype)
+    dout = to_device(dout, "gpu")
+    plain_grads = layers.attention_backward(dout, plain_cache)
+    attention_cuda.use_fused_kernel(True)
+    try:
+        out, cache = layers.attention_forward(*args)
+        assert cache.get("fused")
+        grads = layers.attention_backward(dout, cache)
+    finally:
+        attention_cuda.use_fused_kernel(False)
+    assert rel(to_numpy(out), to_numpy(plain_out)) < tol
+    for g, ref in zip(grads, plain_grads, strict=True):
+        assert g.shape == ref.shape
+        assert rel(to_numpy(g), to_numpy(ref)) < tol
 
 
 @pytest.mark.gpu

@@ -25,6 +25,7 @@ import functools
 import math
 
 from ..backend import array_module
+from . import attention_cuda
 from .shapes import rows, unrows
 
 # exp(x) stays a normal float32 for |x| < 87, so scores inside ±SHIFT_FREE need no shift
@@ -130,7 +131,10 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
     """x [..., B, T, d_model]; W_Q/W_K/W_V [..., H, d_model, d_head]; W_O [..., H, d_head, d_model].
 
     Returns out [..., B, T, d_model] and the cache (a dict of named activations).
+    On CuPy, with attention_cuda.use_fused_kernel(True) and no hooks, the fused kernel runs.
     """
+    if attention_cuda.applies(x, hooks, W_Q.shape[-1]):
+        return attention_cuda.attention_forward(x, W_Q, W_K, W_V, W_O)
     xp = array_module(x)
     hooks = hooks or {}
     hook = lambda name, a: hooks[name](a) if name in hooks else a  # noqa: E731
@@ -180,6 +184,8 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
 
 def attention_backward(dout, cache):
     """(dx, dW_Q, dW_K, dW_V, dW_O) from dout [..., B, T, d_model]; steps in reverse order."""
+    if cache.get("fused"):
+        return attention_cuda.attention_backward(dout, cache)
     xp = array_module(dout)
     x_rows, q, k, v, pattern, z = (cache[n] for n in ("x_rows", "q", "k", "v", "pattern", "z"))
     z_cols, W_QKV, W_O_rows = cache["z_cols"], cache["W_QKV"], cache["W_O_rows"]
