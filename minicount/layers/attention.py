@@ -14,11 +14,15 @@ heads or edits attention without touching the parameters. Names (TransformerLens
 [..., B, H, T, d_model] (each head's output; computed only when hooked).
 A forward pass with hooks is for analysis: its cache is not meant for the backward.
 
-Speed. The [..., B, H, T, T] arrays (scores, pattern and their gradients) are the only
-big ones, so the code passes over them as few times as it can: the 1/sqrt(d_head) scale
-is applied to the small q instead, the softmax normalises in place, and the backward
-uses Σ_j dpattern·pattern = dz·z (a [..., T] dot of small arrays) instead of a pass over
-[T, T]. The three projections are one matmul with W_Q, W_K, W_V side by side.
+Speed (the README's Performance section has the measurements). The [..., B, H, T, T]
+arrays (scores, pattern and their gradients) are the only big ones, so the code passes
+over them as few times as it can: the 1/sqrt(d_head) scale is applied to the small q
+instead, the softmax skips the row maximum when it can and normalises in place, and the
+backward uses Σ_j dpattern·pattern = dz·z (a [..., T] dot of small arrays) instead of a
+pass over [T, T]. The three projections are one matmul with W_Q, W_K, W_V side by side,
+computed transposed so that every head's q, k, v is a view (heads_of_columns): NumPy
+copies arrays with a last axis of 8 slowly, and this layout needs no such copy.
+On a GPU, attention_cuda.py can run steps 2-4 as one fused kernel.
 """
 
 import functools
@@ -26,14 +30,14 @@ import math
 
 from ..backend import array_module
 from . import attention_cuda
-from .shapes import rows, unrows
+from .shapes import merge_heads, rows, split_heads, unrows  # noqa: F401 (split/merge: for users)
 
 # exp(x) stays a normal float32 for |x| < 87, so scores inside ±SHIFT_FREE need no shift
 SHIFT_FREE = 80.0
 
 
 def heads_as_matrix(W):
-    """[..., H, d_model, d_head] -> [..., d_model, H*d_head]: all heads' projections side by side."""
+    """[..., H, d_model, d_head] -> [..., d_model, H*d_head]: the heads side by side."""
     H, d_model, d_head = W.shape[-3:]
     return W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head)
 
@@ -42,12 +46,6 @@ def matrix_as_heads(M, H):
     """The inverse of heads_as_matrix: [..., d_model, H*d_head] -> [..., H, d_model, d_head]."""
     d_model = M.shape[-2]
     return M.reshape(*M.shape[:-2], d_model, H, -1).swapaxes(-3, -2)
-
-
-def split_heads(y_rows, B, T, H):
-    """[..., B*T, H*d_head] -> [..., B, H, T, d_head] (a contiguous copy, ready for matmul)."""
-    xp = array_module(y_rows)
-    return xp.ascontiguousarray(y_rows.reshape(*y_rows.shape[:-2], B, T, H, -1).swapaxes(-3, -2))
 
 
 def heads_of_columns(y_cols, B, T, H):
@@ -84,12 +82,6 @@ def matmul_into(a, b, out):
         xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2), out=out.swapaxes(-1, -2))
     else:
         out[...] = a @ b
-
-
-def merge_heads(z):
-    """[..., B, H, T, d_head] -> [..., B*T, H*d_head] (a copy: the inverse of split_heads)."""
-    B, H, T, d_head = z.shape[-4:]
-    return z.swapaxes(-3, -2).reshape(*z.shape[:-4], B * T, H * d_head)
 
 
 @functools.lru_cache(maxsize=64)

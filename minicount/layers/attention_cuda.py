@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..backend import array_module
-from .shapes import rows, unrows
+from .shapes import merge_heads, rows, split_heads, unrows
 
 ENABLED = [False]  # use_fused_kernel() sets it
 
@@ -198,17 +198,6 @@ def core_backward(q, k, v, z, lse, dz, scale: float):
     return dq, dk, dv
 
 
-def _split_heads(y_rows, B, T, H, xp):
-    """[..., B*T, H*d_head] -> [..., B, H, T, d_head], contiguous."""
-    return xp.ascontiguousarray(y_rows.reshape(*y_rows.shape[:-2], B, T, H, -1).swapaxes(-3, -2))
-
-
-def _merge_heads(y):
-    """[..., B, H, T, d_head] -> [..., B*T, H*d_head]."""
-    B, H, T, d_head = y.shape[-4:]
-    return y.swapaxes(-3, -2).reshape(*y.shape[:-4], B * T, H * d_head)
-
-
 def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
     """As attention.attention_forward (no hooks), with steps 2-4 in the fused kernel.
 
@@ -222,12 +211,12 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
     # 1. [q, k, v] = x @ [W_Q, W_K, W_V], each [..., B, H, T, d_head]
     W_QKV = xp.concatenate([W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head)
                             for W in (W_Q, W_K, W_V)], axis=-1)  # [..., d_model, 3*H*d_head]
-    q, k, v = (_split_heads(y, B, T, H, xp) for y in xp.split(x_rows @ W_QKV, 3, axis=-1))
+    q, k, v = (split_heads(y, B, T, H) for y in xp.split(x_rows @ W_QKV, 3, axis=-1))
     # 2-4. z = softmax(causal(q kᵀ / sqrt(d_head))) @ v, fused
     scale = 1.0 / math.sqrt(d_head)
     z, lse = core(q, k, v, scale)  # [..., B, H, T, d_head], [..., B, H, T]
     # 5. out = merge_heads(z) @ W_O
-    z_rows = _merge_heads(z)  # [..., B*T, H*d_head]
+    z_rows = merge_heads(z)  # [..., B*T, H*d_head]
     W_O_rows = W_O.reshape(*W_O.shape[:-3], H * d_head, d_model)  # [..., H*d_head, d_model]
     out = unrows(z_rows @ W_O_rows, B, T)
     cache = {"fused": True, "x_rows": x_rows, "q": q, "k": k, "v": v, "z": z, "lse": lse,
@@ -245,11 +234,11 @@ def attention_backward(dout, cache, core=core_backward):
     dout_rows = rows(dout)  # [..., B*T, d_model]
     # 5. out = z_rows @ W_O
     dW_O = (z_rows.swapaxes(-1, -2) @ dout_rows).reshape(W_O_rows.shape[:-2] + (H, d_head, -1))
-    dz = _split_heads(dout_rows @ W_O_rows.swapaxes(-1, -2), B, T, H, xp)  # [..., B, H, T, d_head]
+    dz = split_heads(dout_rows @ W_O_rows.swapaxes(-1, -2), B, T, H)  # [..., B, H, T, d_head]
     # 4-2. fused: dq, dk, dv from dz, recomputing the pattern
     dq, dk, dv = core(q, k, v, z, lse, dz, cache["scale"])
     # 1. [q, k, v] = x @ W_QKV
-    dqkv_rows = xp.concatenate([_merge_heads(g) for g in (dq, dk, dv)], axis=-1)  # [.., B*T, 3HD]
+    dqkv_rows = xp.concatenate([merge_heads(g) for g in (dq, dk, dv)], axis=-1)  # [.., B*T, 3HD]
     dW_QKV = x_rows.swapaxes(-1, -2) @ dqkv_rows  # [..., d_model, 3*H*d_head]
     dx_rows = dqkv_rows @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
     HD = H * d_head
