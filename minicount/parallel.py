@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 from contextlib import nullcontext
 
 import numpy as np
@@ -97,8 +98,10 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
     B = tokens.shape[-2]
     if array_module(tokens) is not np:
         slice_strings, n_threads = B, 1
-    step = slice_strings or slice_size(tokens.shape, config)
     n_threads = n_threads or default_threads()
+    step = slice_strings or slice_size(tokens.shape, config)
+    if not slice_strings and n_threads > 1:  # as many slices for each thread
+        step = math.ceil(B / (n_threads * math.ceil(B / (n_threads * step))))
     n = mask.sum(axis=(-2, -1)) * targets.shape[-1]  # [] or [M]: terms in the whole batch's mean
 
     def run(start):

@@ -92,7 +92,7 @@ CONFIGS = [mc.ModelConfig(d_model=8, n_heads=2, d_head=4),
 
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("M", [None, 3])
-@pytest.mark.parametrize("slice_strings,n_threads", [(8, 1), (5, 2), (64, 2)])
+@pytest.mark.parametrize("slice_strings,n_threads", [(8, 1), (5, 2), (64, 2), (None, 2)])
 def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
     """Slices (one not dividing B, one larger than B) on 1 or 2 threads: same loss and grads."""
     seeds = [7] if M is None else list(range(M))
