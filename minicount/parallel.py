@@ -32,7 +32,7 @@ from .backend import array_module
 from .model import ModelConfig, backward, forward_with_cache
 from .threads import default_threads, pool
 
-SLICE_ELEMENTS = 2**17  # aim for [slice, H, T, T] attention arrays of 512 KiB in float32
+SLICE_ELEMENTS = 2**18  # aim for [slice, H, T, T] attention arrays of 1 MiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
 
 _blas = []  # [threadpoolctl controller] once looked up (empty list: not yet, [None]: absent)
@@ -55,12 +55,20 @@ def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(M_TRIM_THRESHOLD, nbytes))
 
 
-def slice_size(tokens_shape: tuple, config: ModelConfig) -> int:
-    """Strings per slice for tokens [..., B, T]: the attention arrays of a slice fit in cache."""
+def slice_size(tokens_shape: tuple, config: ModelConfig, n_threads: int = 1) -> int:
+    """Strings per slice for tokens [..., B, T].
+
+    On one thread the attention arrays of a slice stay near SLICE_ELEMENTS (cache-sized).
+    On more, slices are bigger, about two per thread and up to 4x the size: every NumPy
+    call hands the GIL over, so fewer, longer calls share the cores better (measured).
+    """
     *lead, B, T = tokens_shape
     n_models = lead[0] if lead else 1
     per_string = n_models * config.n_heads * T * T  # elements of [..., H, T, T] per string
-    return min(B, max(MIN_SLICE, SLICE_ELEMENTS // per_string))
+    if n_threads == 1:
+        return min(B, max(MIN_SLICE, SLICE_ELEMENTS // per_string))
+    step = min(math.ceil(B / (2 * n_threads)), max(MIN_SLICE, 4 * SLICE_ELEMENTS // per_string))
+    return math.ceil(B / (n_threads * math.ceil(B / (n_threads * step))))  # equal shares
 
 
 def _one_blas_thread():
@@ -99,9 +107,7 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
     if array_module(tokens) is not np:
         slice_strings, n_threads = B, 1
     n_threads = n_threads or default_threads()
-    step = slice_strings or slice_size(tokens.shape, config)
-    if not slice_strings and n_threads > 1:  # as many slices for each thread
-        step = math.ceil(B / (n_threads * math.ceil(B / (n_threads * step))))
+    step = slice_strings or slice_size(tokens.shape, config, n_threads)
     n = mask.sum(axis=(-2, -1)) * targets.shape[-1]  # [] or [M]: terms in the whole batch's mean
 
     def run(start):

@@ -130,9 +130,13 @@ def test_sliced_with_an_empty_slice_and_float32():
 
 def test_slice_size_keeps_attention_arrays_small():
     config = mc.ModelConfig()
-    assert slice_size((256, 33), config) * config.n_heads * 33 * 33 <= 2**17
+    per_string = config.n_heads * 33 * 33
+    assert 2**17 < slice_size((256, 33), config) * per_string <= 2**18
     assert slice_size((4, 33), config) == 4  # never more than the batch
     assert slice_size((64, 256, 33), config) == 8  # an ensemble: never below MIN_SLICE
+    assert slice_size((256, 33), config, n_threads=2) == 64  # two equal slices per thread
+    step = slice_size((4, 256, 33), config, n_threads=2)
+    assert 4 * step * per_string <= 4 * 2**18 and len(range(0, 256, step)) % 2 == 0
 
 
 def test_inverse_cdf_matches_searchsorted():
