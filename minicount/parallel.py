@@ -52,7 +52,9 @@ def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(M_TRIM_THRESHOLD, nbytes))
+    kept = mallopt(M_TRIM_THRESHOLD, nbytes)
+    reused = mallopt(M_MMAP_THRESHOLD, min(nbytes, 32 * 2**20))  # glibc refuses more than 32 MiB
+    return bool(kept) and bool(reused)
 
 
 def slice_size(tokens_shape: tuple, config: ModelConfig, n_threads: int = 1) -> int:
