@@ -35,7 +35,7 @@ extern "C" __global__ void causal_attention_forward(
     const REAL* __restrict__ q, const REAL* __restrict__ k, const REAL* __restrict__ v,
     REAL* __restrict__ z, REAL* __restrict__ lse, const int T, const REAL scale)
 {
-    extern __shared__ __align__(16) unsigned char shared[];
+    extern __shared__ double shared[];  // dynamic shared memory, 8-byte aligned
     REAL* ks = (REAL*)shared;  // [T, D]
     REAL* vs = ks + T * D;     // [T, D]
     const long long base = (long long)blockIdx.x * T * D;
@@ -72,7 +72,7 @@ extern "C" __global__ void causal_attention_backward(
     REAL* __restrict__ dq, REAL* __restrict__ dk, REAL* __restrict__ dv,
     const int T, const REAL scale)
 {
-    extern __shared__ __align__(16) unsigned char shared[];
+    extern __shared__ double shared[];  // dynamic shared memory, 8-byte aligned
     REAL* qs = (REAL*)shared;  // [T, D] q * scale
     REAL* ks = qs + T * D;     // [T, D]
     REAL* vs = ks + T * D;     // [T, D]
