@@ -224,7 +224,6 @@ def torch_models(torch):
 
         def __init__(self, M):
             super().__init__()
-            self.M = M
             s = 1 / c.d_model**0.5
             self.W_E = nn.Parameter(torch.randn(M, c.d_vocab, c.d_model))
             self.W_QKV = nn.Parameter(torch.randn(M, c.d_model, 3 * HD) * s)
