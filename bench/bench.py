@@ -172,8 +172,12 @@ def batches(M: int | None, seed: int = 0):
 # -------------------------------------------------------------------- minicount steps
 
 
-def minicount_step(M: int | None, xp, n_threads: int | None, plain: bool = False):
-    """(fwd_bwd, step) closures for minicount on xp (numpy or cupy) with M models (None: one)."""
+def minicount_step(M: int | None, xp, n_threads: int | None, plain: bool = False,
+                   trim_padding: bool = True):
+    """(fwd_bwd, step) closures for minicount on xp (numpy or cupy) with M models (None: one).
+
+    plain: model.loss_and_grads_all on the whole batch instead of the sliced training path.
+    """
     params = (mc.init_params(CONFIG, 0, xp) if M is None
               else mc.init_ensemble(CONFIG, range(M), xp))
     tokens, targets, mask = (xp.asarray(a) for a in batches(M))
@@ -183,7 +187,8 @@ def minicount_step(M: int | None, xp, n_threads: int | None, plain: bool = False
     def fwd_bwd():
         if plain:
             return loss_and_grads_all(params, tokens, targets, mask, CONFIG)
-        return loss_and_grads_sliced(params, tokens, targets, mask, CONFIG, n_threads=n_threads)
+        return loss_and_grads_sliced(params, tokens, targets, mask, CONFIG, n_threads=n_threads,
+                                     trim_padding=trim_padding)
 
     def step():
         _, grads = fwd_bwd()
@@ -350,7 +355,11 @@ def cpu_rows(torch, args) -> list:
         r = time_rounds({"minicount": mc_fb, "torch": t_fb}, reps, warm)
         add_row(rows, f"forward+backward ({tag})", "cpu", None, r, "minicount", "torch",
                 threads=n_threads)
-        if n_threads == args.threads:  # for reference: model.loss_and_grads_all, whole batch
+        if n_threads == args.threads:  # for reference: without trimming, and the plain path
+            untrimmed_fb = minicount_step(None, np, n_threads, trim_padding=False)[0]
+            r = time_rounds({"minicount": untrimmed_fb, "torch": t_fb}, max(5, reps // 2), 2)
+            add_row(rows, f"  same, padding not trimmed ({tag})", "cpu", None, r, "minicount",
+                    "torch", threads=n_threads)
             plain_fb = minicount_step(None, np, n_threads, plain=True)[0]
             r = time_rounds({"minicount": plain_fb, "torch": t_fb}, max(5, reps // 2), 2)
             add_row(rows, f"  plain whole-batch path ({tag})", "cpu", None, r, "minicount",

@@ -13,7 +13,12 @@ from minicount import data, layers
 from minicount.layers import attention_cuda
 from minicount.layers.attention import SHIFT_FREE, causal_softmax
 from minicount.model import loss_and_grads_all
-from minicount.parallel import loss_and_grads_sliced, slice_size
+from minicount.parallel import (
+    loss_and_grads_sliced,
+    positions_in_use,
+    slice_size,
+    sort_by_length,
+)
 
 from . import reference
 
@@ -110,6 +115,43 @@ def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
     for k in grads:
         assert s_grads[k].shape == grads[k].shape, k
         assert rel(s_grads[k], grads[k]) < 1e-12, k
+
+
+def test_sliced_without_trimming_and_with_a_gappy_mask():
+    """trim_padding=False takes every position; a mask with holes (a position in the middle
+    left out of the loss) is no prefix, and trimming must keep everything up to its last
+    real position."""
+    config = CONFIGS[1]
+    params = mc.init_params(config, 3, dtype=np.float64)
+    tokens, targets, mask = data.sample_batch(20, 10, np.random.default_rng(3))
+    targets = targets.astype(np.float64)
+    mask[:, 2] = False
+    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+    for trim in (True, False):
+        s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
+                                                slice_strings=6, n_threads=2, trim_padding=trim)
+        np.testing.assert_allclose(s_loss, loss, rtol=1e-12)
+        for k in grads:
+            assert rel(s_grads[k], grads[k]) < 1e-12, (trim, k)
+
+
+def test_sort_by_length_and_positions_in_use():
+    tokens, targets, mask = (np.stack(a) for a in zip(
+        *[data.sample_batch(9, 7, np.random.default_rng(s)) for s in (0, 1)], strict=True))
+    s_tokens, s_targets, s_mask = sort_by_length(tokens, targets, mask)
+    for m in range(2):  # each model's own strings, shortest first, rows kept together
+        lengths = s_mask[m].sum(-1)
+        assert (np.diff(lengths) >= 0).all()
+        rows = {tuple(r) for r in tokens[m]}
+        assert {tuple(r) for r in s_tokens[m]} == rows
+        for b in range(9):  # and each row's targets moved with it
+            row_targets = data.next_set_targets(s_tokens[m, b : b + 1])[0][0]
+            np.testing.assert_array_equal(s_targets[m, b], row_targets)
+    assert positions_in_use(s_mask[:, :2]) == int(s_mask[:, :2].sum(-1).max())
+    assert positions_in_use(np.zeros((3, 5), bool)) == 1
+    gappy = np.zeros((2, 6), bool)
+    gappy[1, [0, 4]] = True
+    assert positions_in_use(gappy) == 5
 
 
 def test_sliced_with_an_empty_slice_and_float32():
