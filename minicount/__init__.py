@@ -21,10 +21,10 @@ from .model import (  # noqa: E402
     loss_and_grads,
     param_shapes,
 )
-from .train import TrainConfig, train  # noqa: E402
+from .train import NonFiniteError, TrainConfig, train  # noqa: E402
 
 __all__ = [
     "ModelConfig", "TrainConfig", "backend", "backward", "data", "evaluate", "forward",
     "forward_with_cache", "init_ensemble", "init_params", "layers", "load", "load_checkpoint",
-    "loss_and_grads", "metrics", "param_shapes", "save", "train", "__version__",
+    "loss_and_grads", "metrics", "param_shapes", "save", "train", "NonFiniteError", "__version__",
 ]  # fmt: skip

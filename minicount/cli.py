@@ -101,6 +101,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)")
+    g.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
+                   help="also save the checkpoint every N steps (default 0: at each evaluation)")
+    g.add_argument("--resume", metavar="CHECKPOINT", default=None,
+                   help="continue the run saved in CHECKPOINT with its own settings (only "
+                        "--steps, --device, --eval-every, --checkpoint-every, --out may change; "
+                        "--out defaults to CHECKPOINT)")
     d = p.add_argument_group("data")
     d.add_argument("--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)")
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
@@ -108,18 +114,78 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    default=[1 / 3, 1 / 3, 1 / 3], help="symbol probabilities (uniform)")
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, train_with_config
+def train_config_from_args(a: argparse.Namespace):
+    from .train import TrainConfig
 
-    config = model_config_from_args(a)
-    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                     warmup=a.warmup, schedule=a.schedule, grad_clip=a.grad_clip, seeds=tuple(a.seeds),
-                     max_len=a.max_len, bos=not a.no_bos, probs=tuple(a.probs),
-                     eval_every=a.eval_every, device=a.device, dtype=a.dtype)
-    out = Path(a.out)
-    params, history = train_with_config(config, tc, progress=True, checkpoint=out)
+    return TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                       weight_decay=a.weight_decay, warmup=a.warmup, schedule=a.schedule,
+                       grad_clip=a.grad_clip, seeds=tuple(a.seeds), max_len=a.max_len,
+                       bos=not a.no_bos, probs=tuple(a.probs), eval_every=a.eval_every,
+                       device=a.device, dtype=a.dtype, checkpoint_every=a.checkpoint_every)
+
+
+def given_train_options(argv: list[str]) -> set[str]:
+    """The dests of the options given after 'train' on the command line (not defaulted)."""
+    q = argparse.ArgumentParser(add_help=False)
+    add_model_args(q)
+    add_train_args(q)
+    q.add_argument("--out")
+    unset = object()
+    q.set_defaults(**dict.fromkeys(vars(q.parse_args([])), unset))
+    return {k for k, v in vars(q.parse_known_args(argv)[0]).items() if v is not unset}
+
+
+def resumed_settings(a: argparse.Namespace, given: set[str]):
+    """(ModelConfig, TrainConfig) of the run saved in a.resume, with the options that may change
+    on resume taken from the command line; any other option given must agree with the run."""
+    from dataclasses import replace
+
+    from .checkpoint import load_checkpoint
+    from .train import RESUMABLE_FIELDS, TrainConfig
+
+    ck = load_checkpoint(a.resume)
+    if "train" not in ck["info"]:
+        raise ValueError(f"{a.resume} holds no training state to resume from")
+    try:
+        tc = TrainConfig.from_dict(ck["info"]["train"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{a.resume}: damaged training settings ({e})") from None
+    tc = replace(tc, **{f: getattr(a, f) for f in RESUMABLE_FIELDS if f in given})
+    asked = {**model_config_from_args(a).to_dict(), **train_config_from_args(a).to_dict()}
+    saved = {**ck["config"].to_dict(), **tc.to_dict()}
+    for dest in sorted(given - set(RESUMABLE_FIELDS) - {"out", "resume"}):
+        field = "bos" if dest == "no_bos" else dest
+        if asked[field] != saved[field]:
+            raise ValueError(f"--{dest.replace('_', '-')} asks for {field}={asked[field]!r} but "
+                             f"the run in {a.resume} has {saved[field]!r}; a resumed run keeps "
+                             f"its settings (only {', '.join(RESUMABLE_FIELDS)} may change)")
+    return ck["config"], tc
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .backend import resolve_device
+    from .checkpoint import npz_path
+    from .train import train_with_config, versions
+
+    if a.resume:
+        given = given_train_options(a.argv[1:])
+        config, tc = resumed_settings(a, given)
+        out = npz_path(a.out if "out" in given else a.resume)
+    else:
+        config, tc = model_config_from_args(a), train_config_from_args(a)
+        out = npz_path(a.out)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
+            params, history = train_with_config(config, tc, progress=True, checkpoint=out,
+                                                resume=a.resume)
+    except KeyboardInterrupt:
+        hint = f"; continue with: python -m minicount train --resume {out}" if out.exists() else ""
+        print(f"minicount train: interrupted{hint}", file=sys.stderr)
+        return 130
     final = history["eval"][-1]
-    print(json.dumps({k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}))
+    result = {k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}
+    result.update(seeds=list(tc.seeds), versions=versions(resolve_device(tc.device)))
+    print(json.dumps(result))
     print(f"checkpoint: {out}", file=sys.stderr)
     return 0
 
@@ -148,6 +214,100 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _heads(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]."""
+    try:
+        heads = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"heads look like 4 or 1,2,4,8; got {text!r}") from None
+    if not heads or any(h < 1 for h in heads):
+        raise argparse.ArgumentTypeError(f"head counts must be >= 1, got {text!r}")
+    return heads
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .study import PRESETS, run_study
+
+    preset = PRESETS["quick" if a.quick else a.preset]
+    overrides = {"seeds": a.seeds, "heads": a.heads, "steps": a.steps}
+    preset = replace(preset, **{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in overrides.items() if v is not None})
+    out = Path(a.out)
+    run_study(preset, device=a.device, out=out, command=" ".join(["minicount"] + sys.argv[1:]),
+              threads=a.threads or None)
+    print(out / "report.md")
+    return 0
+
+
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from .analysis import analyze_model
+    from .backend import to_device
+    from .checkpoint import load_checkpoint
+    from .data import DataConfig, eval_set
+    from .study import members_of
+
+    ck = load_checkpoint(a.checkpoint)
+    config, train_info = ck["config"], ck["info"].get("train", {})
+    data = DataConfig(max_len=a.max_len or train_info.get("max_len", 32),
+                      bos=train_info.get("bos", True), n_eval=a.n_eval)
+    tokens, targets, mask = eval_set(data)
+    members = members_of(ck["params"])
+    if a.member is not None and a.member >= len(members):
+        raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
+    chosen = range(len(members)) if a.member is None else [a.member]
+    result = {"checkpoint": str(a.checkpoint), "n_eval": a.n_eval, "max_len": data.max_len,
+              "members": [{"member": i, **analyze_model(to_device(members[i], a.device), tokens,
+                                                        targets, mask, config)} for i in chosen]}
+    text = json.dumps(result, indent=1, allow_nan=False)
+    if a.out:
+        Path(a.out).write_text(text)
+        print(a.out)
+    else:
+        print(text)
+    return 0
+
+
+def add_reproduce_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="the study: train seeds per head count, analyse, write a report",
+        description="Train several seeds for each n_heads, run every analysis instrument on "
+        "held-out strings and write report.md, figures/*.png, results.json and CSV files to "
+        "--out. The default run takes a few minutes on a 2-core CPU.")
+    p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
+                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
+                   "knob varied (hours on a CPU; meant for --device gpu)")
+    p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="override the preset's seeds (0-4, 0,1,5)")
+    p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--threads", type=_non_negative_int, default=1,
+                   help="BLAS threads on the CPU (%(default)s; 0 = library default)")
+    p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def add_analyze_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="run every analysis instrument on a checkpoint (JSON)",
+        description="Head attribution, ablation, semantics, aggregation weights, attention "
+        "statistics, interventions and linear fits of a saved model, on the fixed held-out "
+        "strings.")
+    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    p.add_argument("--member", type=_non_negative_int, default=None,
+                   help="for an ensemble checkpoint: analyse only this member (default all)")
+    p.add_argument("--max-len", type=_positive_int, default=None,
+                   help="default: the training max_len")
+    p.add_argument("--n-eval", type=_positive_int, default=1024,
+                   help="held-out strings (%(default)s)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
+    p.set_defaults(func=cmd_analyze)
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run bench/bench.py of a source checkout with the arguments that follow ``bench``."""
     import runpy
@@ -156,6 +316,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if not script.is_file():
         raise ValueError(f"{script} not found: the benchmark runs from a source checkout")
     return runpy.run_path(str(script), run_name="minicount_bench")["main"](a.bench_args)
+
+
+def add_bench_parser(sub) -> None:
+    # every argument after 'bench' goes to bench/bench.py (which has its own --help): with
+    # prefix_chars="+" this parser reads none of them as its own options
+    p = sub.add_parser("bench", help="time minicount against PyTorch (bench/bench.py)",
+                       add_help=False, prefix_chars="+")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,25 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.set_defaults(func=cmd_eval)
 
-    # every argument after 'bench' goes to bench/bench.py (which has its own --help): with
-    # prefix_chars="+" this parser reads none of them as its own options
-    p = sub.add_parser("bench", help="time minicount against PyTorch (bench/bench.py)",
-                       add_help=False, prefix_chars="+")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
+    add_reproduce_parser(sub)
+    add_analyze_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (2 for bad input, with one line on stderr)."""
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
-        print(f"minicount {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, MemoryError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, MemoryError):
+            message = f"out of memory ({message}): ask for a smaller model, batch or ensemble"
+        print(f"minicount {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"minicount {args.command}: interrupted", file=sys.stderr)

@@ -28,10 +28,45 @@ V = len(VOCAB)
 SYMBOLS = "012"
 
 
+def check_int(name: str, value, minimum: int) -> int:
+    """value as an int, or a ValueError naming the argument and its lower limit."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probs(probs) -> np.ndarray:
+    """Symbol probabilities as a float64 [3] array, or a ValueError saying what is wrong."""
+    try:
+        p = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"probs must be 3 numbers P(0), P(1), P(2), got {probs!r}") from None
+    if p.shape != (3,) or not np.isfinite(p).all() or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+        raise ValueError(f"probs must be 3 non-negative numbers summing to 1, got {probs!r}")
+    if p[1] == 0:
+        raise ValueError("probs: P(1) must be > 0, or no string has more 1s than 0s")
+    return p
+
+
+def check_token_ids(tokens, name: str = "tokens") -> np.ndarray:
+    """A host array of token ids, checked to be integers in 0..V-1 (move CuPy arrays first)."""
+    try:
+        ids = np.asarray(tokens)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an array of token ids in 0..{V - 1}") from None
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name}: token ids must be integers in 0..{V - 1}, got dtype {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{name}: token ids must lie in 0..{V - 1}, got {ids.min()}..{ids.max()}")
+    return ids
+
+
 def in_count01(w: str) -> bool:
     """Membership by definition: a non-empty string over {0,1,2} with more 1s than 0s."""
     if not isinstance(w, str):
-        raise TypeError(f"expected a string of 0/1/2, got {type(w).__name__}")
+        raise ValueError(f"expected a string of 0/1/2, got {type(w).__name__}")
     bad = set(w) - set(SYMBOLS)
     if bad:
         raise ValueError(f"Count01 strings use only the symbols 0, 1, 2; got {sorted(bad)!r}")
@@ -41,7 +76,7 @@ def in_count01(w: str) -> bool:
 def encode(w: str, *, bos: bool = True) -> np.ndarray:
     """'0121' -> array([3, 0, 1, 2, 1]) (BOS first unless bos=False). int64 [len(w) + bos]."""
     if not isinstance(w, str):
-        raise TypeError(f"encode expects a string of 0/1/2, got {type(w).__name__}")
+        raise ValueError(f"encode expects a string of 0/1/2, got {type(w).__name__}")
     bad = sorted(set(w) - set(SYMBOLS))
     if bad:
         raise ValueError(f"encode: Count01 strings use only the symbols 0, 1, 2; got {bad!r}")
@@ -54,11 +89,9 @@ def decode(tokens) -> str:
 
     Accepts a 1-D array or list of ids (a NumPy array; move CuPy arrays to the host first).
     """
-    ids = np.asarray(tokens)
+    ids = check_token_ids(tokens, "decode")
     if ids.ndim != 1:
         raise ValueError(f"decode expects a 1-D sequence of token ids, got shape {ids.shape}")
-    if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= V):
-        raise ValueError(f"decode: token ids must be integers in 0..{V - 1}")
     out = []
     for i in ids.tolist():
         if i == EOS:
@@ -73,10 +106,12 @@ def next_set_targets(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     tokens [B, T] (right-padded with PAD) -> targets [B, T, V] float32, mask [B, T] bool.
     """
-    tokens = np.asarray(tokens)
+    tokens = check_token_ids(tokens)
+    if tokens.ndim < 1:
+        raise ValueError("tokens must have a position axis, got a scalar")
     mask = tokens != PAD  # [B, T]
-    step = (tokens == ONE).astype(np.int16) - (tokens == ZERO)  # [B, T]: +1 for a 1, -1 for a 0
-    lead = np.cumsum(step, axis=-1, dtype=np.int16)  # [B, T] #1s - #0s so far (|lead| <= T)
+    step = (tokens == ONE).astype(np.int32) - (tokens == ZERO)  # [B, T]: +1 for a 1, -1 for a 0
+    lead = np.cumsum(step, axis=-1)  # [B, T] #1s - #0s so far
     # each position's target is one of three rows: padding, "a symbol next", "a symbol or EOS"
     kind = mask * (1 + (lead > 0))  # [B, T] in 0..2
     targets = np.take(_TARGET_ROWS, kind, axis=0)  # [B, T, V]
@@ -102,13 +137,11 @@ def sample_strings(
     is kept only if it has more 1s than 0s. Returns symbols [n, max_len] int64 (junk past
     each length) and lengths [n].
     """
-    if n < 0 or max_len < 1 or not 1 <= min_len <= max_len:
-        raise ValueError(f"need n >= 0 and 1 <= min_len <= max_len, got n={n}, "
-                         f"min_len={min_len}, max_len={max_len}")
-    p = np.asarray(probs, dtype=np.float64)
-    if p.shape != (3,) or (p < 0).any() or not np.isclose(p.sum(), 1.0) or p[1] == 0:
-        raise ValueError(f"probs must be 3 non-negative numbers summing to 1 with p1 > 0, got {probs}")
-    cdf = np.cumsum(p)
+    n, max_len = check_int("n", n, 0), check_int("max_len", max_len, 1)
+    min_len = check_int("min_len", min_len, 1)
+    if min_len > max_len:
+        raise ValueError(f"min_len must be <= max_len={max_len}, got {min_len}")
+    cdf = np.cumsum(check_probs(probs))
     kept_sym, kept_len, have = [], [], 0
     while have < n:  # rounds of rejection sampling, each one vectorised over many strings
         m = max(64, 3 * (n - have))
@@ -127,10 +160,25 @@ def sample_strings(
 
 
 def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_pos: int | None = None):
-    """Lay strings out as a right-padded batch: (tokens [B, T], targets [B, T, V], mask [B, T])."""
+    """Lay strings out as a right-padded batch: (tokens [B, T], targets [B, T, V], mask [B, T]).
+
+    symbols [B, max_len] ids in 0..2 (junk past each length is ignored), lengths [B] in
+    0..max_len; n_pos (default max_len + bos) pads or cuts the batch to that many positions.
+    """
+    symbols, lengths = np.asarray(symbols), np.asarray(lengths)
+    if symbols.ndim != 2 or not np.issubdtype(symbols.dtype, np.integer):
+        raise ValueError(f"symbols must be a [B, max_len] integer array, got {symbols.dtype} "
+                         f"{symbols.shape}")
     n, max_len = symbols.shape
-    T = n_pos if n_pos is not None else max_len + int(bos)
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be [B] = [{n}] integers, got {lengths.dtype} "
+                         f"{lengths.shape}")
+    if n and (lengths.min() < 0 or lengths.max() > max_len):
+        raise ValueError(f"lengths must lie in 0..max_len={max_len}")
     real = np.arange(max_len) < lengths[:, None]  # [n, max_len]
+    if real.any() and (symbols[real].min() < 0 or symbols[real].max() > TWO):
+        raise ValueError("symbols must be 0, 1 or 2 within each string's length")
+    T = check_int("n_pos", n_pos, 1) if n_pos is not None else max_len + int(bos)
     tokens = np.full((n, T), PAD, dtype=np.int64)  # [n, T]
     tokens[:, : int(bos)] = BOS
     width = max(0, min(T - int(bos), max_len))
@@ -153,9 +201,8 @@ def sample_batch(
     rng is a numpy.random.Generator; the same generator state gives the same batch.
     """
     if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0))")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ValueError("rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0))")
+    check_int("batch_size", batch_size, 1)
     symbols, lengths = sample_strings(batch_size, max_len, rng, probs=probs, min_len=min_len)
     return make_batch(symbols, lengths, bos=bos)
 
@@ -204,6 +251,12 @@ class DataConfig:
     probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2) per symbol
     n_eval: int = 2048  # strings in the fixed held-out set
     eval_seed: int = 12345  # the held-out sets are the same for every training seed
+
+    def __post_init__(self):
+        check_int("max_len", self.max_len, 1)
+        check_int("n_eval", self.n_eval, 1)
+        check_int("eval_seed", self.eval_seed, 0)
+        check_probs(self.probs)
 
 
 def eval_set(data: DataConfig, *, long: bool = False):

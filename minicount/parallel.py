@@ -91,7 +91,7 @@ def _one_blas_thread():
 
 def _slice_loss_and_grads(params, tokens, targets, mask, config, n):
     """One slice's share of the batch loss ([] or [M]) and gradients; n: the whole batch's count."""
-    logits, cache = forward_with_cache(params, tokens, config)
+    logits, cache = forward_with_cache(params, tokens, config, check=False)
     loss, loss_cache = layers.bce_with_logits_forward(logits, targets, mask, n=n)
     dlogits = layers.bce_with_logits_backward(1.0, loss_cache)
     return loss, backward(dlogits, cache, config, params)

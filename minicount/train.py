@@ -4,6 +4,13 @@ One loop trains one model or an ensemble of M models at once (``seed`` a list of
 seeds). Member i of an ensemble sees exactly the batches and starts from exactly the
 weights that a single run with seed i would, so it ends at the same parameters up to
 floating-point rounding.
+
+Robustness. Everything a run carries from step to step (parameters, AdamW moments and
+step, the data generators' states, the history) is a ``RunState``, and a checkpoint holds
+all of it, so ``resume=`` continues a killed run exactly where it stopped: on NumPy the
+result is bit-identical to a run that was never interrupted. A NaN or infinite loss,
+gradient or parameter stops training with a ``NonFiniteError`` naming the step and the
+parameter; a checkpoint is never written over with non-finite parameters.
 """
 
 from __future__ import annotations
@@ -12,18 +19,44 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from . import __version__
-from .backend import DEVICES, get_xp, resolve_device, to_device, to_numpy
-from .checkpoint import save
-from .data import DataConfig, eval_set, sample_batches
+from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
+from .checkpoint import check_writable, load_checkpoint, save
+from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
 from .metrics import evaluate
 from .model import ModelConfig, init_ensemble, init_params
 from .optim import AdamW, clip_grads, lr_at
 from .parallel import loss_and_grads_sliced
+
+
+class NonFiniteError(ValueError):
+    """A NaN or infinite loss, gradient or parameter stopped training.
+
+    ``step`` is the step (1-based) at which it was found, ``names`` the parameters
+    involved, ``checkpoint`` the last good checkpoint written (None if there is none).
+    """
+
+    def __init__(self, message: str, *, step: int, names: list, checkpoint=None):
+        super().__init__(message)
+        self.step, self.names, self.checkpoint = step, names, checkpoint
+
+
+def _check_number(name: str, value, *, low: float, high: float = math.inf,
+                  low_open: bool = False, high_open: bool = False) -> float:
+    """value as a float within its limits, or a ValueError naming them."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below and math.isfinite(value)):
+        limits = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {limits}, got {value}")
+    return value
 
 
 @dataclass
@@ -48,16 +81,30 @@ class TrainConfig:
     device: str = "cpu"  # 'cpu', 'gpu' or 'auto'
     dtype: str = "float32"  # 'float32' or 'float64'
     ensemble: bool = False  # keep a model axis even with one seed
+    checkpoint_every: int = 0  # also checkpoint every N steps (0 = at evaluations and the end)
 
     def __post_init__(self):
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.probs = tuple(float(p) for p in self.probs)
-        if self.steps < 0 or self.batch_size < 1 or not self.seeds:
-            raise ValueError("need steps >= 0, batch_size >= 1 and at least one seed")
-        if self.max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        seeds = (self.seeds,) if isinstance(self.seeds, (int, np.integer)) else self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            raise ValueError(f"seeds must be a list of whole numbers >= 0, got {self.seeds!r}")
+        self.seeds = tuple(check_int("seed", s, 0) for s in seeds)
+        if not self.seeds:
+            raise ValueError("seeds must hold at least one seed")
+        self.probs = tuple(check_probs(self.probs).tolist())
+        for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
+                              ("eval_every", 0), ("n_eval", 1), ("checkpoint_every", 0)):
+            setattr(self, name, check_int(name, getattr(self, name), minimum))
+        self.lr = _check_number("lr", self.lr, low=0.0, low_open=True)
+        self.weight_decay = _check_number("weight_decay", self.weight_decay, low=0.0)
+        self.grad_clip = _check_number("grad_clip", self.grad_clip, low=0.0)
+        for name in ("beta1", "beta2"):
+            setattr(self, name, _check_number(name, getattr(self, name), low=0.0, high=1.0,
+                                              high_open=True))
+        for name in ("bos", "ensemble"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.device not in DEVICES:
@@ -78,8 +125,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a dict of TrainConfig fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# TrainConfig fields that may differ when a run is resumed: none of them changes the
+# parameters of the steps both runs take (``steps`` only without a cosine schedule)
+RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every")
 
 
 def data_rng(seed: int) -> np.random.Generator:
@@ -94,8 +148,169 @@ def check_fits(config: ModelConfig, tc: TrainConfig) -> None:
                          f"(needs at least {tc.max_len + int(tc.bos)})")
 
 
-def versions() -> dict:
-    return {"minicount": __version__, "numpy": np.__version__, "python": platform.python_version()}
+def versions(device: str = "cpu") -> dict:
+    """The versions that produced a result (CuPy's too on the GPU)."""
+    v = {"minicount": __version__, "numpy": np.__version__, "python": platform.python_version(),
+         "platform": platform.platform()}
+    if device == "gpu":
+        import cupy
+
+        v["cupy"] = cupy.__version__
+    return v
+
+
+@dataclass
+class RunState:
+    """Everything a run carries from one step to the next; a checkpoint stores all of it.
+
+    params and opt_state live on the training device; rngs are the host generators of the
+    training batches (one per seed); step counts the optimiser steps taken.
+    """
+
+    params: dict
+    opt_state: dict
+    rngs: list
+    history: dict = field(default_factory=lambda: {"step": [], "loss": [], "eval": []})
+    step: int = 0
+
+
+def fresh_run(config: ModelConfig, tc: TrainConfig, opt: AdamW, device: str) -> RunState:
+    """Step 0: initial parameters from the seeds, zero moments, fresh data generators."""
+    xp, dtype = get_xp(device), np.dtype(tc.dtype)
+    if tc.is_ensemble:
+        params = init_ensemble(config, tc.seeds, xp, dtype)
+    else:
+        params = init_params(config, tc.seeds[0], xp, dtype)
+    return RunState(params, opt.init_state(params), [data_rng(s) for s in tc.seeds])
+
+
+def checkpoint_info(tc: TrainConfig, run: RunState, device: str) -> dict:
+    """The JSON side of a checkpoint: settings, step, generator states, history, versions."""
+    return {"train": tc.to_dict(), "step": run.step, "seeds": list(tc.seeds),
+            "versions": versions(device), "rng_states": [r.bit_generator.state for r in run.rngs],
+            "history": run.history}
+
+
+def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
+    return [f"{k}={a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in skip and a.get(k) != b.get(k)]
+
+
+def _restore_rng(seed: int, state) -> np.random.Generator:
+    rng = data_rng(seed)
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"damaged data-generator state ({e})") from None
+    return rng
+
+
+def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
+    """The RunState saved in the checkpoint at path, on device, after checking that it is a
+    run of this config and tc (only RESUMABLE_FIELDS may differ) and that it is intact."""
+    ck = load_checkpoint(path)
+    info, opt_state = ck["info"], ck["opt_state"]
+    keys = ("train", "step", "rng_states", "history")
+    if opt_state is None or any(k not in info for k in keys):
+        raise ValueError(f"{path} holds no training state to resume from (it was not written by "
+                         "train with a checkpoint path)")
+    if ck["config"] != config:
+        diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
+        raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
+    try:
+        saved_tc = TrainConfig.from_dict(info["train"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: damaged training settings ({e})") from None
+    diff = _fields_that_differ(saved_tc.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
+    if tc.schedule == "cosine" and tc.steps != saved_tc.steps:
+        diff.append(f"steps={saved_tc.steps} vs {tc.steps}, which reshapes the cosine schedule")
+    if diff:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
+                         f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume")
+    step, history = info["step"], info["history"]
+    if not isinstance(step, int) or step != opt_state["step"] or not isinstance(history, dict) \
+            or len(history.get("loss", ())) != step or len(history.get("step", ())) != step:
+        raise ValueError(f"{path}: step, optimiser step and history do not agree")
+    if step > tc.steps:
+        raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
+    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.seeds):
+        raise ValueError(f"{path}: expected {len(tc.seeds)} data-generator states")
+    bad = [k for k, v in ck["params"].items() if v.dtype != np.dtype(tc.dtype) or
+           not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
+    rngs = [_restore_rng(s, st) for s, st in zip(tc.seeds, info["rng_states"], strict=True)]
+    history.setdefault("eval", [])
+    moments = to_device({k: v for k, v in opt_state.items() if k != "step"}, device)
+    return RunState(to_device(ck["params"], device), {"step": step, **moments}, rngs, history, step)
+
+
+def _all_finite(arrays) -> bool:
+    """True when no array holds a NaN or an infinity (one device sync for all of them)."""
+    arrays = list(arrays)
+    xp = array_module(*arrays)
+    return bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
+
+
+def _non_finite(a, ensemble: bool) -> str:
+    """'nan', 'inf' or '' for an array, naming the ensemble members involved ([M, ...])."""
+    a = np.asarray(to_numpy(a))
+    kind = "nan" if np.isnan(a).any() else "inf" if np.isinf(a).any() else ""
+    if kind and ensemble:
+        members = np.flatnonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1))
+        kind += f" in model(s) {members.tolist()}"
+    return kind
+
+
+def non_finite_error(step: int, loss, grads: dict, params: dict, ensemble: bool,
+                     checkpoint=None) -> NonFiniteError:
+    """Say what went non-finite at this step and where: parameters first (the cause); with
+    finite parameters and a non-finite loss, the forward pass overflowed; else the gradients.
+    loss is a host array (None when only the parameters were checked); checkpoint is the
+    last good one as (path, step), or None."""
+    params = to_numpy(params)
+    bad_params = {k: _non_finite(v, ensemble) for k, v in params.items()}
+    bad_params = {k: v for k, v in bad_params.items() if v}
+    bad_grads = {k: _non_finite(g, ensemble) for k, g in grads.items()}
+    bad_grads = {k: v for k, v in bad_grads.items() if v}
+    loss_ok = loss is None or bool(np.isfinite(loss).all())
+    if bad_params:
+        names = list(bad_params)
+        what = "; ".join(f"parameter {k} is {v}" for k, v in bad_params.items())
+    elif not loss_ok:
+        biggest = max(params, key=lambda k: float(np.abs(params[k]).max()))
+        names = [biggest]
+        what = (f"all parameters are finite, so the forward pass overflowed (largest "
+                f"|parameter| {float(np.abs(params[biggest]).max()):.3g}, in {biggest})")
+    else:
+        names = list(bad_grads)
+        what = "; ".join(f"gradient of {k} is {v}" for k, v in bad_grads.items())
+    if loss is not None:
+        loss = np.asarray(loss)
+        what = f"loss {np.array2string(loss, precision=4) if loss.ndim else f'{loss:.4g}'}; {what}"
+    where = "no checkpoint was written"
+    if checkpoint:
+        where = f"the last good checkpoint is {checkpoint[0]} (step {checkpoint[1]})"
+    return NonFiniteError(f"non-finite training at step {step}: {what}. Stopped; {where}; "
+                          "try a smaller lr, warmup or grad_clip",
+                          step=step, names=names, checkpoint=checkpoint and checkpoint[0])
+
+
+def check_step(step: int, loss, grads: dict, params: dict, ensemble: bool, checkpoint=None):
+    """Raise NonFiniteError if this step's loss (host array) or a gradient is not finite."""
+    if not (np.isfinite(loss).all() and _all_finite(grads.values())):
+        raise non_finite_error(step, loss, grads, params, ensemble, checkpoint)
+
+
+def save_run(path, run: RunState, config: ModelConfig, tc: TrainConfig, device: str, last=None):
+    """Checkpoint the run; refuses (NonFiniteError) to write non-finite parameters over a good
+    checkpoint. ``last`` is the previous checkpoint, named in the error. Returns
+    (path, step), the new last good checkpoint."""
+    if not _all_finite(run.params.values()):
+        raise non_finite_error(run.step, None, {}, run.params, tc.is_ensemble, last)
+    path = save(path, run.params, config, opt_state=run.opt_state,
+                info=checkpoint_info(tc, run, device))
+    return path, run.step
 
 
 def _summary(metrics: dict, key: str) -> str:
@@ -105,44 +320,49 @@ def _summary(metrics: dict, key: str) -> str:
 
 def train(config: ModelConfig, *, steps: int = 1000, seed=0, batch_size: int = 256,
           max_len: int = 32, lr: float = 3e-3, device: str = "cpu", progress=False,
-          checkpoint: str | None = None, callback=None, **options):
+          checkpoint: str | None = None, callback=None, resume=None, **options):
     """Train a model (or, with a list of seeds, an ensemble) on Count01.
 
     Further keyword options are the fields of TrainConfig (weight_decay, warmup, schedule,
-    grad_clip, bos, probs, eval_every, n_eval, dtype, ...). ``progress=True`` prints a line
-    at each evaluation; ``checkpoint`` is a path to save to at each evaluation and at the
-    end; ``callback(step, params, history)`` is called after each evaluation.
+    grad_clip, bos, probs, eval_every, n_eval, dtype, checkpoint_every, ...).
+    ``progress=True`` prints a line at each evaluation; ``checkpoint`` is a path to save to
+    at each evaluation, every ``checkpoint_every`` steps and at the end;
+    ``callback(step, params, history)`` is called after each evaluation. ``resume`` is a
+    checkpoint of this run to continue from (only steps, device, eval_every and
+    checkpoint_every may differ); on NumPy the result equals an uninterrupted run's.
 
     Returns (params, history): params as NumPy arrays (with a leading model axis for an
     ensemble) and history, a dict with 'step', 'loss' per step and 'eval', a list of
-    {'step', 'time', metrics...} entries.
+    {'step', 'time', metrics...} entries. Raises NonFiniteError (a ValueError) if the loss,
+    a gradient or a parameter becomes NaN or infinite.
     """
-    seeds = tuple(seed) if isinstance(seed, (list, tuple, np.ndarray)) else (int(seed),)
+    seeds = tuple(seed) if isinstance(seed, (list, tuple, np.ndarray)) else (seed,)
     tc = TrainConfig(steps=steps, seeds=seeds, batch_size=batch_size, max_len=max_len, lr=lr,
                      device=device, **options)
-    return train_with_config(config, tc, progress=progress, checkpoint=checkpoint, callback=callback)
+    return train_with_config(config, tc, progress=progress, checkpoint=checkpoint,
+                             callback=callback, resume=resume)
 
 
 def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, checkpoint=None,
-                      callback=None):
+                      callback=None, resume=None):
     """The loop behind ``train``, driven by a TrainConfig."""
+    if not isinstance(config, ModelConfig) or not isinstance(tc, TrainConfig):
+        raise ValueError("train_with_config needs a ModelConfig and a TrainConfig")
     check_fits(config, tc)
     device = resolve_device(tc.device)
-    xp = get_xp(device)
+    if checkpoint:
+        check_writable(checkpoint)  # now, not after hours of training
     dtype = np.dtype(tc.dtype)
     ensemble = tc.is_ensemble
-    if ensemble:
-        params = init_ensemble(config, tc.seeds, xp, dtype)
-    else:
-        params = init_params(config, tc.seeds[0], xp, dtype)
     opt = AdamW(lr=tc.lr, beta1=tc.beta1, beta2=tc.beta2, weight_decay=tc.weight_decay)
-    state = opt.init_state(params)
-    rngs = [data_rng(s) for s in tc.seeds]
+    run = resume_run(resume, config, tc, device) if resume else fresh_run(config, tc, opt, device)
+    params, state, rngs, history = run.params, run.opt_state, run.rngs, run.history
+    last_saved = (resume, run.step) if resume else None  # named if training has to stop
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
-    history = {"step": [], "loss": [], "eval": []}
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    log(f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}")
-    t0 = time.perf_counter()
+    log(f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}"
+        + (f", resuming at step {run.step}" if resume else ""))
+    t0 = time.perf_counter() - (history["eval"][-1]["time"] if history["eval"] else 0.0)
 
     def run_eval(step):
         m = evaluate(params, eval_tokens, eval_targets, eval_mask, config)
@@ -151,29 +371,45 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         history["eval"].append(entry)
         log(f"step {step:>6}/{tc.steps}  loss {_summary(m, 'loss')}  l-acc {_summary(m, 'l_acc')}  "
             f"s-acc {_summary(m, 's_acc')}  auc {_summary(m, 'roc_auc')}  ({entry['time']:.1f}s)")
+
+    def run_save():
+        nonlocal last_saved
         if checkpoint:
-            save(checkpoint, params, config, opt_state=state, info={
-                "train": tc.to_dict(), "step": step, "versions": versions(),
-                "rng_states": [r.bit_generator.state for r in rngs], "history": history})
-        if callback is not None:
+            last_saved = save_run(checkpoint, run, config, tc, device, last_saved)
+
+    def between_steps(step):
+        """After a step short of the last: evaluate, checkpoint, call back, as asked."""
+        evaluating = tc.eval_every and step % tc.eval_every == 0
+        if evaluating:
+            run_eval(step)
+        if evaluating or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
+            run_save()
+        if evaluating and callback is not None:
             callback(step, params, history)
 
-    for step in range(tc.steps):
+    for step in range(run.step, tc.steps):
         tokens, targets, mask = sample_batches(tc.batch_size, tc.max_len, rngs, bos=tc.bos,
                                                probs=tc.probs)
         if not ensemble:
             tokens, targets, mask = tokens[0], targets[0], mask[0]
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
         loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)
+        loss = to_numpy(loss)
+        check_step(step + 1, loss, grads, params, ensemble, last_saved)
         if tc.grad_clip:
             clip_grads(grads, tc.grad_clip, ensemble)
         opt.step(params, grads, state, lr=lr_at(step, lr=tc.lr, total_steps=tc.steps,
                                                   warmup=tc.warmup, schedule=tc.schedule))
+        run.step = step + 1
         history["step"].append(step + 1)
-        history["loss"].append(to_numpy(loss).tolist())
-        if tc.eval_every and (step + 1) % tc.eval_every == 0 and step + 1 < tc.steps:
-            run_eval(step + 1)
-    run_eval(tc.steps)
+        history["loss"].append(loss.tolist())
+        if run.step < tc.steps:
+            between_steps(run.step)
+    if not history["eval"] or history["eval"][-1]["step"] != tc.steps:
+        if not _all_finite(params.values()):
+            raise non_finite_error(run.step, None, {}, params, ensemble, last_saved)
+        run_eval(tc.steps)
+        run_save()
+        if callback is not None:
+            callback(tc.steps, params, history)
     return to_numpy(params), history
-
-

@@ -3,19 +3,28 @@
 import numpy as np
 
 
-def numerical_grad(f, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """d f / d x by central differences, entry by entry (x is perturbed in place and restored)."""
+def numerical_grad(f, x: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """d f / d x by central differences with one Richardson step, entry by entry.
+
+    D(h) = (f(x+h) - f(x-h)) / 2h is off by O(h²); (4 D(h/2) - D(h)) / 3 cancels that term,
+    leaving O(h⁴). With h = 1e-4 the truncation error stays far below 1e-6 even where the
+    loss curves sharply (large logits), and rounding noise stays near 1e-11.
+    x is perturbed in place and restored.
+    """
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"])
     for _ in it:
         i = it.multi_index
         old = x[i]
-        x[i] = old + eps
-        up = f()
-        x[i] = old - eps
-        down = f()
+        diffs = []
+        for h in (eps, eps / 2):
+            x[i] = old + h
+            up = f()
+            x[i] = old - h
+            down = f()
+            diffs.append((up - down) / (2 * h))
         x[i] = old
-        grad[i] = (up - down) / (2 * eps)
+        grad[i] = (4 * diffs[1] - diffs[0]) / 3
     return grad
 
 

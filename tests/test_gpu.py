@@ -60,3 +60,41 @@ def test_checkpoint_from_gpu_loads_on_cpu(tmp_path):
     params, _ = mc.load(path)
     assert isinstance(params["embed.W_E"], np.ndarray)
     np.testing.assert_array_equal(params["embed.W_E"], to_numpy(gp["embed.W_E"]))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(k):
+    def callback(step, params, history):
+        if step == k:
+            raise _Stop
+
+    return callback
+
+
+@pytest.mark.parametrize("first,then", [("gpu", "cpu"), ("cpu", "gpu")])
+def test_checkpoint_resumes_on_the_other_device(tmp_path, first, then):
+    """A run killed on one device continues on the other (float64: the same numbers to 1e-9)."""
+    kw = dict(steps=12, batch_size=16, max_len=8, eval_every=6, n_eval=64, dtype="float64")
+    ck = tmp_path / "moved.npz"
+    with pytest.raises(_Stop):
+        mc.train(mc.ModelConfig(), device=first, checkpoint=ck, callback=_stop_at(6), **kw)
+    saved = mc.load_checkpoint(ck)
+    assert saved["info"]["step"] == 6 and isinstance(saved["params"]["embed.W_E"], np.ndarray)
+    assert ("cupy" in saved["info"]["versions"]) == (first == "gpu")
+    resumed, _ = mc.train(mc.ModelConfig(), device=then, resume=ck, **kw)
+    whole, _ = mc.train(mc.ModelConfig(), device="cpu", **kw)
+    for k in whole:
+        assert rel(resumed[k], whole[k]) < 1e-9, k
+
+
+def test_out_of_range_tokens_are_caught_on_gpu():
+    """CuPy would not raise for a bad id; the check must."""
+    config = mc.ModelConfig()
+    gp = to_device(mc.init_params(config, 0), "gpu")
+    with pytest.raises(ValueError, match="0..5"):
+        mc.forward(gp, to_device(np.array([[3, 0, 9]]), "gpu"), config)
+    with pytest.raises(ValueError, match="move them"):
+        mc.forward(gp, np.array([[3, 0, 1]]), config)

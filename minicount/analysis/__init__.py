@@ -1,0 +1,32 @@
+"""Instruments that read a trained model without changing it (SPEC §4), one module each:
+
+    attribution       head_logit_contributions, eos_contributions (direct logit attribution)
+    patterns          attention_patterns, plot_patterns
+    ablation          ablated_logits, ablation_study (zero / mean; only, leave-out, subsets)
+    semantics         head_semantics (per-head ROC AUC vs solo and n_heads-scaled accuracy)
+    aggregation       fit_logistic, aggregation_weights (fitted vs uniform vs trained)
+    attention_stats   score_table, attention_stats (w_01, w_02, weight on BOS)
+    interventions     force_weight_hook, intervention_study (edited attention / values)
+    linear            linear_fit (linear read-outs of the head contributions)
+    analyze           analyze_model: all of the above as one JSON-ready dict
+
+Every function takes a single model's params (slice an ensemble: {k: v[i] for k, v in ...})
+and edits activations only through the forward pass's hooks.
+"""
+
+from .ablation import ablated_logits, ablation_study, result_means
+from .aggregation import aggregation_weights, fit_logistic
+from .analyze import analyze_model, jsonable
+from .attention_stats import attention_stats, score_table
+from .attribution import eos_contributions, head_logit_contributions
+from .interventions import force_weight_hook, intervention_study
+from .linear import linear_fit
+from .patterns import attention_patterns, plot_patterns
+from .semantics import head_semantics
+
+__all__ = [
+    "ablated_logits", "ablation_study", "aggregation_weights", "analyze_model",
+    "attention_patterns", "attention_stats", "eos_contributions", "fit_logistic",
+    "force_weight_hook", "head_logit_contributions", "head_semantics", "intervention_study",
+    "jsonable", "linear_fit", "plot_patterns", "result_means", "score_table",
+]  # fmt: skip

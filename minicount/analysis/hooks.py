@@ -1,0 +1,39 @@
+"""Running the forward pass with hooks: record activations, or edit them on the way.
+
+Every instrument reads or edits the model through the hooks of ``minicount.model.forward``
+(full names such as ``blocks.0.attn.hook_result``), never by changing the parameters.
+"""
+
+from __future__ import annotations
+
+from ..model import forward
+
+
+def run_with_cache(params: dict, tokens, config, names, *, hooks=None):
+    """Logits [B, T, V] and a dict of the activations named in ``names``.
+
+    ``hooks`` are further editing hooks; a name both edited and recorded is recorded after
+    the edit.
+    """
+    hooks = dict(hooks or {})
+    cache = {}
+    for name in names:
+        edit = hooks.get(name)
+
+        def record(a, name=name, edit=edit):
+            a = edit(a) if edit is not None else a
+            cache[name] = a
+            return a
+
+        hooks[name] = record
+    logits = forward(params, tokens, config, hooks=hooks)
+    return logits, cache
+
+
+def check_single(params: dict) -> None:
+    """Refuse ensemble parameters: the instruments work on one model (slice member i first)."""
+    if params["embed.W_E"].ndim != 2:
+        raise ValueError(
+            "analysis works on a single model; for an ensemble pass member i as "
+            "{k: v[i] for k, v in params.items()}"
+        )

@@ -1,0 +1,65 @@
+"""Per-head semantics versus syntax (SPEC §4).
+
+For each head h:
+    semantics  ROC AUC of its EOS contribution c_h alone: does the head separate the classes?
+    solo       l-acc / s-acc / AUC of the model with every other head zero-ablated:
+               does its output also land on the right side of the EOS threshold?
+    scaled     the same with head h's output multiplied by n_heads and the others removed,
+               as if every head were a copy of it (the "pure ensemble" hypothesis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import device_of, to_device, to_numpy
+from ..data import EOS
+from ..metrics import roc_auc
+from .ablation import ablated_logits, result_name, scale_hook
+from .attribution import eos_contributions, exactness_problem
+from .hooks import check_single, run_with_cache
+from .scoring import eos_metrics
+
+
+def _scaled_scores(params, tokens, config, head: int, factor: float):
+    """EOS scores [B, T] with only ``head`` kept, its output multiplied by ``factor``."""
+    scale = [factor if g == head else 0.0 for g in range(config.n_heads)]
+    hooks = {result_name(0): scale_hook(scale)}
+    logits, _ = run_with_cache(params, tokens, config, (), hooks=hooks)
+    return logits[..., EOS]
+
+
+def head_semantics(params: dict, tokens, targets, mask, config) -> list[dict]:
+    """One dict per head: {"head", "auc_alone", "solo": metrics, "scaled": metrics}.
+
+    tokens [B, T], targets [B, T, V], mask [B, T]. Heads are those of layer 0. With an
+    exact decomposition (one layer, attention-only) the solo and scaled scores come from the
+    head contributions (offset + c_h, offset + n_heads * c_h); otherwise from hooked forward
+    passes, and auc_alone is None because c_h is not defined.
+    """
+    check_single(params)
+    H = config.n_heads
+    tokens = to_device(tokens, device_of(params["embed.W_E"]))
+    labels = np.asarray(to_numpy(targets))[..., EOS] > 0.5  # [B, T]
+    real = np.asarray(to_numpy(mask), dtype=bool)  # [B, T]
+    exact = exactness_problem(config) is None
+    if exact:
+        c, offset = eos_contributions(params, tokens, config)  # [H, B, T], [B, T]
+    rows = []
+    for h in range(H):
+        if exact:
+            auc_alone = roc_auc(to_numpy(c[h])[real], labels[real])
+            solo, scaled = offset + c[h], offset + H * c[h]  # [B, T]
+        else:
+            auc_alone = None
+            solo = ablated_logits(params, tokens, config, [g == h for g in range(H)])[..., EOS]
+            scaled = _scaled_scores(params, tokens, config, h, float(H))
+        rows.append(
+            {
+                "head": h,
+                "auc_alone": auc_alone,
+                "solo": eos_metrics(solo, targets, mask),
+                "scaled": eos_metrics(scaled, targets, mask),
+            }
+        )
+    return rows
