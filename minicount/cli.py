@@ -308,6 +308,25 @@ def add_analyze_parser(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run bench/bench.py of a source checkout with the arguments that follow ``bench``."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    if not script.is_file():
+        raise ValueError(f"{script} not found: the benchmark runs from a source checkout")
+    return runpy.run_path(str(script), run_name="minicount_bench")["main"](a.bench_args)
+
+
+def add_bench_parser(sub) -> None:
+    # every argument after 'bench' goes to bench/bench.py (which has its own --help): with
+    # prefix_chars="+" this parser reads none of them as its own options
+    p = sub.add_parser("bench", help="time minicount against PyTorch (bench/bench.py)",
+                       add_help=False, prefix_chars="+")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reproduce_parser(sub)
     add_analyze_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .threads import default_threads, pool
+
 # token ids
 ZERO, ONE, TWO, BOS, EOS, PAD = 0, 1, 2, 3, 4, 5
 VOCAB = ("0", "1", "2", "BOS", "EOS", "PAD")
@@ -108,12 +110,17 @@ def next_set_targets(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if tokens.ndim < 1:
         raise ValueError("tokens must have a position axis, got a scalar")
     mask = tokens != PAD  # [B, T]
-    symbol = mask & (tokens < 3)  # [B, T] positions that hold a symbol
-    lead = np.cumsum((tokens == ONE) & symbol, axis=-1) - np.cumsum((tokens == ZERO) & symbol, axis=-1)
-    targets = np.zeros(tokens.shape + (V,), dtype=np.float32)  # [B, T, V]
-    targets[..., :3] = mask[..., None]
-    targets[..., EOS] = (lead > 0) & mask
+    step = (tokens == ONE).astype(np.int32) - (tokens == ZERO)  # [B, T]: +1 for a 1, -1 for a 0
+    lead = np.cumsum(step, axis=-1)  # [B, T] #1s - #0s so far
+    # each position's target is one of three rows: padding, "a symbol next", "a symbol or EOS"
+    kind = mask * (1 + (lead > 0))  # [B, T] in 0..2
+    targets = np.take(_TARGET_ROWS, kind, axis=0)  # [B, T, V]
     return targets, mask
+
+
+_TARGET_ROWS = np.array(
+    [[0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 1, 0]], dtype=np.float32
+)  # [3, V]
 
 
 def sample_strings(
@@ -139,9 +146,12 @@ def sample_strings(
     while have < n:  # rounds of rejection sampling, each one vectorised over many strings
         m = max(64, 3 * (n - have))
         lengths = rng.integers(min_len, max_len + 1, size=m)
-        symbols = np.searchsorted(cdf, rng.random((m, max_len)), side="right").clip(0, 2)
-        real = np.arange(max_len) < lengths[:, None]
-        lead = ((symbols == ONE) & real).sum(1) - ((symbols == ZERO) & real).sum(1)
+        u = rng.random((m, max_len))  # [m, max_len] uniform on [0, 1)
+        # inverse CDF: the symbol is the number of cdf steps at or below u (cdf[2] = 1 > u)
+        symbols = (u >= cdf[0]).astype(np.int64) + (u >= cdf[1])  # [m, max_len] in 0..2
+        real = np.arange(max_len) < lengths[:, None]  # [m, max_len]
+        step = (symbols == ONE).astype(np.int8) - (symbols == ZERO)  # +1 for a 1, -1 for a 0
+        lead = np.einsum("ij,ij->i", step, real.astype(np.int8), dtype=np.int64)  # [m]
         keep = lead > 0
         kept_sym.append(symbols[keep])
         kept_len.append(lengths[keep])
@@ -165,16 +175,14 @@ def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_
                          f"{lengths.shape}")
     if n and (lengths.min() < 0 or lengths.max() > max_len):
         raise ValueError(f"lengths must lie in 0..max_len={max_len}")
-    real = np.arange(max_len) < lengths[:, None]
+    real = np.arange(max_len) < lengths[:, None]  # [n, max_len]
     if real.any() and (symbols[real].min() < 0 or symbols[real].max() > TWO):
         raise ValueError("symbols must be 0, 1 or 2 within each string's length")
     T = check_int("n_pos", n_pos, 1) if n_pos is not None else max_len + int(bos)
-    body = np.where(real, symbols, PAD)
-    if bos:
-        body = np.concatenate([np.full((n, 1), BOS, dtype=np.int64), body], axis=1)
-    tokens = np.full((n, T), PAD, dtype=np.int64)
-    width = min(T, body.shape[1])
-    tokens[:, :width] = body[:, :width]
+    tokens = np.full((n, T), PAD, dtype=np.int64)  # [n, T]
+    tokens[:, : int(bos)] = BOS
+    width = max(0, min(T - int(bos), max_len))
+    tokens[:, int(bos) : int(bos) + width] = np.where(real, symbols, PAD)[:, :width]
     targets, mask = next_set_targets(tokens)
     return tokens, targets, mask
 
@@ -197,6 +205,41 @@ def sample_batch(
     check_int("batch_size", batch_size, 1)
     symbols, lengths = sample_strings(batch_size, max_len, rng, probs=probs, min_len=min_len)
     return make_batch(symbols, lengths, bos=bos)
+
+
+def sample_batches(
+    batch_size: int,
+    max_len: int,
+    rngs,
+    *,
+    bos: bool = True,
+    probs=(1 / 3, 1 / 3, 1 / 3),
+    min_len: int = 1,
+    n_threads: int | None = None,
+):
+    """One batch per generator, stacked: (tokens [M, B, T], targets [M, B, T, V], mask [M, B, T]).
+
+    Member i is exactly ``sample_batch(batch_size, max_len, rngs[i], ...)``: each generator
+    draws its own numbers. The M batches are drawn on a thread pool (numpy.random and the
+    array work release the GIL), which matters for ensembles of hundreds of models.
+    """
+    rngs = list(rngs)
+    M, T = len(rngs), max_len + int(bos)
+    tokens = np.empty((M, batch_size, T), dtype=np.int64)
+    targets = np.empty((M, batch_size, T, V), dtype=np.float32)
+    mask = np.empty((M, batch_size, T), dtype=bool)
+
+    def draw(i):
+        tokens[i], targets[i], mask[i] = sample_batch(batch_size, max_len, rngs[i], bos=bos,
+                                                      probs=probs, min_len=min_len)
+
+    n_threads = min(M, n_threads or default_threads())
+    if n_threads <= 1:
+        for i in range(M):
+            draw(i)
+    else:
+        list(pool(n_threads).map(draw, range(M)))
+    return tokens, targets, mask
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ import numpy as np
 from . import __version__
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import check_writable, load_checkpoint, save
-from .data import DataConfig, check_int, check_probs, eval_set, sample_batch
+from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
 from .metrics import evaluate
-from .model import ModelConfig, init_ensemble, init_params, loss_and_grads_all
+from .model import ModelConfig, init_ensemble, init_params
 from .optim import AdamW, clip_grads, lr_at
+from .parallel import loss_and_grads_sliced
 
 
 class NonFiniteError(ValueError):
@@ -387,10 +388,12 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
             callback(step, params, history)
 
     for step in range(run.step, tc.steps):
-        batches = [sample_batch(tc.batch_size, tc.max_len, r, bos=tc.bos, probs=tc.probs) for r in rngs]
-        tokens, targets, mask = (np.stack(a) if ensemble else a[0] for a in zip(*batches))
+        tokens, targets, mask = sample_batches(tc.batch_size, tc.max_len, rngs, bos=tc.bos,
+                                               probs=tc.probs)
+        if not ensemble:
+            tokens, targets, mask = tokens[0], targets[0], mask[0]
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
-        loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+        loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)
         loss = to_numpy(loss)
         check_step(step + 1, loss, grads, params, ensemble, last_saved)
         if tc.grad_clip:

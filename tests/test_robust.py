@@ -323,7 +323,7 @@ def test_cli_resume_refuses_changed_settings_and_continues(tmp_path, capsys):
 
 def crash_at(monkeypatch, at_step):
     """Make the training loop raise Stop in its step at_step (1-based), as a kill would."""
-    real, calls = train_module.loss_and_grads_all, []
+    real, calls = train_module.loss_and_grads_sliced, []
 
     def patched(*args, **kwargs):
         calls.append(1)
@@ -331,7 +331,7 @@ def crash_at(monkeypatch, at_step):
             raise Stop
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "loss_and_grads_all", patched)
+    monkeypatch.setattr(train_module, "loss_and_grads_sliced", patched)
 
 
 @pytest.mark.parametrize("seed,crash,every,saved_at", [(0, 11, 0, 8), ([1, 2], 17, 0, 16),
@@ -493,7 +493,7 @@ def test_an_unwritable_checkpoint_path_fails_before_training(tmp_path):
 
 def poison_gradient(monkeypatch, name, at_step, member=None):
     """Make the gradient of one parameter NaN at one step (1-based) of the training loop."""
-    real, calls = train_module.loss_and_grads_all, []
+    real, calls = train_module.loss_and_grads_sliced, []
 
     def patched(*args, **kwargs):
         loss, grads = real(*args, **kwargs)
@@ -502,7 +502,7 @@ def poison_gradient(monkeypatch, name, at_step, member=None):
             grads[name][() if member is None else member] = np.nan
         return loss, grads
 
-    monkeypatch.setattr(train_module, "loss_and_grads_all", patched)
+    monkeypatch.setattr(train_module, "loss_and_grads_sliced", patched)
 
 
 def test_nan_gradient_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

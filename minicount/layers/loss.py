@@ -9,12 +9,19 @@ so the gradient of their sum is each model's own gradient.
 from ..backend import array_module
 
 
-def bce_with_logits_forward(logits, targets, mask):
-    """logits [..., B, T, V], targets [B, T, V] or [..., B, T, V], mask [.., B, T] -> loss [...]."""
+def bce_with_logits_forward(logits, targets, mask, n=None):
+    """logits [..., B, T, V], targets [B, T, V] or [..., B, T, V], mask [.., B, T] -> loss [...].
+
+    n [...] is the number of (position, column) terms to average over; by default those of
+    this batch. A batch processed in slices passes the whole batch's n to every slice, so
+    that the slices' losses and gradients add up to the whole batch's.
+    """
     xp = array_module(logits)
     V = logits.shape[-1]
     weight = mask[..., None].astype(logits.dtype)  # [..., B, T, 1]
-    n = weight.sum(axis=(-3, -2, -1)) * V  # [...] number of (position, column) terms
+    if n is None:
+        n = weight.sum(axis=(-3, -2, -1)) * V  # [...] number of (position, column) terms
+    n = xp.asarray(n, dtype=logits.dtype)
     # bce(x, y) = -y log σ(x) - (1-y) log(1-σ(x)) = max(x, 0) - x y + log(1 + e^{-|x|})   (stable)
     per = xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
     loss = (per * weight).sum(axis=(-3, -2, -1)) / n  # [...]
