@@ -96,6 +96,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=_float, default=0.0, help="max gradient norm per model, 0 = off")
     g.add_argument("--seeds", type=_seeds, default=[0],
                    help="one seed (3), a list (0,1,5) or a range (0-7); several train an ensemble")
+    g.add_argument("--data-seed", type=_non_negative_int, default=None,
+                   help="every model of an ensemble sees the same batches, drawn from this seed "
+                        "(one batch per step instead of one per model: faster for big ensembles)")
+    g.add_argument("--n-eval", type=_positive_int, default=2048,
+                   help="held-out strings for the evaluations (%(default)s)")
     g.add_argument("--eval-every", type=_non_negative_int, default=100,
                    help="evaluate every N steps (%(default)s; 0 = only at the end)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -121,7 +126,8 @@ def train_config_from_args(a: argparse.Namespace):
                        weight_decay=a.weight_decay, warmup=a.warmup, schedule=a.schedule,
                        grad_clip=a.grad_clip, seeds=tuple(a.seeds), max_len=a.max_len,
                        bos=not a.no_bos, probs=tuple(a.probs), eval_every=a.eval_every,
-                       device=a.device, dtype=a.dtype, checkpoint_every=a.checkpoint_every)
+                       device=a.device, dtype=a.dtype, checkpoint_every=a.checkpoint_every,
+                       data_seed=a.data_seed, n_eval=a.n_eval)
 
 
 def given_train_options(argv: list[str]) -> set[str]:
@@ -167,6 +173,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .checkpoint import npz_path
     from .train import train_with_config, versions
 
+    if a.fused_kernel:
+        from .layers import attention_cuda
+
+        attention_cuda.use_fused_kernel(True)  # CuPy arrays only; NumPy takes the plain path
     if a.resume:
         given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
@@ -337,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     add_train_args(p)
     p.add_argument("--out", default="runs/model.npz", help="checkpoint path (%(default)s)")
+    p.add_argument("--fused-kernel", action="store_true",
+                   help="on the GPU, run the attention core as one fused CUDA kernel "
+                        "(layers/attention_cuda.py; checked against the plain path)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="print the metrics of a checkpoint on held-out strings",

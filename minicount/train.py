@@ -82,6 +82,11 @@ class TrainConfig:
     dtype: str = "float32"  # 'float32' or 'float64'
     ensemble: bool = False  # keep a model axis even with one seed
     checkpoint_every: int = 0  # also checkpoint every N steps (0 = at evaluations and the end)
+    # None: model i draws its own batches from seed i. A number: every model of the ensemble
+    # sees the same batches, drawn from this seed (one batch per step instead of M; the
+    # models still differ in their initial weights; member i = a single run with seed i
+    # and the same data_seed)
+    data_seed: int | None = None
 
     def __post_init__(self):
         seeds = (self.seeds,) if isinstance(self.seeds, (int, np.integer)) else self.seeds
@@ -91,6 +96,8 @@ class TrainConfig:
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
         self.probs = tuple(check_probs(self.probs).tolist())
+        if self.data_seed is not None:
+            self.data_seed = check_int("data_seed", self.data_seed, 0)
         for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
                               ("eval_every", 0), ("n_eval", 1), ("checkpoint_every", 0)):
             setattr(self, name, check_int(name, getattr(self, name), minimum))
@@ -117,6 +124,11 @@ class TrainConfig:
     @property
     def is_ensemble(self) -> bool:
         return self.ensemble or len(self.seeds) > 1
+
+    @property
+    def data_seeds(self) -> tuple:
+        """The seeds of the data generators: one per model, or the one shared data_seed."""
+        return self.seeds if self.data_seed is None else (self.data_seed,)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -181,7 +193,7 @@ def fresh_run(config: ModelConfig, tc: TrainConfig, opt: AdamW, device: str) -> 
         params = init_ensemble(config, tc.seeds, xp, dtype)
     else:
         params = init_params(config, tc.seeds[0], xp, dtype)
-    return RunState(params, opt.init_state(params), [data_rng(s) for s in tc.seeds])
+    return RunState(params, opt.init_state(params), [data_rng(s) for s in tc.data_seeds])
 
 
 def checkpoint_info(tc: TrainConfig, run: RunState, device: str) -> dict:
@@ -233,13 +245,13 @@ def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunSt
         raise ValueError(f"{path}: step, optimiser step and history do not agree")
     if step > tc.steps:
         raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
-    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.seeds):
-        raise ValueError(f"{path}: expected {len(tc.seeds)} data-generator states")
+    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
+        raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
     bad = [k for k, v in ck["params"].items() if v.dtype != np.dtype(tc.dtype) or
            not np.isfinite(v).all()]
     if bad:
         raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
-    rngs = [_restore_rng(s, st) for s, st in zip(tc.seeds, info["rng_states"], strict=True)]
+    rngs = [_restore_rng(s, st) for s, st in zip(tc.data_seeds, info["rng_states"], strict=True)]
     history.setdefault("eval", [])
     moments = to_device({k: v for k, v in opt_state.items() if k != "step"}, device)
     return RunState(to_device(ck["params"], device), {"step": step, **moments}, rngs, history, step)
@@ -390,7 +402,7 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
     for step in range(run.step, tc.steps):
         tokens, targets, mask = sample_batches(tc.batch_size, tc.max_len, rngs, bos=tc.bos,
                                                probs=tc.probs)
-        if not ensemble:
+        if not ensemble or tc.data_seed is not None:  # one batch: [B, T], shared by all models
             tokens, targets, mask = tokens[0], targets[0], mask[0]
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
         loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)

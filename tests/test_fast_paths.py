@@ -305,9 +305,17 @@ def test_fused_cuda_kernel_matches_plain(dtype, tol, lead, T, d_head):
     finally:
         attention_cuda.use_fused_kernel(False)
     assert rel(to_numpy(out), to_numpy(plain_out)) < tol
-    for g, ref in zip(grads, plain_grads, strict=True):
+    names = ("dx", "dW_Q", "dW_K", "dW_V", "dW_O")
+    scale = max(float(np.linalg.norm(to_numpy(r))) for r in plain_grads)
+    for name, g, ref in zip(names, grads, plain_grads, strict=True):
+        g, ref = to_numpy(g), to_numpy(ref)
         assert g.shape == ref.shape
-        assert rel(to_numpy(g), to_numpy(ref)) < tol
+        if T == 1 and name in ("dW_Q", "dW_K"):
+            # one key: the pattern is 1 whatever the scores, so these are 0 in exact
+            # arithmetic; the plain path leaves rounding noise, the fused kernel exact zeros
+            assert np.linalg.norm(g) <= tol * scale and np.linalg.norm(ref) <= 10 * tol * scale
+            continue
+        assert rel(g, ref) < tol, name
 
 
 @pytest.mark.gpu
