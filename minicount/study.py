@@ -83,13 +83,13 @@ class Preset:
     """How big a study is."""
 
     heads: tuple = (1, 2, 4, 8)  # the head-count sweep
-    seeds: tuple = (0, 1, 2)  # trained together as one ensemble per setting
-    steps: int = 300
+    seeds: tuple = (0, 1, 2, 3, 4)  # trained together as one ensemble per setting
+    steps: int = 800
     batch_size: int = 128
     lr: float = 3e-3
     max_len: int = 32
-    n_eval: int = 512  # held-out strings analysed per setting
-    variations: tuple = ("paper-like",)  # names in VARIATIONS, each at n_heads = 4
+    n_eval: int = 1024  # held-out strings analysed per setting
+    variations: tuple = ("paper-like", "no BOS")  # names in VARIATIONS, each at n_heads = 4
     figures: bool = True
     subsets: bool = True  # every subset of heads in the ablation
 
