@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -7,7 +9,8 @@ settings.register_profile(
 )
 settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.load_profile("default")
+# CI (CI=true) replays the same examples every run; locally each run draws new ones
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 def gpu_ok() -> bool:
