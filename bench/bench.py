@@ -85,8 +85,10 @@ def time_rounds(contenders: dict, repeats: int, warmup: int, sync=None) -> dict:
             f()
             sync()
             times[k].append(clock() - t0)
-    return {k: {"median_ms": 1e3 * float(np.median(v)), "min_ms": 1e3 * float(np.min(v)),
-                "n": len(v)} for k, v in times.items()}
+    return {
+        k: {"median_ms": 1e3 * float(np.median(v)), "min_ms": 1e3 * float(np.min(v)), "n": len(v)}
+        for k, v in times.items()
+    }
 
 
 # ------------------------------------------------------------------------- the machine
@@ -107,8 +109,11 @@ def blas_info() -> list:
         from threadpoolctl import threadpool_info
     except ImportError:
         return ["threadpoolctl not installed"]
-    return [{k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
-            for d in threadpool_info() if d.get("user_api") == "blas"]
+    return [
+        {k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for d in threadpool_info()
+        if d.get("user_api") == "blas"
+    ]
 
 
 def limit_blas_threads(n: int) -> None:
@@ -141,9 +146,14 @@ def import_cupy():
 
 def machine(torch, cupy) -> dict:
     info = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "cores_usable": default_threads(),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "numpy": np.__version__, "minicount": mc.__version__, "blas": blas_info(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": default_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "minicount": mc.__version__,
+        "blas": blas_info(),
         "torch": torch.__version__ if torch else "torch not installed",
         "cupy": cupy.__version__ if cupy else "cupy not installed (or no GPU)",
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
@@ -172,14 +182,14 @@ def batches(M: int | None, seed: int = 0):
 # -------------------------------------------------------------------- minicount steps
 
 
-def minicount_step(M: int | None, xp, n_threads: int | None, plain: bool = False,
-                   trim_padding: bool = True):
+def minicount_step(
+    M: int | None, xp, n_threads: int | None, plain: bool = False, trim_padding: bool = True
+):
     """(fwd_bwd, step) closures for minicount on xp (numpy or cupy) with M models (None: one).
 
     plain: model.loss_and_grads_all on the whole batch instead of the sliced training path.
     """
-    params = (mc.init_params(CONFIG, 0, xp) if M is None
-              else mc.init_ensemble(CONFIG, range(M), xp))
+    params = mc.init_params(CONFIG, 0, xp) if M is None else mc.init_ensemble(CONFIG, range(M), xp)
     tokens, targets, mask = (xp.asarray(a) for a in batches(M))
     opt = AdamW(lr=LR)
     state = opt.init_state(params)
@@ -187,8 +197,9 @@ def minicount_step(M: int | None, xp, n_threads: int | None, plain: bool = False
     def fwd_bwd():
         if plain:
             return loss_and_grads_all(params, tokens, targets, mask, CONFIG)
-        return loss_and_grads_sliced(params, tokens, targets, mask, CONFIG, n_threads=n_threads,
-                                     trim_padding=trim_padding)
+        return loss_and_grads_sliced(
+            params, tokens, targets, mask, CONFIG, n_threads=n_threads, trim_padding=trim_padding
+        )
 
     def step():
         _, grads = fwd_bwd()
@@ -312,8 +323,14 @@ def peak_memory_probe(framework: str, M: int | None, n_threads: int) -> float:
 
 
 def cpu_peak_memory(framework: str, M: int | None, n_threads: int) -> float | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", framework,
-           "--threads", str(n_threads)] + (["--models", str(M)] if M else [])
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-probe",
+        framework,
+        "--threads",
+        str(n_threads),
+    ] + (["--models", str(M)] if M else [])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
         return float(out.stdout.strip().splitlines()[-1])
@@ -324,21 +341,30 @@ def cpu_peak_memory(framework: str, M: int | None, n_threads: int) -> float | No
 # ------------------------------------------------------------------------------- rows
 
 
-def add_row(rows: list, name: str, device: str, M, result: dict, mc_key: str, torch_key: str,
-            **extra):
+def add_row(
+    rows: list, name: str, device: str, M, result: dict, mc_key: str, torch_key: str, **extra
+):
     mc_ms = result.get(mc_key, {}).get("median_ms")
     torch_ms = result.get(torch_key, {}).get("median_ms") if torch_key else None
     missing = "torch not installed" if torch_key else "n/a"
-    row = {"name": name, "device": device, "models": M or 1, "minicount_ms": mc_ms,
-           "torch_ms": torch_ms if torch_ms is not None else missing,
-           "ratio": (mc_ms / torch_ms) if (mc_ms and torch_ms) else None,
-           "detail": result}
+    row = {
+        "name": name,
+        "device": device,
+        "models": M or 1,
+        "minicount_ms": mc_ms,
+        "torch_ms": torch_ms if torch_ms is not None else missing,
+        "ratio": (mc_ms / torch_ms) if (mc_ms and torch_ms) else None,
+        "detail": result,
+    }
     row.update(extra)
     rows.append(row)
     ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
     torch_txt = f"{torch_ms:9.2f}" if torch_ms is not None else missing.replace("torch ", "")
-    print(f"  {name:<34} {device:<4} M={M or 1:<5} minicount {mc_ms:9.2f} ms   "
-          f"torch {torch_txt}   ratio {ratio}", flush=True)
+    print(
+        f"  {name:<34} {device:<4} M={M or 1:<5} minicount {mc_ms:9.2f} ms   "
+        f"torch {torch_txt}   ratio {ratio}",
+        flush=True,
+    )
     return row
 
 
@@ -353,41 +379,86 @@ def cpu_rows(torch, args) -> list:
         mc_fb, mc_step = minicount_step(None, np, n_threads)
         t_fb, t_step = torch_step(torch, None, "cpu") if torch else (None, None)
         r = time_rounds({"minicount": mc_fb, "torch": t_fb}, reps, warm)
-        add_row(rows, f"forward+backward ({tag})", "cpu", None, r, "minicount", "torch",
-                threads=n_threads)
+        add_row(
+            rows,
+            f"forward+backward ({tag})",
+            "cpu",
+            None,
+            r,
+            "minicount",
+            "torch",
+            threads=n_threads,
+        )
         if n_threads == args.threads:  # for reference: without trimming, and the plain path
             untrimmed_fb = minicount_step(None, np, n_threads, trim_padding=False)[0]
             r = time_rounds({"minicount": untrimmed_fb, "torch": t_fb}, max(5, reps // 2), 2)
-            add_row(rows, f"  same, padding not trimmed ({tag})", "cpu", None, r, "minicount",
-                    "torch", threads=n_threads)
+            add_row(
+                rows,
+                f"  same, padding not trimmed ({tag})",
+                "cpu",
+                None,
+                r,
+                "minicount",
+                "torch",
+                threads=n_threads,
+            )
             plain_fb = minicount_step(None, np, n_threads, plain=True)[0]
             r = time_rounds({"minicount": plain_fb, "torch": t_fb}, max(5, reps // 2), 2)
-            add_row(rows, f"  plain whole-batch path ({tag})", "cpu", None, r, "minicount",
-                    "torch", threads=n_threads)
+            add_row(
+                rows,
+                f"  plain whole-batch path ({tag})",
+                "cpu",
+                None,
+                r,
+                "minicount",
+                "torch",
+                threads=n_threads,
+            )
         r = time_rounds({"minicount": mc_step, "torch": t_step}, reps, warm)
-        add_row(rows, f"training step ({tag})", "cpu", None, r, "minicount", "torch",
-                threads=n_threads)
+        add_row(
+            rows, f"training step ({tag})", "cpu", None, r, "minicount", "torch", threads=n_threads
+        )
     if torch:
         torch.set_num_threads(args.threads)
-    for M in (M_CPU[:2] if args.quick else M_CPU):
+    for M in M_CPU[:2] if args.quick else M_CPU:
         _, mc_step = minicount_step(M, np, args.threads)
         t_step = torch_step(torch, M, "cpu")[1] if torch else None
         r = time_rounds({"minicount": mc_step, "torch": t_step}, max(5, reps // M), 1)
-        add_row(rows, f"ensemble step ({args.threads} threads)", "cpu", M, r, "minicount", "torch",
-                threads=args.threads, per_model_ms=r["minicount"]["median_ms"] / M)
+        add_row(
+            rows,
+            f"ensemble step ({args.threads} threads)",
+            "cpu",
+            M,
+            r,
+            "minicount",
+            "torch",
+            threads=args.threads,
+            per_model_ms=r["minicount"]["median_ms"] / M,
+        )
     # data: one batch of 256 strings (host-side NumPy; PyTorch has no part in it)
     rng = np.random.default_rng(0)
     r = time_rounds({"minicount": lambda: sample_batch(BATCH, MAX_LEN, rng)}, 10 * reps, 10)
     add_row(rows, "sample one batch (256 strings)", "cpu", None, r, "minicount", None)
     if not args.quick:
         for M in (None, M_CPU[-1]):
-            mem = {"minicount": cpu_peak_memory("minicount", M, args.threads),
-                   "torch": cpu_peak_memory("torch", M, args.threads) if torch else None}
-            rows.append({"name": "peak memory of a step (MiB above steady RSS)", "device": "cpu",
-                         "models": M or 1, "minicount_mib": mem["minicount"],
-                         "torch_mib": mem["torch"] if torch else "torch not installed"})
-            print(f"  peak memory of a step, M={M or 1}: minicount {mem['minicount']} MiB, "
-                  f"torch {mem['torch']} MiB (peak RSS above the steady state)", flush=True)
+            mem = {
+                "minicount": cpu_peak_memory("minicount", M, args.threads),
+                "torch": cpu_peak_memory("torch", M, args.threads) if torch else None,
+            }
+            rows.append(
+                {
+                    "name": "peak memory of a step (MiB above steady RSS)",
+                    "device": "cpu",
+                    "models": M or 1,
+                    "minicount_mib": mem["minicount"],
+                    "torch_mib": mem["torch"] if torch else "torch not installed",
+                }
+            )
+            print(
+                f"  peak memory of a step, M={M or 1}: minicount {mem['minicount']} MiB, "
+                f"torch {mem['torch']} MiB (peak RSS above the steady state)",
+                flush=True,
+            )
     return rows
 
 
@@ -414,8 +485,9 @@ def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
 
     contenders = {"minicount": draw(None), "minicount_1_thread": draw(1)}
     r = time_rounds(contenders, reps, 1, cupy.cuda.Device().synchronize)
-    add_row(rows, f"sample {M} batches + copy ({default_threads()} thr)", "gpu", M, r,
-            "minicount", None)
+    add_row(
+        rows, f"sample {M} batches + copy ({default_threads()} thr)", "gpu", M, r, "minicount", None
+    )
     add_row(rows, f"sample {M} batches + copy (1 thread)", "gpu", M, r, "minicount_1_thread", None)
     return r["minicount"]["median_ms"]
 
@@ -458,32 +530,58 @@ def gpu_rows(torch, cupy, args) -> list:
             t_step()
             sync()
             peaks["torch"] = torch_cuda.cuda.max_memory_allocated() / 2**20
-        r = time_rounds({"minicount": mc_fb, "minicount_fused": fused_fb, "torch": t_fb},
-                        n_reps, warm, sync)
+        r = time_rounds(
+            {"minicount": mc_fb, "minicount_fused": fused_fb, "torch": t_fb}, n_reps, warm, sync
+        )
         add_row(rows, "forward+backward", "gpu", M, r, "minicount", "torch")
         if fused_fb:
-            add_row(rows, "forward+backward (fused kernel)", "gpu", M, r, "minicount_fused",
-                    "torch")
-        r = time_rounds({"minicount": mc_step, "minicount_fused": fused_step, "torch": t_step},
-                        n_reps, warm, sync)
+            add_row(
+                rows, "forward+backward (fused kernel)", "gpu", M, r, "minicount_fused", "torch"
+            )
+        r = time_rounds(
+            {"minicount": mc_step, "minicount_fused": fused_step, "torch": t_step},
+            n_reps,
+            warm,
+            sync,
+        )
         add_row(rows, "training step", "gpu", M, r, "minicount", "torch", peak_mib=peaks)
         if fused_step:
-            add_row(rows, "training step (fused kernel)", "gpu", M, r, "minicount_fused", "torch",
-                    peak_mib=peaks)
-        print(f"  {'':<34} peak memory (MiB): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
+            add_row(
+                rows,
+                "training step (fused kernel)",
+                "gpu",
+                M,
+                r,
+                "minicount_fused",
+                "torch",
+                peak_mib=peaks,
+            )
+        print(
+            f"  {'':<34} peak memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()),
+            flush=True,
+        )
         if M == Ms[-1]:
             step_ms = min(r[k]["median_ms"] for k in ("minicount", "minicount_fused") if k in r)
             data_ms = gpu_data_row(rows, M, cupy, max(3, n_reps // 2))
             per_step = (step_ms + data_ms) / 1e3
-            rows.append({"name": "study estimate", "device": "gpu", "models": M,
-                         "steps": STUDY_STEPS, "step_ms": step_ms, "data_ms": data_ms,
-                         "seconds_for_M_models": per_step * STUDY_STEPS,
-                         "seconds_for_1000_seeds": per_step * STUDY_STEPS * 1000 / M})
-            print(f"  study estimate: {M} models x {STUDY_STEPS} steps ~ "
-                  f"{per_step * STUDY_STEPS:.0f} s (step {step_ms:.1f} ms + data "
-                  f"{data_ms:.1f} ms); 1000 seeds ~ {per_step * STUDY_STEPS * 1000 / M:.0f} s",
-                  flush=True)
+            rows.append(
+                {
+                    "name": "study estimate",
+                    "device": "gpu",
+                    "models": M,
+                    "steps": STUDY_STEPS,
+                    "step_ms": step_ms,
+                    "data_ms": data_ms,
+                    "seconds_for_M_models": per_step * STUDY_STEPS,
+                    "seconds_for_1000_seeds": per_step * STUDY_STEPS * 1000 / M,
+                }
+            )
+            print(
+                f"  study estimate: {M} models x {STUDY_STEPS} steps ~ "
+                f"{per_step * STUDY_STEPS:.0f} s (step {step_ms:.1f} ms + data "
+                f"{data_ms:.1f} ms); 1000 seeds ~ {per_step * STUDY_STEPS * 1000 / M:.0f} s",
+                flush=True,
+            )
         del mc_fb, mc_step, fused_fb, fused_step, t_fb, t_step
         mempool.free_all_blocks()
         if torch_cuda:
@@ -499,12 +597,20 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer repeats and configurations")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--threads", type=int, default=default_threads(),
-                   help="CPU threads for both frameworks (default: the usable cores, %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads(),
+        help="CPU threads for both frameworks (default: the usable cores, %(default)s)",
+    )
     p.add_argument("--repeats", type=int, default=40, help="timed rounds per row (%(default)s)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time (default); cpu: CPU time of the process, summed over "
-                        "its threads (steadier on a shared machine, but not a latency)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: CPU time of the process, summed over "
+        "its threads (steadier on a shared machine, but not a latency)",
+    )
     p.add_argument("--memory-probe", choices=("minicount", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -528,9 +634,18 @@ def main(argv=None) -> int:
         print("bench: error: --device gpu needs CuPy and a CUDA GPU", file=sys.stderr)
         return 2
     info = machine(torch, cupy)
-    config = {"batch": BATCH, "max_len": MAX_LEN, "T": MAX_LEN + 1, "dtype": "float32",
-              "model": CONFIG.to_dict(), "threads": args.threads, "repeats": args.repeats,
-              "quick": args.quick, "lr": LR, "clock": args.clock}
+    config = {
+        "batch": BATCH,
+        "max_len": MAX_LEN,
+        "T": MAX_LEN + 1,
+        "dtype": "float32",
+        "model": CONFIG.to_dict(),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "lr": LR,
+        "clock": args.clock,
+    }
     print("minicount benchmark")
     for k, v in info.items():
         print(f"  {k}: {v}")
@@ -551,9 +666,13 @@ def main(argv=None) -> int:
     took = time.perf_counter() - t0
     print(f"  load average after: {load_after[0]:.2f}; benchmark took {took:.0f} s")
     if args.json:
-        result = {"machine": info, "config": config, "rows": rows,
-                  "load_average": {"before": load_before[0], "after": load_after[0]},
-                  "command": " ".join([Path(sys.executable).name] + sys.argv)}
+        result = {
+            "machine": info,
+            "config": config,
+            "rows": rows,
+            "load_average": {"before": load_before[0], "after": load_after[0]},
+            "command": " ".join([Path(sys.executable).name] + sys.argv),
+        }
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"  wrote {args.json}")
     return 0

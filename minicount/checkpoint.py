@@ -37,8 +37,14 @@ def npz_path(path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def save(path, params: dict, config: ModelConfig, *, opt_state: dict | None = None,
-         info: dict | None = None) -> Path:
+def save(
+    path,
+    params: dict,
+    config: ModelConfig,
+    *,
+    opt_state: dict | None = None,
+    info: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically; parameters on any device are copied to the host first.
 
     params must match config (``model.check_params``); opt_state is an AdamW state
@@ -114,8 +120,9 @@ def _read_arrays(path: Path) -> dict:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # f: closed on errors
             return {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip fails in many ways: BadZipFile, CRC, zlib, header...
-        raise ValueError(f"{path} is not a readable minicount checkpoint "
-                         f"({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path} is not a readable minicount checkpoint ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _text(arrays: dict, key: str, path: Path) -> str:
@@ -142,15 +149,19 @@ def _opt_state(arrays: dict, params: dict, path: Path) -> dict | None:
     step = arrays["meta:opt_step"]
     if step.ndim != 0 or step.dtype.kind not in "iu" or int(step) < 0:
         raise ValueError(f"{path}: damaged optimiser step")
-    state = {k[len("opt:"):]: v for k, v in arrays.items() if k.startswith("opt:")}
+    state = {k[len("opt:") :]: v for k, v in arrays.items() if k.startswith("opt:")}
     expected = {f"{m}.{k}": p.shape for k, p in params.items() for m in ("m", "v")}
     if set(state) != set(expected):
-        raise ValueError(f"{path}: optimiser state {sorted(set(state) ^ set(expected))} "
-                         "does not match the parameters")
+        raise ValueError(
+            f"{path}: optimiser state {sorted(set(state) ^ set(expected))} "
+            "does not match the parameters"
+        )
     for k, shape in expected.items():
         if state[k].shape != shape or state[k].dtype.kind != "f":
-            raise ValueError(f"{path}: optimiser state {k} has {state[k].dtype} {state[k].shape}, "
-                             f"expected floating {shape}")
+            raise ValueError(
+                f"{path}: optimiser state {k} has {state[k].dtype} {state[k].shape}, "
+                f"expected floating {shape}"
+            )
     return {"step": int(step), **{k: state[k] for k in expected}}
 
 
@@ -176,14 +187,18 @@ def load_checkpoint(path) -> dict:
     except ValueError as e:
         raise ValueError(f"{path}: damaged model config ({e})") from None
     info = _json_dict(arrays, "meta:info", path) if "meta:info" in arrays else {}
-    params = {k[len("param:"):]: v for k, v in arrays.items() if k.startswith("param:")}
+    params = {k[len("param:") :]: v for k, v in arrays.items() if k.startswith("param:")}
     try:
         check_params(params, config)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     params = {k: params[k] for k in param_shapes(config)}
-    return {"params": params, "config": config, "opt_state": _opt_state(arrays, params, path),
-            "info": info}
+    return {
+        "params": params,
+        "config": config,
+        "opt_state": _opt_state(arrays, params, path),
+        "info": info,
+    }
 
 
 def load(path) -> tuple[dict, ModelConfig]:

@@ -66,68 +66,155 @@ def _seeds(text: str) -> list[int]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     d = ModelConfig()
     g = p.add_argument_group("model (defaults: the study's one-layer attention-only NoPE model)")
-    g.add_argument("--d-model", type=_positive_int, default=d.d_model, help="residual width (%(default)s)")
-    g.add_argument("--n-heads", type=_positive_int, default=d.n_heads, help="heads per layer (%(default)s)")
-    g.add_argument("--d-head", type=_positive_int, default=d.d_head, help="width per head (%(default)s)")
-    g.add_argument("--n-layers", type=_positive_int, default=d.n_layers, help="blocks (%(default)s)")
-    g.add_argument("--n-ctx", type=_positive_int, default=None,
-                   help="context length for --pos-emb (default: 2*max_len+1)")
-    g.add_argument("--pos-emb", action="store_true", help="learned positional embedding (default NoPE)")
-    g.add_argument("--layernorm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm")
+    g.add_argument(
+        "--d-model", type=_positive_int, default=d.d_model, help="residual width (%(default)s)"
+    )
+    g.add_argument(
+        "--n-heads", type=_positive_int, default=d.n_heads, help="heads per layer (%(default)s)"
+    )
+    g.add_argument(
+        "--d-head", type=_positive_int, default=d.d_head, help="width per head (%(default)s)"
+    )
+    g.add_argument(
+        "--n-layers", type=_positive_int, default=d.n_layers, help="blocks (%(default)s)"
+    )
+    g.add_argument(
+        "--n-ctx",
+        type=_positive_int,
+        default=None,
+        help="context length for --pos-emb (default: 2*max_len+1)",
+    )
+    g.add_argument(
+        "--pos-emb", action="store_true", help="learned positional embedding (default NoPE)"
+    )
+    g.add_argument(
+        "--layernorm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm"
+    )
     g.add_argument("--mlp", action="store_true", help="add a ReLU MLP to each block")
     g.add_argument("--d-mlp", type=_positive_int, default=d.d_mlp, help="MLP width (%(default)s)")
 
 
 def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(d_model=a.d_model, n_heads=a.n_heads, d_head=a.d_head, n_layers=a.n_layers,
-                       n_ctx=a.n_ctx or 2 * a.max_len + 1, pos_emb=a.pos_emb, layernorm=a.layernorm,
-                       mlp=a.mlp, d_mlp=a.d_mlp)
+    return ModelConfig(
+        d_model=a.d_model,
+        n_heads=a.n_heads,
+        d_head=a.d_head,
+        n_layers=a.n_layers,
+        n_ctx=a.n_ctx or 2 * a.max_len + 1,
+        pos_emb=a.pos_emb,
+        layernorm=a.layernorm,
+        mlp=a.mlp,
+        d_mlp=a.d_mlp,
+    )
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=_non_negative_int, default=1000, help="optimiser steps (%(default)s)")
-    g.add_argument("--batch-size", type=_positive_int, default=256, help="strings per step (%(default)s)")
+    g.add_argument(
+        "--steps", type=_non_negative_int, default=1000, help="optimiser steps (%(default)s)"
+    )
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="strings per step (%(default)s)"
+    )
     g.add_argument("--lr", type=_float, default=3e-3, help="AdamW learning rate (%(default)s)")
-    g.add_argument("--weight-decay", type=_float, default=0.0, help="AdamW weight decay (%(default)s)")
-    g.add_argument("--warmup", type=_non_negative_int, default=0, help="linear warm-up steps (%(default)s)")
-    g.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                   help="learning-rate schedule after warm-up (%(default)s)")
-    g.add_argument("--grad-clip", type=_float, default=0.0, help="max gradient norm per model, 0 = off")
-    g.add_argument("--seeds", type=_seeds, default=[0],
-                   help="one seed (3), a list (0,1,5) or a range (0-7); several train an ensemble")
-    g.add_argument("--data-seed", type=_non_negative_int, default=None,
-                   help="every model of an ensemble sees the same batches, drawn from this seed "
-                        "(one batch per step instead of one per model: faster for big ensembles)")
-    g.add_argument("--n-eval", type=_positive_int, default=2048,
-                   help="held-out strings for the evaluations (%(default)s)")
-    g.add_argument("--eval-every", type=_non_negative_int, default=100,
-                   help="evaluate every N steps (%(default)s; 0 = only at the end)")
+    g.add_argument(
+        "--weight-decay", type=_float, default=0.0, help="AdamW weight decay (%(default)s)"
+    )
+    g.add_argument(
+        "--warmup", type=_non_negative_int, default=0, help="linear warm-up steps (%(default)s)"
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule after warm-up (%(default)s)",
+    )
+    g.add_argument(
+        "--grad-clip", type=_float, default=0.0, help="max gradient norm per model, 0 = off"
+    )
+    g.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0],
+        help="one seed (3), a list (0,1,5) or a range (0-7); several train an ensemble",
+    )
+    g.add_argument(
+        "--data-seed",
+        type=_non_negative_int,
+        default=None,
+        help="every model of an ensemble sees the same batches, drawn from this seed "
+        "(one batch per step instead of one per model: faster for big ensembles)",
+    )
+    g.add_argument(
+        "--n-eval",
+        type=_positive_int,
+        default=2048,
+        help="held-out strings for the evaluations (%(default)s)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=_non_negative_int,
+        default=100,
+        help="evaluate every N steps (%(default)s; 0 = only at the end)",
+    )
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    g.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
-                   help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)")
-    g.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
-                   help="also save the checkpoint every N steps (default 0: at each evaluation)")
-    g.add_argument("--resume", metavar="CHECKPOINT", default=None,
-                   help="continue the run saved in CHECKPOINT with its own settings (only "
-                        "--steps, --device, --eval-every, --checkpoint-every, --out may change; "
-                        "--out defaults to CHECKPOINT)")
+    g.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "auto"),
+        default="cpu",
+        help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=_non_negative_int,
+        default=0,
+        help="also save the checkpoint every N steps (default 0: at each evaluation)",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        default=None,
+        help="continue the run saved in CHECKPOINT with its own settings (only "
+        "--steps, --device, --eval-every, --checkpoint-every, --out may change; "
+        "--out defaults to CHECKPOINT)",
+    )
     d = p.add_argument_group("data")
-    d.add_argument("--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)")
+    d.add_argument(
+        "--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)"
+    )
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
-    d.add_argument("--probs", type=_float, nargs=3, metavar=("P0", "P1", "P2"),
-                   default=[1 / 3, 1 / 3, 1 / 3], help="symbol probabilities (uniform)")
+    d.add_argument(
+        "--probs",
+        type=_float,
+        nargs=3,
+        metavar=("P0", "P1", "P2"),
+        default=[1 / 3, 1 / 3, 1 / 3],
+        help="symbol probabilities (uniform)",
+    )
 
 
 def train_config_from_args(a: argparse.Namespace):
     from .train import TrainConfig
 
-    return TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                       weight_decay=a.weight_decay, warmup=a.warmup, schedule=a.schedule,
-                       grad_clip=a.grad_clip, seeds=tuple(a.seeds), max_len=a.max_len,
-                       bos=not a.no_bos, probs=tuple(a.probs), eval_every=a.eval_every,
-                       device=a.device, dtype=a.dtype, checkpoint_every=a.checkpoint_every,
-                       data_seed=a.data_seed, n_eval=a.n_eval)
+    return TrainConfig(
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup=a.warmup,
+        schedule=a.schedule,
+        grad_clip=a.grad_clip,
+        seeds=tuple(a.seeds),
+        max_len=a.max_len,
+        bos=not a.no_bos,
+        probs=tuple(a.probs),
+        eval_every=a.eval_every,
+        device=a.device,
+        dtype=a.dtype,
+        checkpoint_every=a.checkpoint_every,
+        data_seed=a.data_seed,
+        n_eval=a.n_eval,
+    )
 
 
 def given_train_options(argv: list[str]) -> set[str]:
@@ -162,9 +249,11 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
     for dest in sorted(given - set(RESUMABLE_FIELDS) - {"out", "resume"}):
         field = "bos" if dest == "no_bos" else dest
         if asked[field] != saved[field]:
-            raise ValueError(f"--{dest.replace('_', '-')} asks for {field}={asked[field]!r} but "
-                             f"the run in {a.resume} has {saved[field]!r}; a resumed run keeps "
-                             f"its settings (only {', '.join(RESUMABLE_FIELDS)} may change)")
+            raise ValueError(
+                f"--{dest.replace('_', '-')} asks for {field}={asked[field]!r} but "
+                f"the run in {a.resume} has {saved[field]!r}; a resumed run keeps "
+                f"its settings (only {', '.join(RESUMABLE_FIELDS)} may change)"
+            )
     return ck["config"], tc
 
 
@@ -186,8 +275,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         out = npz_path(a.out)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
-            params, history = train_with_config(config, tc, progress=True, checkpoint=out,
-                                                resume=a.resume)
+            params, history = train_with_config(
+                config, tc, progress=True, checkpoint=out, resume=a.resume
+            )
     except KeyboardInterrupt:
         hint = f"; continue with: python -m minicount train --resume {out}" if out.exists() else ""
         print(f"minicount train: interrupted{hint}", file=sys.stderr)
@@ -242,11 +332,20 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
     preset = PRESETS["quick" if a.quick else a.preset]
     overrides = {"seeds": a.seeds, "heads": a.heads, "steps": a.steps}
-    preset = replace(preset, **{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in overrides.items() if v is not None})
+    preset = replace(
+        preset,
+        **{
+            k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None
+        },
+    )
     out = Path(a.out)
-    run_study(preset, device=a.device, out=out, command=" ".join(["minicount"] + sys.argv[1:]),
-              threads=a.threads or None)
+    run_study(
+        preset,
+        device=a.device,
+        out=out,
+        command=" ".join(["minicount"] + sys.argv[1:]),
+        threads=a.threads or None,
+    )
     print(out / "report.md")
     return 0
 
@@ -260,16 +359,28 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
     ck = load_checkpoint(a.checkpoint)
     config, train_info = ck["config"], ck["info"].get("train", {})
-    data = DataConfig(max_len=a.max_len or train_info.get("max_len", 32),
-                      bos=train_info.get("bos", True), n_eval=a.n_eval)
+    data = DataConfig(
+        max_len=a.max_len or train_info.get("max_len", 32),
+        bos=train_info.get("bos", True),
+        n_eval=a.n_eval,
+    )
     tokens, targets, mask = eval_set(data)
     members = members_of(ck["params"])
     if a.member is not None and a.member >= len(members):
         raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
     chosen = range(len(members)) if a.member is None else [a.member]
-    result = {"checkpoint": str(a.checkpoint), "n_eval": a.n_eval, "max_len": data.max_len,
-              "members": [{"member": i, **analyze_model(to_device(members[i], a.device), tokens,
-                                                        targets, mask, config)} for i in chosen]}
+    result = {
+        "checkpoint": str(a.checkpoint),
+        "n_eval": a.n_eval,
+        "max_len": data.max_len,
+        "members": [
+            {
+                "member": i,
+                **analyze_model(to_device(members[i], a.device), tokens, targets, mask, config),
+            }
+            for i in chosen
+        ],
+    }
     text = json.dumps(result, indent=1, allow_nan=False)
     if a.out:
         Path(a.out).write_text(text)
@@ -281,38 +392,57 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
 def add_reproduce_parser(sub) -> None:
     p = sub.add_parser(
-        "reproduce", help="the study: train seeds per head count, analyse, write a report",
+        "reproduce",
+        help="the study: train seeds per head count, analyse, write a report",
         description="Train several seeds for each n_heads, run every analysis instrument on "
         "held-out strings and write report.md, figures/*.png, results.json and CSV files to "
-        "--out. The default run takes a few minutes on a 2-core CPU.")
-    p.add_argument("--preset", choices=("default", "full", "quick"), default="default",
-                   help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
-                   "knob varied (hours on a CPU; meant for --device gpu)")
+        "--out. The default run takes a few minutes on a 2-core CPU.",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("default", "full", "quick"),
+        default="default",
+        help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
+        "knob varied (hours on a CPU; meant for --device gpu)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
-    p.add_argument("--seeds", type=_seeds, default=None,
-                   help="override the preset's seeds (0-4, 0,1,5)")
+    p.add_argument(
+        "--seeds", type=_seeds, default=None, help="override the preset's seeds (0-4, 0,1,5)"
+    )
     p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
     p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
-    p.add_argument("--threads", type=_non_negative_int, default=1,
-                   help="BLAS threads on the CPU (%(default)s; 0 = library default)")
+    p.add_argument(
+        "--threads",
+        type=_non_negative_int,
+        default=1,
+        help="BLAS threads on the CPU (%(default)s; 0 = library default)",
+    )
     p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
     p.set_defaults(func=cmd_reproduce)
 
 
 def add_analyze_parser(sub) -> None:
     p = sub.add_parser(
-        "analyze", help="run every analysis instrument on a checkpoint (JSON)",
+        "analyze",
+        help="run every analysis instrument on a checkpoint (JSON)",
         description="Head attribution, ablation, semantics, aggregation weights, attention "
         "statistics, interventions and linear fits of a saved model, on the fixed held-out "
-        "strings.")
+        "strings.",
+    )
     p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
-    p.add_argument("--member", type=_non_negative_int, default=None,
-                   help="for an ensemble checkpoint: analyse only this member (default all)")
-    p.add_argument("--max-len", type=_positive_int, default=None,
-                   help="default: the training max_len")
-    p.add_argument("--n-eval", type=_positive_int, default=1024,
-                   help="held-out strings (%(default)s)")
+    p.add_argument(
+        "--member",
+        type=_non_negative_int,
+        default=None,
+        help="for an ensemble checkpoint: analyse only this member (default all)",
+    )
+    p.add_argument(
+        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
+    )
+    p.add_argument(
+        "--n-eval", type=_positive_int, default=1024, help="held-out strings (%(default)s)"
+    )
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
     p.set_defaults(func=cmd_analyze)
@@ -331,33 +461,53 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def add_bench_parser(sub) -> None:
     # every argument after 'bench' goes to bench/bench.py (which has its own --help): with
     # prefix_chars="+" this parser reads none of them as its own options
-    p = sub.add_parser("bench", help="time minicount against PyTorch (bench/bench.py)",
-                       add_help=False, prefix_chars="+")
+    p = sub.add_parser(
+        "bench",
+        help="time minicount against PyTorch (bench/bench.py)",
+        add_help=False,
+        prefix_chars="+",
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minicount", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="minicount",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model (or an ensemble of seeds) and save a checkpoint",
-                       description="Train on Count01, printing held-out l-acc, s-acc and ROC AUC as it goes.")
+    p = sub.add_parser(
+        "train",
+        help="train a model (or an ensemble of seeds) and save a checkpoint",
+        description="Train on Count01, printing held-out l-acc, s-acc and ROC AUC as it goes.",
+    )
     add_model_args(p)
     add_train_args(p)
     p.add_argument("--out", default="runs/model.npz", help="checkpoint path (%(default)s)")
-    p.add_argument("--fused-kernel", action="store_true",
-                   help="on the GPU, run the attention core as one fused CUDA kernel "
-                        "(layers/attention_cuda.py; checked against the plain path)")
+    p.add_argument(
+        "--fused-kernel",
+        action="store_true",
+        help="on the GPU, run the attention core as one fused CUDA kernel "
+        "(layers/attention_cuda.py; checked against the plain path)",
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="print the metrics of a checkpoint on held-out strings",
-                       description="Evaluate a checkpoint on the fixed held-out set and the longer-length set.")
+    p = sub.add_parser(
+        "eval",
+        help="print the metrics of a checkpoint on held-out strings",
+        description="Evaluate a checkpoint on the fixed held-out set and the longer-length set.",
+    )
     p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
-    p.add_argument("--max-len", type=_positive_int, default=None, help="default: the training max_len")
+    p.add_argument(
+        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
+    )
     p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
-    p.add_argument("--n-eval", type=_positive_int, default=2048, help="held-out strings (%(default)s)")
+    p.add_argument(
+        "--n-eval", type=_positive_int, default=2048, help="held-out strings (%(default)s)"
+    )
     p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     p.set_defaults(func=cmd_eval)

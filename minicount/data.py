@@ -159,7 +159,9 @@ def sample_strings(
     return np.concatenate(kept_sym)[:n], np.concatenate(kept_len)[:n]
 
 
-def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_pos: int | None = None):
+def make_batch(
+    symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_pos: int | None = None
+):
     """Lay strings out as a right-padded batch: (tokens [B, T], targets [B, T, V], mask [B, T]).
 
     symbols [B, max_len] ids in 0..2 (junk past each length is ignored), lengths [B] in
@@ -167,12 +169,14 @@ def make_batch(symbols: np.ndarray, lengths: np.ndarray, *, bos: bool = True, n_
     """
     symbols, lengths = np.asarray(symbols), np.asarray(lengths)
     if symbols.ndim != 2 or not np.issubdtype(symbols.dtype, np.integer):
-        raise ValueError(f"symbols must be a [B, max_len] integer array, got {symbols.dtype} "
-                         f"{symbols.shape}")
+        raise ValueError(
+            f"symbols must be a [B, max_len] integer array, got {symbols.dtype} {symbols.shape}"
+        )
     n, max_len = symbols.shape
     if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths must be [B] = [{n}] integers, got {lengths.dtype} "
-                         f"{lengths.shape}")
+        raise ValueError(
+            f"lengths must be [B] = [{n}] integers, got {lengths.dtype} {lengths.shape}"
+        )
     if n and (lengths.min() < 0 or lengths.max() > max_len):
         raise ValueError(f"lengths must lie in 0..max_len={max_len}")
     real = np.arange(max_len) < lengths[:, None]  # [n, max_len]
@@ -196,7 +200,9 @@ def sample_batch(
     probs=(1 / 3, 1 / 3, 1 / 3),
     min_len: int = 1,
 ):
-    """A training batch of Count01: (tokens [B, T], targets [B, T, V], mask [B, T]), T = max_len + bos.
+    """A training batch of Count01: (tokens [B, T], targets [B, T, V], mask [B, T]).
+
+    T = max_len + bos.
 
     rng is a numpy.random.Generator; the same generator state gives the same batch.
     """
@@ -230,8 +236,9 @@ def sample_batches(
     mask = np.empty((M, batch_size, T), dtype=bool)
 
     def draw(i):
-        tokens[i], targets[i], mask[i] = sample_batch(batch_size, max_len, rngs[i], bos=bos,
-                                                      probs=probs, min_len=min_len)
+        tokens[i], targets[i], mask[i] = sample_batch(
+            batch_size, max_len, rngs[i], bos=bos, probs=probs, min_len=min_len
+        )
 
     n_threads = min(M, n_threads or default_threads())
     if n_threads <= 1:
@@ -260,7 +267,10 @@ class DataConfig:
 
 
 def eval_set(data: DataConfig, *, long: bool = False):
-    """The fixed held-out batch; long=True gives lengths max_len+1 .. 2*max_len (length generalisation)."""
+    """The fixed held-out batch.
+
+    long=True gives lengths max_len+1 .. 2*max_len (length generalisation).
+    """
     rng = np.random.default_rng([data.eval_seed, int(long)])
     if long:
         symbols, lengths = sample_strings(

@@ -39,15 +39,26 @@ def roc_auc(scores, labels) -> float:
 def metrics_from_logits(logits, targets, mask) -> dict:
     """Metrics for one model from logits [B, T, V] (any backend), targets [B, T, V], mask [B, T]."""
     xp = array_module(logits)
-    loss, _ = bce_with_logits_forward(logits, xp.asarray(targets, dtype=logits.dtype), xp.asarray(mask))
-    logits, targets, mask = to_numpy(logits), np.asarray(to_numpy(targets)), np.asarray(to_numpy(mask))
-    return metrics_from_scores(logits[..., EOS], targets[..., EOS], mask, logits=logits,
-                               targets=targets, loss=float(loss))
+    loss, _ = bce_with_logits_forward(
+        logits, xp.asarray(targets, dtype=logits.dtype), xp.asarray(mask)
+    )
+    logits, targets, mask = (
+        to_numpy(logits),
+        np.asarray(to_numpy(targets)),
+        np.asarray(to_numpy(mask)),
+    )
+    return metrics_from_scores(
+        logits[..., EOS], targets[..., EOS], mask, logits=logits, targets=targets, loss=float(loss)
+    )
 
 
 def metrics_from_scores(scores, labels, mask, *, logits=None, targets=None, loss=None) -> dict:
     """l-acc, s-acc and ROC AUC from EOS scores [B, T] and labels [B, T] over the real positions."""
-    scores, labels, mask = np.asarray(scores), np.asarray(labels).astype(bool), np.asarray(mask, bool)
+    scores, labels, mask = (
+        np.asarray(scores),
+        np.asarray(labels).astype(bool),
+        np.asarray(mask, bool),
+    )
     right = (scores > 0) == labels  # [B, T]
     out = {
         "l_acc": float(right[mask].mean()),

@@ -133,8 +133,15 @@ def n_models(params: dict, config: ModelConfig) -> int | None:
     return None if W_E.ndim == 2 else W_E.shape[0]
 
 
-ATTN_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z",
-              "hook_result")
+ATTN_HOOKS = (
+    "hook_q",
+    "hook_k",
+    "hook_v",
+    "hook_attn_scores",
+    "hook_pattern",
+    "hook_z",
+    "hook_result",
+)
 
 
 def hook_names(config: ModelConfig) -> list[str]:
@@ -168,13 +175,17 @@ def check_params(params: dict, config: ModelConfig) -> int | None:
             raise ValueError(f"params[{name!r}] must be floating point, got dtype {a.dtype}")
         lead = a.ndim - len(shape)
         if lead not in (0, 1) or tuple(a.shape[lead:]) != shape:
-            raise ValueError(f"params[{name!r}] has shape {tuple(a.shape)}; the config needs "
-                             f"{shape} (or [M, *{shape}] for an ensemble)")
+            raise ValueError(
+                f"params[{name!r}] has shape {tuple(a.shape)}; the config needs "
+                f"{shape} (or [M, *{shape}] for an ensemble)"
+            )
         leading.add(tuple(a.shape[:lead]))
         devices.add(device_of(a))
     if len(leading) > 1:
-        raise ValueError(f"params disagree on the model axis: leading axes {sorted(leading)} "
-                         "(one model: none; an ensemble of M: [M] on every array)")
+        raise ValueError(
+            f"params disagree on the model axis: leading axes {sorted(leading)} "
+            "(one model: none; an ensemble of M: [M] on every array)"
+        )
     if len(devices) > 1:
         raise ValueError("params are spread over cpu and gpu: move them with backend.to_device")
     (lead,) = leading
@@ -193,8 +204,9 @@ def _check_tokens(tokens, config: ModelConfig, params: dict | None = None):
         except (TypeError, ValueError):
             raise ValueError("tokens must be an integer array [B, T]") from None
     if tokens.ndim < 2 or tokens.size == 0:
-        raise ValueError(f"tokens must be [B, T] (or [M, B, T]) with B, T >= 1, "
-                         f"got shape {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must be [B, T] (or [M, B, T]) with B, T >= 1, got shape {tuple(tokens.shape)}"
+        )
     if not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
     lo, hi = int(tokens.min()), int(tokens.max())
@@ -205,11 +217,15 @@ def _check_tokens(tokens, config: ModelConfig, params: dict | None = None):
     if params is not None:
         M = check_params(params, config)
         if M is not None and tokens.ndim > 2 and tokens.shape[:-2] != (M,):
-            raise ValueError(f"tokens {tuple(tokens.shape)} for an ensemble of {M} must be "
-                             f"[B, T] (shared) or [{M}, B, T]")
+            raise ValueError(
+                f"tokens {tuple(tokens.shape)} for an ensemble of {M} must be "
+                f"[B, T] (shared) or [{M}, B, T]"
+            )
         if device_of(tokens) != device_of(params["embed.W_E"]):
-            raise ValueError(f"tokens are on the {device_of(tokens)} but params on the "
-                             f"{device_of(params['embed.W_E'])}: move them with backend.to_device")
+            raise ValueError(
+                f"tokens are on the {device_of(tokens)} but params on the "
+                f"{device_of(params['embed.W_E'])}: move them with backend.to_device"
+            )
     return tokens
 
 
@@ -237,11 +253,14 @@ def _check_targets(targets, mask, tokens, params: dict, config: ModelConfig):
         lead = a.ndim - len(tail) if hasattr(a, "dtype") else -1
         if lead < 0 or tuple(a.shape[lead:]) != tail or tuple(a.shape[:lead]) not in leads:
             shape = tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
-            raise ValueError(f"{name} must be an array [..., {', '.join(map(str, tail))}] "
-                             f"to go with tokens {tuple(tokens.shape)}, got {shape}")
+            raise ValueError(
+                f"{name} must be an array [..., {', '.join(map(str, tail))}] "
+                f"to go with tokens {tuple(tokens.shape)}, got {shape}"
+            )
         if device_of(a) != device_of(tokens):
-            raise ValueError(f"{name} is on the {device_of(a)} but tokens are on the "
-                             f"{device_of(tokens)}")
+            raise ValueError(
+                f"{name} is on the {device_of(a)} but tokens are on the {device_of(tokens)}"
+            )
     if not np.issubdtype(targets.dtype, np.floating):
         raise ValueError(f"targets must be floating point, got dtype {targets.dtype}")
     if not (float(targets.min()) >= 0.0 and float(targets.max()) <= 1.0):
@@ -277,8 +296,12 @@ def forward_with_cache(params: dict, tokens, config: ModelConfig, *, hooks=None,
         x = hook(p + "hook_resid_pre", x)
         h = x
         if c.layernorm:
-            h, cache[p + "ln1"] = layers.layernorm_forward(x, params[p + "ln1.w"], params[p + "ln1.b"])
-        attn_hooks = {k[len(p + "attn."):]: f for k, f in hooks.items() if k.startswith(p + "attn.")}
+            h, cache[p + "ln1"] = layers.layernorm_forward(
+                x, params[p + "ln1.w"], params[p + "ln1.b"]
+            )
+        attn_hooks = {
+            k[len(p + "attn.") :]: f for k, f in hooks.items() if k.startswith(p + "attn.")
+        }
         attn_out, cache[p + "attn"] = layers.attention_forward(
             h, *(params[p + "attn." + W] for W in ("W_Q", "W_K", "W_V", "W_O")), hooks=attn_hooks
         )
@@ -286,15 +309,21 @@ def forward_with_cache(params: dict, tokens, config: ModelConfig, *, hooks=None,
         if c.mlp:
             h = x
             if c.layernorm:
-                h, cache[p + "ln2"] = layers.layernorm_forward(x, params[p + "ln2.w"], params[p + "ln2.b"])
+                h, cache[p + "ln2"] = layers.layernorm_forward(
+                    x, params[p + "ln2.w"], params[p + "ln2.b"]
+                )
             mlp_out, cache[p + "mlp"] = layers.mlp_forward(
                 h, *(params[p + "mlp." + n] for n in ("W_in", "b_in", "W_out", "b_out"))
             )
             x = x + mlp_out
         x = hook(p + "hook_resid_post", x)
     if c.layernorm:
-        x, cache["ln_final"] = layers.layernorm_forward(x, params["ln_final.w"], params["ln_final.b"])
-    logits, cache["unembed"] = layers.unembed_forward(x, params["unembed.W_U"], params["unembed.b_U"])
+        x, cache["ln_final"] = layers.layernorm_forward(
+            x, params["ln_final.w"], params["ln_final.b"]
+        )
+    logits, cache["unembed"] = layers.unembed_forward(
+        x, params["unembed.W_U"], params["unembed.b_U"]
+    )
     return logits, cache
 
 
@@ -307,24 +336,32 @@ def backward(dlogits, cache, config: ModelConfig, params: dict) -> dict:
     """Gradients of every parameter from dlogits [..., B, T, V], in reverse order of the forward."""
     c = config
     grads = {}
-    dx, grads["unembed.W_U"], grads["unembed.b_U"] = layers.unembed_backward(dlogits, cache["unembed"])
+    dx, grads["unembed.W_U"], grads["unembed.b_U"] = layers.unembed_backward(
+        dlogits, cache["unembed"]
+    )
     if c.layernorm:
-        dx, grads["ln_final.w"], grads["ln_final.b"] = layers.layernorm_backward(dx, cache["ln_final"])
+        dx, grads["ln_final.w"], grads["ln_final.b"] = layers.layernorm_backward(
+            dx, cache["ln_final"]
+        )
     for l in reversed(range(c.n_layers)):
         p = f"blocks.{l}."
         if c.mlp:
             # x = x + mlp(h): the residual passes dx through unchanged and the MLP adds to it
             dh, *dmlp = layers.mlp_backward(dx, cache[p + "mlp"])
-            for n, g in zip(("W_in", "b_in", "W_out", "b_out"), dmlp):
+            for n, g in zip(("W_in", "b_in", "W_out", "b_out"), dmlp, strict=True):
                 grads[p + "mlp." + n] = g
             if c.layernorm:
-                dh, grads[p + "ln2.w"], grads[p + "ln2.b"] = layers.layernorm_backward(dh, cache[p + "ln2"])
+                dh, grads[p + "ln2.w"], grads[p + "ln2.b"] = layers.layernorm_backward(
+                    dh, cache[p + "ln2"]
+                )
             dx = dx + dh
         dh, *dattn = layers.attention_backward(dx, cache[p + "attn"])
-        for n, g in zip(("W_Q", "W_K", "W_V", "W_O"), dattn):
+        for n, g in zip(("W_Q", "W_K", "W_V", "W_O"), dattn, strict=True):
             grads[p + "attn." + n] = g
         if c.layernorm:
-            dh, grads[p + "ln1.w"], grads[p + "ln1.b"] = layers.layernorm_backward(dh, cache[p + "ln1"])
+            dh, grads[p + "ln1.w"], grads[p + "ln1.b"] = layers.layernorm_backward(
+                dh, cache[p + "ln1"]
+            )
         dx = dx + dh
     if c.pos_emb:
         grads["pos_embed.W_pos"] = layers.pos_embedding_backward(dx, cache["pos_embed"])

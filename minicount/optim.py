@@ -17,8 +17,8 @@ from .backend import array_module
 class AdamW:
     """AdamW (Loshchilov & Hutter): Adam with weight decay decoupled from the gradient.
 
-        m = β1 m + (1-β1) g            v = β2 v + (1-β2) g²
-        p -= lr · (m̂ / (sqrt(v̂) + eps) + weight_decay · p),   m̂ = m/(1-β1^t), v̂ = v/(1-β2^t)
+    m = β1 m + (1-β1) g            v = β2 v + (1-β2) g²
+    p -= lr · (m̂ / (sqrt(v̂) + eps) + weight_decay · p),   m̂ = m/(1-β1^t), v̂ = v/(1-β2^t)
     """
 
     lr: float = 3e-3
@@ -59,7 +59,9 @@ class AdamW:
             p -= (lr / bias1) * (m / denom)
 
 
-def lr_at(step: int, *, lr: float, total_steps: int, warmup: int = 0, schedule: str = "constant") -> float:
+def lr_at(
+    step: int, *, lr: float, total_steps: int, warmup: int = 0, schedule: str = "constant"
+) -> float:
     """Learning rate at a step (0-based): linear warm-up, then constant or cosine to 10% of lr."""
     if warmup and step < warmup:
         return lr * (step + 1) / warmup
@@ -82,7 +84,10 @@ def grad_norms(grads: dict, ensemble: bool):
 
 
 def clip_grads(grads: dict, max_norm: float, ensemble: bool):
-    """Scale gradients in place so that each model's global norm is at most max_norm; returns the norms."""
+    """Scale gradients in place so each model's global norm is at most max_norm.
+
+    Returns the norms before scaling.
+    """
     norms = grad_norms(grads, ensemble)
     scale = (max_norm / (norms + 1e-6)).clip(max=1.0)
     for g in grads.values():

@@ -123,9 +123,17 @@ def positions_in_use(mask) -> int:
     return int(np.flatnonzero(used)[-1]) + 1 if used.any() else 1
 
 
-def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
-                          slice_strings: int | None = None, n_threads: int | None = None,
-                          trim_padding: bool = True):
+def loss_and_grads_sliced(
+    params,
+    tokens,
+    targets,
+    mask,
+    config: ModelConfig,
+    *,
+    slice_strings: int | None = None,
+    n_threads: int | None = None,
+    trim_padding: bool = True,
+):
     """``model.loss_and_grads_all`` computed in slices of the batch axis, on a thread pool.
 
     tokens [..., B, T], targets [..., B, T, V], mask [..., B, T] (a leading [M] for an
@@ -149,8 +157,9 @@ def loss_and_grads_sliced(params, tokens, targets, mask, config: ModelConfig, *,
     def run(start):
         s = slice(start, start + step)
         T = positions_in_use(mask[..., s, :]) if trim_padding else tokens.shape[-1]
-        return _slice_loss_and_grads(params, tokens[..., s, :T], targets[..., s, :T, :],
-                                     mask[..., s, :T], config, n)
+        return _slice_loss_and_grads(
+            params, tokens[..., s, :T], targets[..., s, :T, :], mask[..., s, :T], config, n
+        )
 
     starts = range(0, B, step)[::-1]  # the longest strings first: threads finish together
     with _one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads

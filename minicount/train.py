@@ -45,8 +45,15 @@ class NonFiniteError(ValueError):
         self.step, self.names, self.checkpoint = step, names, checkpoint
 
 
-def _check_number(name: str, value, *, low: float, high: float = math.inf,
-                  low_open: bool = False, high_open: bool = False) -> float:
+def _check_number(
+    name: str,
+    value,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """value as a float within its limits, or a ValueError naming them."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise ValueError(f"{name} must be a number, got {value!r}")
@@ -76,7 +83,9 @@ class TrainConfig:
     max_len: int = 32  # strings have 1..max_len symbols
     bos: bool = True  # prepend BOS to every string
     probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2)
-    eval_every: int = 100  # evaluate on held-out strings every this many steps (0 = only at the end)
+    eval_every: int = (
+        100  # evaluate on held-out strings every this many steps (0 = only at the end)
+    )
     n_eval: int = 2048  # held-out strings
     device: str = "cpu"  # 'cpu', 'gpu' or 'auto'
     dtype: str = "float32"  # 'float32' or 'float64'
@@ -98,15 +107,25 @@ class TrainConfig:
         self.probs = tuple(check_probs(self.probs).tolist())
         if self.data_seed is not None:
             self.data_seed = check_int("data_seed", self.data_seed, 0)
-        for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
-                              ("eval_every", 0), ("n_eval", 1), ("checkpoint_every", 0)):
+        for name, minimum in (
+            ("steps", 0),
+            ("batch_size", 1),
+            ("max_len", 1),
+            ("warmup", 0),
+            ("eval_every", 0),
+            ("n_eval", 1),
+            ("checkpoint_every", 0),
+        ):
             setattr(self, name, check_int(name, getattr(self, name), minimum))
         self.lr = _check_number("lr", self.lr, low=0.0, low_open=True)
         self.weight_decay = _check_number("weight_decay", self.weight_decay, low=0.0)
         self.grad_clip = _check_number("grad_clip", self.grad_clip, low=0.0)
         for name in ("beta1", "beta2"):
-            setattr(self, name, _check_number(name, getattr(self, name), low=0.0, high=1.0,
-                                              high_open=True))
+            setattr(
+                self,
+                name,
+                _check_number(name, getattr(self, name), low=0.0, high=1.0, high_open=True),
+            )
         for name in ("bos", "ensemble"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -156,14 +175,20 @@ def data_rng(seed: int) -> np.random.Generator:
 def check_fits(config: ModelConfig, tc: TrainConfig) -> None:
     """Refuse a model whose context cannot hold the training (and long evaluation) strings."""
     if config.pos_emb and config.n_ctx < tc.max_len + int(tc.bos):
-        raise ValueError(f"n_ctx={config.n_ctx} is too small for max_len={tc.max_len} "
-                         f"(needs at least {tc.max_len + int(tc.bos)})")
+        raise ValueError(
+            f"n_ctx={config.n_ctx} is too small for max_len={tc.max_len} "
+            f"(needs at least {tc.max_len + int(tc.bos)})"
+        )
 
 
 def versions(device: str = "cpu") -> dict:
     """The versions that produced a result (CuPy's too on the GPU)."""
-    v = {"minicount": __version__, "numpy": np.__version__, "python": platform.python_version(),
-         "platform": platform.platform()}
+    v = {
+        "minicount": __version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     if device == "gpu":
         import cupy
 
@@ -198,14 +223,22 @@ def fresh_run(config: ModelConfig, tc: TrainConfig, opt: AdamW, device: str) -> 
 
 def checkpoint_info(tc: TrainConfig, run: RunState, device: str) -> dict:
     """The JSON side of a checkpoint: settings, step, generator states, history, versions."""
-    return {"train": tc.to_dict(), "step": run.step, "seeds": list(tc.seeds),
-            "versions": versions(device), "rng_states": [r.bit_generator.state for r in run.rngs],
-            "history": run.history}
+    return {
+        "train": tc.to_dict(),
+        "step": run.step,
+        "seeds": list(tc.seeds),
+        "versions": versions(device),
+        "rng_states": [r.bit_generator.state for r in run.rngs],
+        "history": run.history,
+    }
 
 
 def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
-    return [f"{k}={a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in skip and a.get(k) != b.get(k)]
+    return [
+        f"{k}={a.get(k)!r} vs {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in skip and a.get(k) != b.get(k)
+    ]
 
 
 def _restore_rng(seed: int, state) -> np.random.Generator:
@@ -224,8 +257,10 @@ def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunSt
     info, opt_state = ck["info"], ck["opt_state"]
     keys = ("train", "step", "rng_states", "history")
     if opt_state is None or any(k not in info for k in keys):
-        raise ValueError(f"{path} holds no training state to resume from (it was not written by "
-                         "train with a checkpoint path)")
+        raise ValueError(
+            f"{path} holds no training state to resume from (it was not written by "
+            "train with a checkpoint path)"
+        )
     if ck["config"] != config:
         diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
         raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
@@ -237,18 +272,28 @@ def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunSt
     if tc.schedule == "cosine" and tc.steps != saved_tc.steps:
         diff.append(f"steps={saved_tc.steps} vs {tc.steps}, which reshapes the cosine schedule")
     if diff:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
-                         f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume")
+        raise ValueError(
+            f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
+            f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume"
+        )
     step, history = info["step"], info["history"]
-    if not isinstance(step, int) or step != opt_state["step"] or not isinstance(history, dict) \
-            or len(history.get("loss", ())) != step or len(history.get("step", ())) != step:
+    if (
+        not isinstance(step, int)
+        or step != opt_state["step"]
+        or not isinstance(history, dict)
+        or len(history.get("loss", ())) != step
+        or len(history.get("step", ())) != step
+    ):
         raise ValueError(f"{path}: step, optimiser step and history do not agree")
     if step > tc.steps:
         raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
     if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
         raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
-    bad = [k for k, v in ck["params"].items() if v.dtype != np.dtype(tc.dtype) or
-           not np.isfinite(v).all()]
+    bad = [
+        k
+        for k, v in ck["params"].items()
+        if v.dtype != np.dtype(tc.dtype) or not np.isfinite(v).all()
+    ]
     if bad:
         raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
     rngs = [_restore_rng(s, st) for s, st in zip(tc.data_seeds, info["rng_states"], strict=True)]
@@ -274,8 +319,9 @@ def _non_finite(a, ensemble: bool) -> str:
     return kind
 
 
-def non_finite_error(step: int, loss, grads: dict, params: dict, ensemble: bool,
-                     checkpoint=None) -> NonFiniteError:
+def non_finite_error(
+    step: int, loss, grads: dict, params: dict, ensemble: bool, checkpoint=None
+) -> NonFiniteError:
     """Say what went non-finite at this step and where: parameters first (the cause); with
     finite parameters and a non-finite loss, the forward pass overflowed; else the gradients.
     loss is a host array (None when only the parameters were checked); checkpoint is the
@@ -292,8 +338,10 @@ def non_finite_error(step: int, loss, grads: dict, params: dict, ensemble: bool,
     elif not loss_ok:
         biggest = max(params, key=lambda k: float(np.abs(params[k]).max()))
         names = [biggest]
-        what = (f"all parameters are finite, so the forward pass overflowed (largest "
-                f"|parameter| {float(np.abs(params[biggest]).max()):.3g}, in {biggest})")
+        what = (
+            f"all parameters are finite, so the forward pass overflowed (largest "
+            f"|parameter| {float(np.abs(params[biggest]).max()):.3g}, in {biggest})"
+        )
     else:
         names = list(bad_grads)
         what = "; ".join(f"gradient of {k} is {v}" for k, v in bad_grads.items())
@@ -303,9 +351,13 @@ def non_finite_error(step: int, loss, grads: dict, params: dict, ensemble: bool,
     where = "no checkpoint was written"
     if checkpoint:
         where = f"the last good checkpoint is {checkpoint[0]} (step {checkpoint[1]})"
-    return NonFiniteError(f"non-finite training at step {step}: {what}. Stopped; {where}; "
-                          "try a smaller lr, warmup or grad_clip",
-                          step=step, names=names, checkpoint=checkpoint and checkpoint[0])
+    return NonFiniteError(
+        f"non-finite training at step {step}: {what}. Stopped; {where}; "
+        "try a smaller lr, warmup or grad_clip",
+        step=step,
+        names=names,
+        checkpoint=checkpoint and checkpoint[0],
+    )
 
 
 def check_step(step: int, loss, grads: dict, params: dict, ensemble: bool, checkpoint=None):
@@ -320,8 +372,9 @@ def save_run(path, run: RunState, config: ModelConfig, tc: TrainConfig, device: 
     (path, step), the new last good checkpoint."""
     if not _all_finite(run.params.values()):
         raise non_finite_error(run.step, None, {}, run.params, tc.is_ensemble, last)
-    path = save(path, run.params, config, opt_state=run.opt_state,
-                info=checkpoint_info(tc, run, device))
+    path = save(
+        path, run.params, config, opt_state=run.opt_state, info=checkpoint_info(tc, run, device)
+    )
     return path, run.step
 
 
@@ -330,9 +383,21 @@ def _summary(metrics: dict, key: str) -> str:
     return f"{float(v):.4f}" if v.ndim == 0 else f"{v.mean():.4f} (min {v.min():.4f})"
 
 
-def train(config: ModelConfig, *, steps: int = 1000, seed=0, batch_size: int = 256,
-          max_len: int = 32, lr: float = 3e-3, device: str = "cpu", progress=False,
-          checkpoint: str | None = None, callback=None, resume=None, **options):
+def train(
+    config: ModelConfig,
+    *,
+    steps: int = 1000,
+    seed=0,
+    batch_size: int = 256,
+    max_len: int = 32,
+    lr: float = 3e-3,
+    device: str = "cpu",
+    progress=False,
+    checkpoint: str | None = None,
+    callback=None,
+    resume=None,
+    **options,
+):
     """Train a model (or, with a list of seeds, an ensemble) on Count01.
 
     Further keyword options are the fields of TrainConfig (weight_decay, warmup, schedule,
@@ -349,14 +414,29 @@ def train(config: ModelConfig, *, steps: int = 1000, seed=0, batch_size: int = 2
     a gradient or a parameter becomes NaN or infinite.
     """
     seeds = tuple(seed) if isinstance(seed, (list, tuple, np.ndarray)) else (seed,)
-    tc = TrainConfig(steps=steps, seeds=seeds, batch_size=batch_size, max_len=max_len, lr=lr,
-                     device=device, **options)
-    return train_with_config(config, tc, progress=progress, checkpoint=checkpoint,
-                             callback=callback, resume=resume)
+    tc = TrainConfig(
+        steps=steps,
+        seeds=seeds,
+        batch_size=batch_size,
+        max_len=max_len,
+        lr=lr,
+        device=device,
+        **options,
+    )
+    return train_with_config(
+        config, tc, progress=progress, checkpoint=checkpoint, callback=callback, resume=resume
+    )
 
 
-def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, checkpoint=None,
-                      callback=None, resume=None):
+def train_with_config(
+    config: ModelConfig,
+    tc: TrainConfig,
+    *,
+    progress=False,
+    checkpoint=None,
+    callback=None,
+    resume=None,
+):
     """The loop behind ``train``, driven by a TrainConfig."""
     if not isinstance(config, ModelConfig) or not isinstance(tc, TrainConfig):
         raise ValueError("train_with_config needs a ModelConfig and a TrainConfig")
@@ -372,8 +452,10 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
     last_saved = (resume, run.step) if resume else None  # named if training has to stop
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    log(f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}"
-        + (f", resuming at step {run.step}" if resume else ""))
+    log(
+        f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}"
+        + (f", resuming at step {run.step}" if resume else "")
+    )
     t0 = time.perf_counter() - (history["eval"][-1]["time"] if history["eval"] else 0.0)
 
     def run_eval(step):
@@ -381,8 +463,10 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         entry = {"step": step, "time": time.perf_counter() - t0}
         entry.update({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()})
         history["eval"].append(entry)
-        log(f"step {step:>6}/{tc.steps}  loss {_summary(m, 'loss')}  l-acc {_summary(m, 'l_acc')}  "
-            f"s-acc {_summary(m, 's_acc')}  auc {_summary(m, 'roc_auc')}  ({entry['time']:.1f}s)")
+        log(
+            f"step {step:>6}/{tc.steps}  loss {_summary(m, 'loss')}  l-acc {_summary(m, 'l_acc')}  "
+            f"s-acc {_summary(m, 's_acc')}  auc {_summary(m, 'roc_auc')}  ({entry['time']:.1f}s)"
+        )
 
     def run_save():
         nonlocal last_saved
@@ -400,8 +484,9 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
             callback(step, params, history)
 
     for step in range(run.step, tc.steps):
-        tokens, targets, mask = sample_batches(tc.batch_size, tc.max_len, rngs, bos=tc.bos,
-                                               probs=tc.probs)
+        tokens, targets, mask = sample_batches(
+            tc.batch_size, tc.max_len, rngs, bos=tc.bos, probs=tc.probs
+        )
         if not ensemble or tc.data_seed is not None:  # one batch: [B, T], shared by all models
             tokens, targets, mask = tokens[0], targets[0], mask[0]
         tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
@@ -410,8 +495,12 @@ def train_with_config(config: ModelConfig, tc: TrainConfig, *, progress=False, c
         check_step(step + 1, loss, grads, params, ensemble, last_saved)
         if tc.grad_clip:
             clip_grads(grads, tc.grad_clip, ensemble)
-        opt.step(params, grads, state, lr=lr_at(step, lr=tc.lr, total_steps=tc.steps,
-                                                  warmup=tc.warmup, schedule=tc.schedule))
+        opt.step(
+            params,
+            grads,
+            state,
+            lr=lr_at(step, lr=tc.lr, total_steps=tc.steps, warmup=tc.warmup, schedule=tc.schedule),
+        )
         run.step = step + 1
         history["step"].append(step + 1)
         history["loss"].append(loss.tolist())

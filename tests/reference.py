@@ -25,8 +25,9 @@ def attention_forward(x, W_Q, W_K, W_V, W_O):
     pattern = softmax(np.where(causal, scores, -np.inf))
     z = pattern @ v  # [..., B, H, T, e]
     out = np.einsum("...bhte,...hed->...btd", z, W_O)
-    return out, dict(x=x, q=q, k=k, v=v, scores=scores, pattern=pattern, z=z,
-                     W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O)
+    return out, dict(
+        x=x, q=q, k=k, v=v, scores=scores, pattern=pattern, z=z, W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O
+    )
 
 
 def attention_backward(dout, c):

@@ -73,7 +73,7 @@ def test_seed_reproduces_batches():
     a = data.sample_batch(64, 16, np.random.default_rng(7))
     b = data.sample_batch(64, 16, np.random.default_rng(7))
     c = data.sample_batch(64, 16, np.random.default_rng(8))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
 
@@ -96,8 +96,9 @@ def test_eval_sets_fixed_and_long():
     assert lengths.min() >= 11 and lengths.max() <= 20
 
 
-@pytest.mark.parametrize("bad", [dict(probs=(0.5, 0.5)), dict(probs=(0.5, 0.0, 0.5)),
-                                 dict(probs=(-0.1, 0.6, 0.5))])
+@pytest.mark.parametrize(
+    "bad", [dict(probs=(0.5, 0.5)), dict(probs=(0.5, 0.0, 0.5)), dict(probs=(-0.1, 0.6, 0.5))]
+)
 def test_sampler_rejects_bad_probs(bad):
     with pytest.raises(ValueError):
         data.sample_batch(4, 4, np.random.default_rng(0), **bad)

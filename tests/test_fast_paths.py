@@ -69,30 +69,49 @@ def test_attention_matches_textbook(lead, scale):
 def test_attention_hooks_see_the_textbook_activations():
     x, (W_Q, W_K, W_V), W_O = attention_inputs((), 2, 6, 4, 2, 3, 1.0, seed=4)
     seen = {}
-    record = {n: (lambda a, n=n: seen.setdefault(n, a)) for n in
-              ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")}
+    record = {
+        n: (lambda a, n=n: seen.setdefault(n, a))
+        for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")
+    }
     out, _ = layers.attention_forward(x, W_Q, W_K, W_V, W_O, hooks=record)
     _, ref = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
-    for hook_name, key in (("hook_q", "q"), ("hook_k", "k"), ("hook_v", "v"),
-                           ("hook_attn_scores", "scores"), ("hook_pattern", "pattern"),
-                           ("hook_z", "z")):
+    for hook_name, key in (
+        ("hook_q", "q"),
+        ("hook_k", "k"),
+        ("hook_v", "v"),
+        ("hook_attn_scores", "scores"),
+        ("hook_pattern", "pattern"),
+        ("hook_z", "z"),
+    ):
         assert seen[hook_name].shape == ref[key].shape, hook_name
         np.testing.assert_allclose(seen[hook_name], ref[key], rtol=1e-12, atol=1e-14)
 
 
 def test_attention_float32_stays_float32():
-    x, (W_Q, W_K, W_V), W_O = (a.astype(np.float32) if isinstance(a, np.ndarray) else
-                               [w.astype(np.float32) for w in a]
-                               for a in attention_inputs((), 3, 5, 4, 2, 3, 1.0, seed=5))
+    x, (W_Q, W_K, W_V), W_O = (
+        a.astype(np.float32) if isinstance(a, np.ndarray) else [w.astype(np.float32) for w in a]
+        for a in attention_inputs((), 3, 5, 4, 2, 3, 1.0, seed=5)
+    )
     out, cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
     grads = layers.attention_backward(np.ones_like(out), cache)
     assert out.dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads)
 
 
-CONFIGS = [mc.ModelConfig(d_model=8, n_heads=2, d_head=4),
-           mc.ModelConfig(d_model=8, n_heads=2, d_head=4, n_layers=2, pos_emb=True, n_ctx=12,
-                          layernorm=True, mlp=True, d_mlp=16)]
+CONFIGS = [
+    mc.ModelConfig(d_model=8, n_heads=2, d_head=4),
+    mc.ModelConfig(
+        d_model=8,
+        n_heads=2,
+        d_head=4,
+        n_layers=2,
+        pos_emb=True,
+        n_ctx=12,
+        layernorm=True,
+        mlp=True,
+        d_mlp=16,
+    ),
+]
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -101,15 +120,19 @@ CONFIGS = [mc.ModelConfig(d_model=8, n_heads=2, d_head=4),
 def test_sliced_matches_whole_batch(config, M, slice_strings, n_threads):
     """Slices (one not dividing B, one larger than B) on 1 or 2 threads: same loss and grads."""
     seeds = [7] if M is None else list(range(M))
-    params = (mc.init_params(config, 7, dtype=np.float64) if M is None
-              else mc.init_ensemble(config, seeds, dtype=np.float64))
+    params = (
+        mc.init_params(config, 7, dtype=np.float64)
+        if M is None
+        else mc.init_ensemble(config, seeds, dtype=np.float64)
+    )
     batches = [data.sample_batch(37, 10, np.random.default_rng(s)) for s in seeds]
     stacked = (np.stack(a) for a in zip(*batches, strict=True))
     tokens, targets, mask = batches[0] if M is None else stacked
     targets = targets.astype(np.float64)
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
-    s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
-                                            slice_strings=slice_strings, n_threads=n_threads)
+    s_loss, s_grads = loss_and_grads_sliced(
+        params, tokens, targets, mask, config, slice_strings=slice_strings, n_threads=n_threads
+    )
     np.testing.assert_allclose(s_loss, loss, rtol=1e-12)
     assert s_grads.keys() == grads.keys()
     for k in grads:
@@ -128,16 +151,21 @@ def test_sliced_without_trimming_and_with_a_gappy_mask():
     mask[:, 2] = False
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
     for trim in (True, False):
-        s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
-                                                slice_strings=6, n_threads=2, trim_padding=trim)
+        s_loss, s_grads = loss_and_grads_sliced(
+            params, tokens, targets, mask, config, slice_strings=6, n_threads=2, trim_padding=trim
+        )
         np.testing.assert_allclose(s_loss, loss, rtol=1e-12)
         for k in grads:
             assert rel(s_grads[k], grads[k]) < 1e-12, (trim, k)
 
 
 def test_sort_by_length_and_positions_in_use():
-    tokens, targets, mask = (np.stack(a) for a in zip(
-        *[data.sample_batch(9, 7, np.random.default_rng(s)) for s in (0, 1)], strict=True))
+    tokens, targets, mask = (
+        np.stack(a)
+        for a in zip(
+            *[data.sample_batch(9, 7, np.random.default_rng(s)) for s in (0, 1)], strict=True
+        )
+    )
     s_tokens, s_targets, s_mask = sort_by_length(tokens, targets, mask)
     for m in range(2):  # each model's own strings, shortest first, rows kept together
         lengths = s_mask[m].sum(-1)
@@ -161,8 +189,9 @@ def test_sliced_with_an_empty_slice_and_float32():
     tokens, targets, mask = data.sample_batch(24, 12, np.random.default_rng(0))
     tokens[8:16], mask[8:16] = data.PAD, False  # the middle slice of 8 is all padding
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
-    s_loss, s_grads = loss_and_grads_sliced(params, tokens, targets, mask, config,
-                                            slice_strings=8, n_threads=2)
+    s_loss, s_grads = loss_and_grads_sliced(
+        params, tokens, targets, mask, config, slice_strings=8, n_threads=2
+    )
     assert np.isfinite(s_loss) and s_loss.dtype == np.float32
     np.testing.assert_allclose(s_loss, loss, rtol=1e-5)
     for k in grads:
@@ -200,8 +229,9 @@ def test_targets_match_per_position_definition(bos):
     np.testing.assert_array_equal(targets, ref_targets)
     assert targets.dtype == np.float32
     tokens[3, 2:] = data.PAD  # padding in the middle of a longer batch: still per position
-    np.testing.assert_array_equal(data.next_set_targets(tokens)[0],
-                                  reference.next_set_targets(tokens)[0])
+    np.testing.assert_array_equal(
+        data.next_set_targets(tokens)[0], reference.next_set_targets(tokens)[0]
+    )
 
 
 @pytest.mark.parametrize("n_threads", [1, 3])
@@ -209,7 +239,8 @@ def test_sample_batches_equals_one_batch_per_generator(n_threads):
     seeds = [4, 9, 2, 7, 1]
     kw = dict(bos=False, probs=(0.3, 0.5, 0.2), min_len=2)
     tokens, targets, mask = data.sample_batches(
-        12, 6, [np.random.default_rng(s) for s in seeds], n_threads=n_threads, **kw)
+        12, 6, [np.random.default_rng(s) for s in seeds], n_threads=n_threads, **kw
+    )
     for i, s in enumerate(seeds):
         one = data.sample_batch(12, 6, np.random.default_rng(s), **kw)
         for got, expected in zip((tokens[i], targets[i], mask[i]), one, strict=True):
@@ -341,8 +372,9 @@ def test_fast_paths_on_cupy_match_textbook():
     tokens, targets, mask = (np.stack(a) for a in zip(*batch, strict=True))
     targets = targets.astype(np.float64)
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
-    g_loss, g_grads = loss_and_grads_sliced(to_device(params, "gpu"),
-                                            *to_device((tokens, targets, mask), "gpu"), config)
+    g_loss, g_grads = loss_and_grads_sliced(
+        to_device(params, "gpu"), *to_device((tokens, targets, mask), "gpu"), config
+    )
     np.testing.assert_allclose(to_numpy(g_loss), loss, rtol=1e-12)
     for k in grads:
         assert rel(to_numpy(g_grads[k]), grads[k]) < 1e-10, k

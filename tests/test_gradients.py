@@ -40,7 +40,7 @@ def check(forward, backward, inputs: dict, seed: int):
     G /= max(1.0, float(np.abs(out * G).sum()))
     grads = backward(G, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
-    for (name, x), g in zip(inputs.items(), grads):
+    for (name, x), g in zip(inputs.items(), grads, strict=True):
         if not np.issubdtype(x.dtype, np.floating):
             continue
         num = numerical_grad(lambda: float((forward(**inputs)[0] * G).sum()), x)
@@ -53,16 +53,24 @@ def check(forward, backward, inputs: dict, seed: int):
 def test_embedding(lead, B, T, d, data):
     tokens = data.draw(hnp.arrays(np.int64, lead + (B, T), elements=st.integers(0, V - 1)))
     W_E = data.draw(values(lead + (V, d)))
-    check(lambda W_E: layers.embedding_forward(tokens, W_E), layers.embedding_backward,
-          {"W_E": W_E}, data.draw(st.integers(0, 2**31)))
+    check(
+        lambda W_E: layers.embedding_forward(tokens, W_E),
+        layers.embedding_backward,
+        {"W_E": W_E},
+        data.draw(st.integers(0, 2**31)),
+    )
 
 
 @given(lead=lead, B=small, T=small, d=small, extra=st.integers(0, 3), data=st.data())
 def test_pos_embedding(lead, B, T, d, extra, data):
     x = data.draw(values(lead + (B, T, d)))
     W_pos = data.draw(values(lead + (T + extra, d)))
-    check(layers.pos_embedding_forward, lambda G, c: (G, layers.pos_embedding_backward(G, c)),
-          {"x": x, "W_pos": W_pos}, data.draw(st.integers(0, 2**31)))
+    check(
+        layers.pos_embedding_forward,
+        lambda G, c: (G, layers.pos_embedding_backward(G, c)),
+        {"x": x, "W_pos": W_pos},
+        data.draw(st.integers(0, 2**31)),
+    )
 
 
 @given(lead=lead, B=small, T=small, d=st.integers(3, 6), data=st.data())
@@ -73,8 +81,12 @@ def test_layernorm(lead, B, T, d, data):
     # curvature, not the derivative; such rows are checked by the full-model test instead
     assume((x.var(axis=-1) > 1e-2).all())
     w, b = data.draw(values(lead + (d,))), data.draw(values(lead + (d,)))
-    check(layers.layernorm_forward, layers.layernorm_backward, {"x": x, "w": w, "b": b},
-          data.draw(st.integers(0, 2**31)))
+    check(
+        layers.layernorm_forward,
+        layers.layernorm_backward,
+        {"x": x, "w": w, "b": b},
+        data.draw(st.integers(0, 2**31)),
+    )
 
 
 @given(lead=lead, B=small, T=small, d=small, d_mlp=small, seed=st.integers(0, 2**31))
@@ -82,26 +94,40 @@ def test_mlp(lead, B, T, d, d_mlp, seed):
     # values from a seed: a finite difference across a ReLU kink (pre-activation within
     # eps of 0) would not be a derivative, and continuous random values never land there
     r = np.random.default_rng(seed)
-    inputs = {"x": r.standard_normal(lead + (B, T, d)), "W_in": r.standard_normal(lead + (d, d_mlp)),
-              "b_in": r.standard_normal(lead + (d_mlp,)), "W_out": r.standard_normal(lead + (d_mlp, d)),
-              "b_out": r.standard_normal(lead + (d,))}
+    inputs = {
+        "x": r.standard_normal(lead + (B, T, d)),
+        "W_in": r.standard_normal(lead + (d, d_mlp)),
+        "b_in": r.standard_normal(lead + (d_mlp,)),
+        "W_out": r.standard_normal(lead + (d_mlp, d)),
+        "b_out": r.standard_normal(lead + (d,)),
+    }
     check(layers.mlp_forward, layers.mlp_backward, inputs, seed)
 
 
 @given(lead=lead, B=small, T=small, d=small, data=st.data())
 def test_unembed(lead, B, T, d, data):
-    inputs = {"x": data.draw(values(lead + (B, T, d))), "W_U": data.draw(values(lead + (d, V))),
-              "b_U": data.draw(values(lead + (V,)))}
+    inputs = {
+        "x": data.draw(values(lead + (B, T, d))),
+        "W_U": data.draw(values(lead + (d, V))),
+        "b_U": data.draw(values(lead + (V,))),
+    }
     check(layers.unembed_forward, layers.unembed_backward, inputs, data.draw(st.integers(0, 2**31)))
 
 
-@given(lead=lead, B=small, T=st.integers(1, 5), d=small, H=st.integers(1, 3), e=small, data=st.data())
+@given(
+    lead=lead, B=small, T=st.integers(1, 5), d=small, H=st.integers(1, 3), e=small, data=st.data()
+)
 def test_attention(lead, B, T, d, H, e, data):
     inputs = {"x": data.draw(values(lead + (B, T, d)))}
     for W in ("W_Q", "W_K", "W_V"):
         inputs[W] = data.draw(values(lead + (H, d, e), scale=1.5))
     inputs["W_O"] = data.draw(values(lead + (H, e, d), scale=1.5))
-    check(layers.attention_forward, layers.attention_backward, inputs, data.draw(st.integers(0, 2**31)))
+    check(
+        layers.attention_forward,
+        layers.attention_backward,
+        inputs,
+        data.draw(st.integers(0, 2**31)),
+    )
 
 
 @given(lead=lead, B=small, T=small, data=st.data())
@@ -112,14 +138,17 @@ def test_bce_loss(lead, B, T, data):
     mask[0, 0] = True  # at least one real position
     loss, cache = layers.bce_with_logits_forward(logits, targets, mask)
     dlogits = layers.bce_with_logits_backward(np.ones(lead) if lead else 1.0, cache)
-    num = numerical_grad(lambda: float(layers.bce_with_logits_forward(logits, targets, mask)[0].sum()),
-                         logits)
+    num = numerical_grad(
+        lambda: float(layers.bce_with_logits_forward(logits, targets, mask)[0].sum()), logits
+    )
     assert rel_error(dlogits, num) < TOL
 
 
 def loss_only(params, tokens, targets, mask, config) -> float:
     """The forward pass and the loss, nothing else (what finite differences need)."""
-    return float(layers.bce_with_logits_forward(mc.forward(params, tokens, config), targets, mask)[0])
+    return float(
+        layers.bce_with_logits_forward(mc.forward(params, tokens, config), targets, mask)[0]
+    )
 
 
 OPTIONS = list(itertools.product([False, True], [False, True], [False, True], [1, 2]))
@@ -127,18 +156,35 @@ OPTIONS = list(itertools.product([False, True], [False, True], [False, True], [1
 
 @pytest.mark.parametrize("pos_emb,layernorm,mlp,n_layers", OPTIONS)
 @settings(max_examples=10)
-@given(B=st.integers(1, 3), T=st.integers(1, 5), H=st.integers(1, 3), seed=st.integers(0, 2**31),
-       bos=st.booleans())
+@given(
+    B=st.integers(1, 3),
+    T=st.integers(1, 5),
+    H=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+    bos=st.booleans(),
+)
 def test_full_model(pos_emb, layernorm, mlp, n_layers, B, T, H, seed, bos):
     """The whole model, every option combination: loss_and_grads against finite differences."""
-    config = mc.ModelConfig(d_model=4, n_heads=H, d_head=3, n_layers=n_layers, n_ctx=6,
-                            pos_emb=pos_emb, layernorm=layernorm, mlp=mlp, d_mlp=5)
+    config = mc.ModelConfig(
+        d_model=4,
+        n_heads=H,
+        d_head=3,
+        n_layers=n_layers,
+        n_ctx=6,
+        pos_emb=pos_emb,
+        layernorm=layernorm,
+        mlp=mlp,
+        d_mlp=5,
+    )
     params = mc.init_params(config, seed=seed % 1000, dtype=np.float64)
     r = np.random.default_rng(seed)
     for k in params:  # move LayerNorm and biases off their initial 1 / 0 so every path matters
         params[k] += 0.3 * r.standard_normal(params[k].shape)
-    tokens, targets, mask = mc.data.sample_batch(B, T - int(bos), r, bos=bos) if T > int(bos) else \
-        mc.data.sample_batch(B, 1, r, bos=False)
+    tokens, targets, mask = (
+        mc.data.sample_batch(B, T - int(bos), r, bos=bos)
+        if T > int(bos)
+        else mc.data.sample_batch(B, 1, r, bos=False)
+    )
     if mlp:
         # a finite difference across a ReLU kink is no derivative: skip draws where a
         # pre-activation lies within reach of the steps (h <= 1e-4 times weights of order 1)
@@ -155,8 +201,9 @@ def test_full_model(pos_emb, layernorm, mlp, n_layers, B, T, H, seed, bos):
 @given(M=st.integers(1, 3), seed=st.integers(0, 1000), shared=st.booleans())
 def test_ensemble_grads_are_members_grads(M, seed, shared):
     """An ensemble's gradient, member by member, equals each model's own gradient."""
-    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4, layernorm=True, mlp=True, d_mlp=8,
-                            pos_emb=True, n_ctx=8)
+    config = mc.ModelConfig(
+        d_model=8, n_heads=2, d_head=4, layernorm=True, mlp=True, d_mlp=8, pos_emb=True, n_ctx=8
+    )
     seeds = [seed + i for i in range(M)]
     ens = mc.init_ensemble(config, seeds, dtype=np.float64)
     batches = [mc.data.sample_batch(3, 6, np.random.default_rng(s)) for s in seeds]
@@ -164,7 +211,7 @@ def test_ensemble_grads_are_members_grads(M, seed, shared):
         batches = [batches[0]] * M
         tokens, targets, mask = batches[0]
     else:
-        tokens, targets, mask = (np.stack(a) for a in zip(*batches))
+        tokens, targets, mask = (np.stack(a) for a in zip(*batches, strict=True))
     total, grads = mc.loss_and_grads(ens, tokens, targets, mask, config)
     losses = []
     for i, s in enumerate(seeds):

@@ -9,9 +9,17 @@ import minicount as mc
 from minicount import data
 
 configs = st.builds(
-    mc.ModelConfig, d_model=st.integers(2, 8), n_heads=st.integers(1, 3), d_head=st.integers(1, 4),
-    n_layers=st.integers(1, 2), n_ctx=st.just(12), pos_emb=st.booleans(), layernorm=st.booleans(),
-    mlp=st.booleans(), d_mlp=st.integers(1, 6))
+    mc.ModelConfig,
+    d_model=st.integers(2, 8),
+    n_heads=st.integers(1, 3),
+    d_head=st.integers(1, 4),
+    n_layers=st.integers(1, 2),
+    n_ctx=st.just(12),
+    pos_emb=st.booleans(),
+    layernorm=st.booleans(),
+    mlp=st.booleans(),
+    d_mlp=st.integers(1, 6),
+)
 
 
 @given(config=configs, seed=st.integers(0, 1000), t=st.integers(0, 10))
@@ -21,7 +29,7 @@ def test_causality(config, seed, t):
     r = np.random.default_rng(seed)
     tokens = r.integers(0, 6, size=(3, 11))
     changed = tokens.copy()
-    changed[:, t + 1:] = r.integers(0, 6, size=changed[:, t + 1:].shape)
+    changed[:, t + 1 :] = r.integers(0, 6, size=changed[:, t + 1 :].shape)
     a, b = mc.forward(params, tokens, config), mc.forward(params, changed, config)
     np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], rtol=1e-12, atol=1e-12)
 
@@ -46,8 +54,9 @@ def test_positional_embedding_breaks_permutation_invariance():
     params = mc.init_params(config, 0, dtype=np.float64)
     tokens = np.array([[0, 1, 1, 2, 4]])
     shuffled = np.array([[1, 2, 0, 1, 4]])
-    assert not np.allclose(mc.forward(params, tokens, config)[:, -1],
-                           mc.forward(params, shuffled, config)[:, -1])
+    assert not np.allclose(
+        mc.forward(params, tokens, config)[:, -1], mc.forward(params, shuffled, config)[:, -1]
+    )
 
 
 @given(config=configs, seed=st.integers(0, 1000))
@@ -55,7 +64,9 @@ def test_attention_rows_sum_to_one_and_are_causal(config, seed):
     params = mc.init_params(config, seed, dtype=np.float64)
     tokens = np.random.default_rng(seed).integers(0, 6, size=(2, 7))
     seen = []
-    mc.forward(params, tokens, config, hooks={"blocks.0.attn.hook_pattern": lambda a: seen.append(a) or a})
+    mc.forward(
+        params, tokens, config, hooks={"blocks.0.attn.hook_pattern": lambda a: seen.append(a) or a}
+    )
     (pattern,) = seen
     assert pattern.shape == (2, config.n_heads, 7, 7)
     np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-12)
@@ -69,9 +80,15 @@ def test_head_decomposition_adds_up(seed, H):
     params = mc.init_params(config, seed, dtype=np.float64)
     tokens, _, _ = data.sample_batch(5, 10, np.random.default_rng(seed))
     saved = {}
-    logits = mc.forward(params, tokens, config, hooks={
-        "hook_embed": lambda x: saved.setdefault("x0", x),
-        "blocks.0.attn.hook_z": lambda z: saved.setdefault("z", z)})
+    logits = mc.forward(
+        params,
+        tokens,
+        config,
+        hooks={
+            "hook_embed": lambda x: saved.setdefault("x0", x),
+            "blocks.0.attn.hook_z": lambda z: saved.setdefault("z", z),
+        },
+    )
     W_U, b_U, W_O = params["unembed.W_U"], params["unembed.b_U"], params["blocks.0.attn.W_O"]
     direct = saved["x0"] @ W_U + b_U  # [B, T, V]
     heads = np.einsum("bhte,hed,dv->hbtv", saved["z"], W_O, W_U)  # [H, B, T, V]
@@ -91,7 +108,9 @@ def test_hook_result_matches_fused_path_and_zero_ablation():
 
     ablated = mc.forward(params, tokens, config, hooks={"blocks.0.attn.hook_result": zero_all})
     x0 = params["embed.W_E"][tokens]
-    np.testing.assert_allclose(ablated, x0 @ params["unembed.W_U"] + params["unembed.b_U"], atol=1e-12)
+    np.testing.assert_allclose(
+        ablated, x0 @ params["unembed.W_U"] + params["unembed.b_U"], atol=1e-12
+    )
     assert not np.allclose(ablated, plain)
 
 
@@ -116,7 +135,9 @@ def test_ensemble_init_stacks_members():
             np.testing.assert_array_equal(ens[k][i], single[k])
 
 
-@pytest.mark.parametrize("bad", [dict(d_model=0), dict(n_heads=-1), dict(d_head=2.5), dict(mlp="yes")])
+@pytest.mark.parametrize(
+    "bad", [dict(d_model=0), dict(n_heads=-1), dict(d_head=2.5), dict(mlp="yes")]
+)
 def test_config_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         mc.ModelConfig(**bad)

@@ -29,8 +29,18 @@ train_module = sys.modules["minicount.train"]  # (minicount.train is also the tr
 ROOT = Path(__file__).resolve().parents[1]
 TINY = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
 # every option that changes the trajectory is off its default, so resume must restore them all
-RUN = dict(steps=24, batch_size=8, max_len=6, eval_every=8, n_eval=32, lr=1e-2, warmup=3,
-           schedule="cosine", weight_decay=0.01, grad_clip=0.5)
+RUN = dict(
+    steps=24,
+    batch_size=8,
+    max_len=6,
+    eval_every=8,
+    n_eval=32,
+    lr=1e-2,
+    warmup=3,
+    schedule="cosine",
+    weight_decay=0.01,
+    grad_clip=0.5,
+)
 
 
 class Stop(Exception):
@@ -79,16 +89,23 @@ def test_encode_rejects_non_strings(junk):
         data.encode(junk)
 
 
-@given(st.one_of(st.lists(st.integers(-3, 8), max_size=12),
-                 st.builds(lambda a, dtype: a.astype(dtype),
-                           hnp.arrays(np.int64, hnp.array_shapes(min_dims=0, max_dims=2,
-                                                                 min_side=0, max_side=5),
-                                      elements=st.integers(0, 7)),
-                           st.sampled_from(["int8", "int64", "uint8", "float32", "bool"]))))
+@given(
+    st.one_of(
+        st.lists(st.integers(-3, 8), max_size=12),
+        st.builds(
+            lambda a, dtype: a.astype(dtype),
+            hnp.arrays(
+                np.int64,
+                hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=5),
+                elements=st.integers(0, 7),
+            ),
+            st.sampled_from(["int8", "int64", "uint8", "float32", "bool"]),
+        ),
+    )
+)
 def test_decode_junk_gives_the_string_or_a_value_error(ids):
     a = np.asarray(ids)
-    valid = (a.ndim == 1 and (a.size == 0 or (a.dtype.kind in "iu" and a.min() >= 0
-                                               and a.max() < V)))
+    valid = a.ndim == 1 and (a.size == 0 or (a.dtype.kind in "iu" and a.min() >= 0 and a.max() < V))
     if not valid:
         with pytest.raises(ValueError):
             data.decode(ids)
@@ -100,30 +117,47 @@ def test_decode_junk_gives_the_string_or_a_value_error(ids):
 
 # ---------------------------------------------------------------- batches and arrays
 
-junk_ints = st.one_of(st.integers(-3, 12), st.floats(-2, 12), st.booleans(), st.none(),
-                      st.text(max_size=3))
+junk_ints = st.one_of(
+    st.integers(-3, 12), st.floats(-2, 12), st.booleans(), st.none(), st.text(max_size=3)
+)
 
 
-@given(batch_size=junk_ints, max_len=junk_ints, min_len=junk_ints,
-       probs=st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
-                       st.just((0.2, 0.5, 0.3)), st.text(max_size=4)),
-       bos=st.booleans())
-def test_sample_batch_junk_gives_a_batch_or_a_value_error(batch_size, max_len, min_len, probs,
-                                                          bos):
+@given(
+    batch_size=junk_ints,
+    max_len=junk_ints,
+    min_len=junk_ints,
+    probs=st.one_of(
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
+        st.just((0.2, 0.5, 0.3)),
+        st.text(max_size=4),
+    ),
+    bos=st.booleans(),
+)
+def test_sample_batch_junk_gives_a_batch_or_a_value_error(batch_size, max_len, min_len, probs, bos):
     def whole(x, low):
         return isinstance(x, int) and not isinstance(x, bool) and x >= low
 
     p = np.asarray(probs, dtype=float) if isinstance(probs, (list, tuple)) else None
-    valid = (whole(batch_size, 1) and whole(max_len, 1) and whole(min_len, 1)
-             and min_len <= max_len and p is not None and p.shape == (3,)
-             and np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) < 1e-6 and p[1] > 0)
+    valid = (
+        whole(batch_size, 1)
+        and whole(max_len, 1)
+        and whole(min_len, 1)
+        and min_len <= max_len
+        and p is not None
+        and p.shape == (3,)
+        and np.isfinite(p).all()
+        and (p >= 0).all()
+        and abs(p.sum() - 1) < 1e-6
+        and p[1] > 0
+    )
     rng = np.random.default_rng(0)
     if not valid:
         with pytest.raises(ValueError):
             data.sample_batch(batch_size, max_len, rng, probs=probs, min_len=min_len, bos=bos)
         return
-    tokens, targets, mask = data.sample_batch(batch_size, max_len, rng, probs=probs,
-                                              min_len=min_len, bos=bos)
+    tokens, targets, mask = data.sample_batch(
+        batch_size, max_len, rng, probs=probs, min_len=min_len, bos=bos
+    )
     assert tokens.shape == (batch_size, max_len + bos) and targets.shape == tokens.shape + (V,)
     lengths = mask.sum(1) - bos
     assert ((lengths >= min_len) & (lengths <= max_len)).all()
@@ -133,17 +167,26 @@ def test_sample_batch_junk_gives_a_batch_or_a_value_error(batch_size, max_len, m
 
 token_arrays = st.builds(
     lambda a, dtype: a.astype(dtype),  # uint8 wraps -1 to 255: out of range all the same
-    hnp.arrays(np.int64, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
-               elements=st.integers(-2, 8)),
-    st.sampled_from(["int32", "int64", "uint8", "float64", "bool"]))
+    hnp.arrays(
+        np.int64,
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+        elements=st.integers(-2, 8),
+    ),
+    st.sampled_from(["int32", "int64", "uint8", "float64", "bool"]),
+)
 
 
 @settings(max_examples=40)
 @given(tokens=token_arrays)
 def test_forward_junk_tokens_give_logits_or_a_value_error(tokens):
     params = mc.init_params(TINY, 0)
-    valid = (tokens.ndim >= 2 and tokens.size > 0 and tokens.dtype.kind in "iu"
-             and tokens.min() >= 0 and tokens.max() < V)
+    valid = (
+        tokens.ndim >= 2
+        and tokens.size > 0
+        and tokens.dtype.kind in "iu"
+        and tokens.min() >= 0
+        and tokens.max() < V
+    )
     if not valid:
         with pytest.raises(ValueError):
             mc.forward(params, tokens, TINY)
@@ -154,14 +197,23 @@ def test_forward_junk_tokens_give_logits_or_a_value_error(tokens):
     np.testing.assert_array_equal(logits, mc.forward(params, tokens.astype(np.int64), TINY))
 
 
-@pytest.mark.parametrize("which,breakage", [
-    ("targets", lambda t: t[..., :3]), ("targets", lambda t: t[:2]),
-    ("targets", lambda t: t.astype(np.int64)), ("targets", lambda t: np.where(t > 0, np.nan, t)),
-    ("targets", lambda t: t * 2 - 0.5), ("targets", lambda t: t[None].repeat(3, 0)),
-    ("targets", lambda t: t.tolist()), ("mask", lambda m: m.astype(np.float32)),
-    ("mask", lambda m: m[:, :2]), ("mask", lambda m: np.zeros_like(m)),
-    ("mask", lambda m: m[None].repeat(2, 0)), ("mask", lambda m: m.tolist()),
-])
+@pytest.mark.parametrize(
+    "which,breakage",
+    [
+        ("targets", lambda t: t[..., :3]),
+        ("targets", lambda t: t[:2]),
+        ("targets", lambda t: t.astype(np.int64)),
+        ("targets", lambda t: np.where(t > 0, np.nan, t)),
+        ("targets", lambda t: t * 2 - 0.5),
+        ("targets", lambda t: t[None].repeat(3, 0)),
+        ("targets", lambda t: t.tolist()),
+        ("mask", lambda m: m.astype(np.float32)),
+        ("mask", lambda m: m[:, :2]),
+        ("mask", lambda m: np.zeros_like(m)),
+        ("mask", lambda m: m[None].repeat(2, 0)),
+        ("mask", lambda m: m.tolist()),
+    ],
+)
 def test_loss_with_bad_targets_or_mask_is_a_value_error(which, breakage):
     params = mc.init_params(TINY, 0)
     tokens, targets, mask = data.sample_batch(4, 5, np.random.default_rng(0))
@@ -171,14 +223,20 @@ def test_loss_with_bad_targets_or_mask_is_a_value_error(which, breakage):
         mc.loss_and_grads(params, tokens, args["targets"], args["mask"], TINY)
 
 
-@pytest.mark.parametrize("breakage,match", [
-    (lambda p: p.pop("unembed.b_U"), "missing"),
-    (lambda p: p.update(extra=np.zeros(3)), "unexpected"),
-    (lambda p: p.update({"embed.W_E": np.zeros((6, 9), np.float32)}), "embed.W_E"),
-    (lambda p: p.update({"embed.W_E": np.zeros((6, 8), np.int64)}), "floating"),
-    (lambda p: p.update({"embed.W_E": np.zeros((2, 6, 8), np.float32)}), "disagree on the model"),
-    (lambda p: p.update({"embed.W_E": [[0.0] * 8] * 6}), "array"),
-])
+@pytest.mark.parametrize(
+    "breakage,match",
+    [
+        (lambda p: p.pop("unembed.b_U"), "missing"),
+        (lambda p: p.update(extra=np.zeros(3)), "unexpected"),
+        (lambda p: p.update({"embed.W_E": np.zeros((6, 9), np.float32)}), "embed.W_E"),
+        (lambda p: p.update({"embed.W_E": np.zeros((6, 8), np.int64)}), "floating"),
+        (
+            lambda p: p.update({"embed.W_E": np.zeros((2, 6, 8), np.float32)}),
+            "disagree on the model",
+        ),
+        (lambda p: p.update({"embed.W_E": [[0.0] * 8] * 6}), "array"),
+    ],
+)
 def test_params_that_do_not_fit_the_config_are_named(breakage, match):
     params = mc.init_params(TINY, 0)
     breakage(params)
@@ -195,23 +253,37 @@ def test_token_and_context_limits_are_named():
         config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4, pos_emb=True, n_ctx=4)
         mc.forward(mc.init_params(config, 0), data.encode("0121")[None], config)
     with pytest.raises(ValueError, match="unknown hook names.*hook_patern"):
-        mc.forward(params, data.encode("01")[None], TINY,
-                   hooks={"blocks.0.attn.hook_patern": lambda a: a})
+        mc.forward(
+            params, data.encode("01")[None], TINY, hooks={"blocks.0.attn.hook_patern": lambda a: a}
+        )
     ens = mc.init_ensemble(TINY, [0, 1])
     with pytest.raises(ValueError, match="ensemble of 2"):
         mc.forward(ens, np.zeros((3, 2, 4), np.int64), TINY)
 
 
-@pytest.mark.parametrize("options,match", [
-    (dict(lr=0.0), "lr"), (dict(lr=float("nan")), "lr"), (dict(beta2=1.0), "beta2"),
-    (dict(weight_decay=-1.0), "weight_decay"), (dict(grad_clip=float("inf")), "grad_clip"),
-    (dict(steps=2.5), "steps"), (dict(batch_size=0), "batch_size"), (dict(warmup=-1), "warmup"),
-    (dict(schedule="linear"), "schedule"), (dict(dtype="float16"), "dtype"),
-    (dict(device="tpu"), "unknown device"), (dict(seed=-1), "seed"), (dict(seed=[]), "seed"),
-    (dict(probs=(0.5, 0.0, 0.5)), "P\\(1\\)"), (dict(probs=(0.5, 0.5)), "probs"),
-    (dict(eval_every="10"), "eval_every"), (dict(checkpoint_every=-1), "checkpoint_every"),
-    (dict(bos="yes"), "bos"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(lr=0.0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(beta2=1.0), "beta2"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(grad_clip=float("inf")), "grad_clip"),
+        (dict(steps=2.5), "steps"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(warmup=-1), "warmup"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(device="tpu"), "unknown device"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=[]), "seed"),
+        (dict(probs=(0.5, 0.0, 0.5)), "P\\(1\\)"),
+        (dict(probs=(0.5, 0.5)), "probs"),
+        (dict(eval_every="10"), "eval_every"),
+        (dict(checkpoint_every=-1), "checkpoint_every"),
+        (dict(bos="yes"), "bos"),
+    ],
+)
 def test_settings_that_cannot_work_are_refused_before_training(options, match):
     kw = dict(steps=1, batch_size=4, max_len=4, n_eval=8) | options
     with pytest.raises(ValueError, match=match):
@@ -227,11 +299,35 @@ def test_gpu_without_cupy_is_a_clear_error():
 
 # ---------------------------------------------------------------- the command line
 
-OPTIONS = ["--steps", "--batch-size", "--lr", "--weight-decay", "--warmup", "--schedule",
-           "--grad-clip", "--seeds", "--eval-every", "--dtype", "--device", "--max-len",
-           "--probs", "--d-model", "--n-heads", "--d-head", "--n-layers", "--n-ctx", "--d-mlp",
-           "--checkpoint-every", "--resume", "--no-bos", "--pos-emb", "--layernorm", "--mlp",
-           "--bogus", "-x"]
+OPTIONS = [
+    "--steps",
+    "--batch-size",
+    "--lr",
+    "--weight-decay",
+    "--warmup",
+    "--schedule",
+    "--grad-clip",
+    "--seeds",
+    "--eval-every",
+    "--dtype",
+    "--device",
+    "--max-len",
+    "--probs",
+    "--d-model",
+    "--n-heads",
+    "--d-head",
+    "--n-layers",
+    "--n-ctx",
+    "--d-mlp",
+    "--checkpoint-every",
+    "--resume",
+    "--no-bos",
+    "--pos-emb",
+    "--layernorm",
+    "--mlp",
+    "--bogus",
+    "-x",
+]
 
 
 def small(text: str) -> bool:
@@ -247,9 +343,31 @@ def small(text: str) -> bool:
 
 
 values = st.one_of(
-    st.integers(-3, 3).map(str), st.floats(-1e3, 1e3).map(repr),
-    st.sampled_from(["", "-", "0-2", "1,3", "3-1", "nan", "inf", "-inf", "1e400", "cpu", "gpu",
-                     "auto", "tpu", "float64", "float16", "cosine", "0.5", "0x10", "1_0"]),
+    st.integers(-3, 3).map(str),
+    st.floats(-1e3, 1e3).map(repr),
+    st.sampled_from(
+        [
+            "",
+            "-",
+            "0-2",
+            "1,3",
+            "3-1",
+            "nan",
+            "inf",
+            "-inf",
+            "1e400",
+            "cpu",
+            "gpu",
+            "auto",
+            "tpu",
+            "float64",
+            "float16",
+            "cosine",
+            "0.5",
+            "0x10",
+            "1_0",
+        ]
+    ),
     st.text(max_size=5),
 ).filter(small)
 
@@ -259,14 +377,18 @@ values = st.one_of(
 def test_cli_train_junk_exits_2_or_trains(pairs):
     argv = ["train", "--steps", "2", "--batch-size", "4", "--max-len", "4", "--eval-every", "0"]
     for option, value in pairs:
-        argv += [option] if option in ("--no-bos", "--pos-emb", "--layernorm", "--mlp") \
+        argv += (
+            [option]
+            if option in ("--no-bos", "--pos-emb", "--layernorm", "--mlp")
             else [option, value]
+        )
     with tempfile.TemporaryDirectory() as folder, inside(folder):
         check_cli_outcome(argv + ["--out", "m.npz"], Path(folder) / "m.npz")
 
 
-@given(st.lists(st.text(max_size=6).filter(lambda a: not (a and "train".startswith(a))),
-                max_size=4))
+@given(
+    st.lists(st.text(max_size=6).filter(lambda a: not (a and "train".startswith(a))), max_size=4)
+)
 def test_cli_eval_and_top_level_junk_exit_2(argv):
     """(no 'train' in the junk: a bare 'train' is a valid 1000-step run)"""
     with tempfile.TemporaryDirectory() as folder, inside(folder):
@@ -313,8 +435,9 @@ def test_cli_resume_refuses_changed_settings_and_continues(tmp_path, capsys):
     assert "lr=0.1" in capsys.readouterr().err
     assert main(base + ["--steps", "9", "--resume", ck]) == 0  # same options again: fine
     assert mc.load_checkpoint(ck)["info"]["step"] == 9
-    whole, _ = mc.train(mc.ModelConfig(), steps=9, batch_size=4, max_len=4, eval_every=0,
-                        lr=0.01, n_eval=2048)
+    whole, _ = mc.train(
+        mc.ModelConfig(), steps=9, batch_size=4, max_len=4, eval_every=0, lr=0.01, n_eval=2048
+    )
     assert_same_params(mc.load(ck)[0], whole)
 
 
@@ -334,10 +457,10 @@ def crash_at(monkeypatch, at_step):
     monkeypatch.setattr(train_module, "loss_and_grads_sliced", patched)
 
 
-@pytest.mark.parametrize("seed,crash,every,saved_at", [(0, 11, 0, 8), ([1, 2], 17, 0, 16),
-                                                       (3, 14, 5, 10)])
-def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, seed, crash, every,
-                                               saved_at):
+@pytest.mark.parametrize(
+    "seed,crash,every,saved_at", [(0, 11, 0, 8), ([1, 2], 17, 0, 16), (3, 14, 5, 10)]
+)
+def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, seed, crash, every, saved_at):
     """Checkpoints at evaluations (every 8 steps) and every `every` steps; a crash loses the
     steps since the last one, and the resumed run redoes them to the same bits."""
     whole, whole_history = mc.train(TINY, seed=seed, **RUN)
@@ -389,8 +512,9 @@ def test_killed_process_resumes_exactly(tmp_path):
     cmd = [sys.executable, "-m", "minicount", "train", "--steps", "100000", "--out", str(ck)]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -409,14 +533,39 @@ def test_killed_process_resumes_exactly(tmp_path):
 
 def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
     ck = tmp_path / "c"  # without .npz: saved as c.npz, and the hint must name that file
-    cmd = [sys.executable, "-m", "minicount", "train", "--steps", "100000", "--batch-size", "4",
-           "--max-len", "4", "--eval-every", "0", "--checkpoint-every", "2", "--out", str(ck)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicount",
+        "train",
+        "--steps",
+        "100000",
+        "--batch-size",
+        "4",
+        "--max-len",
+        "4",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        str(ck),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
-        while not ck.with_suffix(".npz").exists() and time.monotonic() < deadline \
-                and proc.poll() is None:
+        while (
+            not ck.with_suffix(".npz").exists()
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -425,7 +574,8 @@ def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
         proc.wait()
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == (
-        f"minicount train: interrupted; continue with: python -m minicount train --resume {ck}.npz")
+        f"minicount train: interrupted; continue with: python -m minicount train --resume {ck}.npz"
+    )
     assert mc.load_checkpoint(ck)["info"]["step"] >= 2  # the suffix may be left out
 
 
@@ -532,8 +682,16 @@ def test_nan_in_one_ensemble_member_is_named(monkeypatch):
 def test_overflowing_lr_stops_with_the_step_and_parameter(tmp_path):
     ck = tmp_path / "o.npz"
     with np.errstate(all="ignore"), pytest.raises(NonFiniteError) as e:
-        mc.train(TINY, steps=5, batch_size=4, max_len=4, n_eval=8, lr=1e30, checkpoint=ck,
-                 checkpoint_every=1)
+        mc.train(
+            TINY,
+            steps=5,
+            batch_size=4,
+            max_len=4,
+            n_eval=8,
+            lr=1e30,
+            checkpoint=ck,
+            checkpoint_every=1,
+        )
     assert e.value.step == 2 and "overflowed" in str(e.value) and e.value.names[0] in str(e.value)
     assert mc.load_checkpoint(ck)["info"]["step"] == 1  # step 1's parameters were still finite
 
@@ -542,14 +700,35 @@ def test_non_finite_parameters_are_never_saved(tmp_path):
     """lr 1e38 makes the first update itself overflow: the checkpoint must not be written."""
     ck = tmp_path / "inf.npz"
     with np.errstate(all="ignore"), pytest.raises(NonFiniteError, match="step 1: parameter "):
-        mc.train(TINY, steps=3, batch_size=4, max_len=4, n_eval=8, lr=1e38, checkpoint=ck,
-                 checkpoint_every=1)
+        mc.train(
+            TINY,
+            steps=3,
+            batch_size=4,
+            max_len=4,
+            n_eval=8,
+            lr=1e38,
+            checkpoint=ck,
+            checkpoint_every=1,
+        )
     assert not ck.exists()
 
 
 def test_cli_nan_exits_2_with_one_line(tmp_path, capsys):
-    code = main(["train", "--steps", "3", "--batch-size", "4", "--max-len", "4", "--lr", "1e30",
-                 "--out", str(tmp_path / "x.npz")])
+    code = main(
+        [
+            "train",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--max-len",
+            "4",
+            "--lr",
+            "1e30",
+            "--out",
+            str(tmp_path / "x.npz"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("minicount train: error: non-finite training at step")
     assert not any("Warning" in line for line in err)
@@ -560,14 +739,32 @@ def test_cli_nan_exits_2_with_one_line(tmp_path, capsys):
 
 def test_same_seed_same_bits_across_processes(tmp_path):
     ck = tmp_path / "p.npz"
-    argv = ["--steps", "12", "--batch-size", "8", "--max-len", "6", "--eval-every", "4",
-            "--seeds", "4", "--grad-clip", "0.5"]
-    r = subprocess.run([sys.executable, "-m", "minicount", "train", *argv, "--out", str(ck)],
-                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                       capture_output=True, text=True, timeout=120)
+    argv = [
+        "--steps",
+        "12",
+        "--batch-size",
+        "8",
+        "--max-len",
+        "6",
+        "--eval-every",
+        "4",
+        "--seeds",
+        "4",
+        "--grad-clip",
+        "0.5",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "minicount", "train", *argv, "--out", str(ck)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
-    here, history = mc.train(mc.ModelConfig(), steps=12, batch_size=8, max_len=6, eval_every=4,
-                             seed=4, grad_clip=0.5)
+    here, history = mc.train(
+        mc.ModelConfig(), steps=12, batch_size=8, max_len=6, eval_every=4, seed=4, grad_clip=0.5
+    )
     saved = mc.load_checkpoint(ck)
     assert_same_params(saved["params"], here)
     same_history(saved["info"]["history"], history)

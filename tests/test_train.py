@@ -21,8 +21,16 @@ def test_default_model_learns_to_count():
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-9), ("float32", 2e-3)])
 def test_ensemble_member_matches_single_run(dtype, rtol):
     config = mc.ModelConfig(d_model=16, n_heads=2, d_head=4, layernorm=True)
-    kw = dict(steps=25, batch_size=32, max_len=12, eval_every=0, n_eval=64, dtype=dtype,
-              weight_decay=0.01, grad_clip=1.0)
+    kw = dict(
+        steps=25,
+        batch_size=32,
+        max_len=12,
+        eval_every=0,
+        n_eval=64,
+        dtype=dtype,
+        weight_decay=0.01,
+        grad_clip=1.0,
+    )
     ens, _ = mc.train(config, seed=[3, 5], **kw)
     for i, s in enumerate([3, 5]):
         single, _ = mc.train(config, seed=s, **kw)
@@ -71,8 +79,9 @@ def test_checkpoint_roundtrip(tmp_path):
 
 def test_training_writes_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "run.npz"
-    params, history = mc.train(mc.ModelConfig(), steps=5, batch_size=8, eval_every=0, n_eval=32,
-                               checkpoint=str(path))
+    params, history = mc.train(
+        mc.ModelConfig(), steps=5, batch_size=8, eval_every=0, n_eval=32, checkpoint=str(path)
+    )
     ck = mc.load_checkpoint(path)
     assert ck["info"]["step"] == 5 and ck["opt_state"]["step"] == 5
     assert set(ck["opt_state"]) == {"step"} | {p + k for k in params for p in ("m.", "v.")}

@@ -26,11 +26,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def run_tutorial(path: Path, workdir: Path, device: str = "cpu") -> subprocess.CompletedProcess:
     """Run one tutorial as a script in workdir; the package under test comes first on the path."""
     env = dict(os.environ)
-    env.update(MINICOUNT_QUICK="1", MPLBACKEND="Agg", MINICOUNT_DEVICE=device,
-               MINICOUNT_FIGURES=str(workdir / "figures"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, str(path)], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env.update(
+        MINICOUNT_QUICK="1",
+        MPLBACKEND="Agg",
+        MINICOUNT_DEVICE=device,
+        MINICOUNT_FIGURES=str(workdir / "figures"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, str(path)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def failure_report(path: Path, result: subprocess.CompletedProcess) -> str:

@@ -214,12 +214,17 @@ for row in tokens[:6]:
     ax_walk.step(np.arange(len(lead)), lead, where="post", alpha=0.8)
 ax_walk.axhspan(0.5, ax_walk.get_ylim()[1] + 1, color="tab:green", alpha=0.08)
 ax_walk.axhline(0, color="black", lw=0.8)
-ax_walk.set(xlabel="symbols read t", ylabel="n1 - n0",
-            title="the lead; EOS allowed in the green band")
+ax_walk.set(
+    xlabel="symbols read t", ylabel="n1 - n0", title="the lead; EOS allowed in the green band"
+)
 rate = (big_targets[..., data.EOS] * big_mask).sum(0) / np.maximum(big_mask.sum(0), 1)  # [T]
 ax_rate.plot(np.arange(1, rate.size), rate[1:], marker=".")
-ax_rate.set(xlabel="symbols read t", ylabel="fraction with y_t = 1", ylim=(0, 1),
-            title="how often EOS is allowed, by position")
+ax_rate.set(
+    xlabel="symbols read t",
+    ylabel="fraction with y_t = 1",
+    ylim=(0, 1),
+    title="how often EOS is allowed, by position",
+)
 save_figure(fig, "01_lead_walks.png")
 
 # %% [markdown]
@@ -265,8 +270,10 @@ with_positions = mc.ModelConfig(pos_emb=True)
 params_pos = mc.init_params(with_positions, seed=0, dtype=np.float64)
 a = mc.forward(params_pos, data.encode("0121")[None], with_positions)
 b = mc.forward(params_pos, data.encode("1201")[None], with_positions)
-print("with a learned positional embedding, the last positions differ by",
-      f"{np.abs(a[0, -1] - b[0, -1]).max():.3f}")
+print(
+    "with a learned positional embedding, the last positions differ by",
+    f"{np.abs(a[0, -1] - b[0, -1]).max():.3f}",
+)
 
 # %% [markdown]
 # ## 5. A counter built by hand
@@ -323,8 +330,9 @@ def record_pattern(pattern):
 
 example = "0112101"
 tokens = data.encode(example)[None]  # [1, 8]
-logits = mc.forward(counter, tokens, counter_config,
-                    hooks={"blocks.0.attn.hook_pattern": record_pattern})  # [1, 8, 6]
+logits = mc.forward(
+    counter, tokens, counter_config, hooks={"blocks.0.attn.hook_pattern": record_pattern}
+)  # [1, 8, 6]
 pattern = seen["pattern"][0, 0]  # [T, T] of batch row 0, head 0
 print("pattern row of query t=3:", np.round(pattern[3], 3))
 expected = np.tril(np.ones((8, 8))) / np.arange(1, 9)[:, None]
@@ -344,15 +352,20 @@ labels = ["BOS"] + list(example)
 image = ax_pattern.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
 ax_pattern.set_xticks(range(len(labels)), labels)
 ax_pattern.set_yticks(range(len(labels)), labels)
-ax_pattern.set(xlabel="key (attended to)", ylabel="query (attending)",
-               title="hand-built head: uniform causal attention")
+ax_pattern.set(
+    xlabel="key (attended to)",
+    ylabel="query (attending)",
+    title="hand-built head: uniform causal attention",
+)
 fig.colorbar(image, ax=ax_pattern, fraction=0.046)
-ax_logit.bar(range(len(labels)), logits[0, :, data.EOS],
-             color=["tab:green" if v else "tab:red" for v in y])
+ax_logit.bar(
+    range(len(labels)), logits[0, :, data.EOS], color=["tab:green" if v else "tab:red" for v in y]
+)
 ax_logit.axhline(0, color="black", lw=0.8)
 ax_logit.set_xticks(range(len(labels)), labels)
-ax_logit.set(xlabel="token just read", ylabel="EOS logit",
-             title="EOS logit (green: EOS allowed, red: not)")
+ax_logit.set(
+    xlabel="token just read", ylabel="EOS logit", title="EOS logit (green: EOS allowed, red: not)"
+)
 save_figure(fig, "01_hand_built_counter.png")
 
 # %% [markdown]
@@ -368,8 +381,10 @@ longer = data.eval_set(data.DataConfig(), long=True)
 print("held-out tokens:", held_out[0].shape, " longer:", longer[0].shape)
 for name, batch in (("lengths 1..32 ", held_out), ("lengths 33..64", longer)):
     metrics = mc.evaluate(counter, *batch, counter_config)
-    print(f"{name}: l-acc {metrics['l_acc']:.4f}  s-acc {metrics['s_acc']:.4f}  "
-          f"AUC {metrics['roc_auc']:.4f}")
+    print(
+        f"{name}: l-acc {metrics['l_acc']:.4f}  s-acc {metrics['s_acc']:.4f}  "
+        f"AUC {metrics['roc_auc']:.4f}"
+    )
     assert metrics["l_acc"] == 1.0 and metrics["s_acc"] == 1.0
 
 # %% [markdown]

@@ -290,8 +290,15 @@ for ax, pat, names, title in (
     ax.set_yticks(range(len(names)), names)
     for t in range(len(names)):
         for j in range(t + 1):
-            ax.text(j, t, f"{pat[t, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if pat[t, j] > 0.6 else "black")
+            ax.text(
+                j,
+                t,
+                f"{pat[t, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if pat[t, j] > 0.6 else "black",
+            )
     ax.set(xlabel="key j", ylabel="query t", title=title)
 fig.colorbar(image, ax=axes, fraction=0.03, label="pattern[t, j]")
 save_figure(fig, "02_attention_patterns.png")
@@ -329,8 +336,9 @@ def recorder(name):
 
 
 names = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z", "hook_result")
-out_batch, _ = layers.attention_forward(x_batch, W_Qs, W_Ks, W_Vs, W_Os,
-                                        hooks={n: recorder(n) for n in names})
+out_batch, _ = layers.attention_forward(
+    x_batch, W_Qs, W_Ks, W_Vs, W_Os, hooks={n: recorder(n) for n in names}
+)
 print("x  ", x_batch.shape, "  [B, T, d_model]")
 for name in names:
     print(f"{name:17}", shapes[name])
@@ -397,5 +405,6 @@ def multi_head_attention_solution(x, W_Q, W_K, W_V, W_O):
     return out
 
 
-assert check_exercise("exercise 2, solution", multi_head_attention_solution,
-                      test_multi_head_attention)
+assert check_exercise(
+    "exercise 2, solution", multi_head_attention_solution, test_multi_head_attention
+)

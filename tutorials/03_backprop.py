@@ -299,8 +299,10 @@ def gradient_errors(backward_fn):
     """Relative error of each gradient from backward_fn against finite differences."""
     out, cache = head_forward(**inputs)
     analytic = backward_fn(G, cache)
-    return {name: rel_error(g, numerical_grad(loss, inputs[name]))
-            for name, g in zip(inputs, analytic, strict=True)}
+    return {
+        name: rel_error(g, numerical_grad(loss, inputs[name]))
+        for name, g in zip(inputs, analytic, strict=True)
+    }
 
 
 errors = gradient_errors(head_backward)
@@ -338,8 +340,11 @@ fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
 for name, errs in curves.items():
     ax.loglog(steps, np.maximum(errs, 1e-17), marker=".", label=name)
 ax.axvline(1e-5, color="gray", ls=":", label="h = 1e-5 (used here)")
-ax.set(xlabel="step h", ylabel="relative error of the central difference",
-       title="rounding (left) against truncation (right)")
+ax.set(
+    xlabel="step h",
+    ylabel="relative error of the central difference",
+    title="rounding (left) against truncation (right)",
+)
 ax.legend()
 save_figure(fig, "03_finite_difference_step.png")
 
@@ -385,7 +390,8 @@ def softmax_backward_broken(dpattern, pattern):
 
 
 broken_errors = gradient_errors(
-    lambda dout, cache: head_backward(dout, cache, softmax_backward=softmax_backward_broken))
+    lambda dout, cache: head_backward(dout, cache, softmax_backward=softmax_backward_broken)
+)
 print("input   right      broken")
 for name in inputs:
     flag = "ok" if broken_errors[name] < TOL else "WRONG"
@@ -411,8 +417,12 @@ print("row sums of dscores, broken:", broken_sums)
 fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
 positions = np.arange(len(inputs))
 ax.bar(positions - 0.2, [errors[n] for n in inputs], width=0.4, label="right backward")
-ax.bar(positions + 0.2, [broken_errors[n] for n in inputs], width=0.4,
-       label="softmax backward without its -Σ term")
+ax.bar(
+    positions + 0.2,
+    [broken_errors[n] for n in inputs],
+    width=0.4,
+    label="softmax backward without its -Σ term",
+)
 ax.axhline(TOL, color="black", ls="--", lw=1, label=f"tolerance {TOL:g}")
 ax.set_yscale("log")
 ax.set_xticks(positions, [f"d{n}" for n in inputs])
@@ -455,8 +465,9 @@ def test_sigmoid_pattern_backward(fn):
         G_ = r.standard_normal((T_, T_))  # [T, T]: L = sum(G * pattern)
         got = np.asarray(fn(G_, sigmoid_pattern(scores)))
         assert got.shape == (T_, T_), f"expected shape {(T_, T_)}, got {got.shape}"
-        expected = numerical_grad(lambda s=scores, g=G_: float((g * sigmoid_pattern(s)).sum()),
-                                  scores)
+        expected = numerical_grad(
+            lambda s=scores, g=G_: float((g * sigmoid_pattern(s)).sum()), scores
+        )
         err = rel_error(got, expected)
         assert err < TOL, f"T={T_}: relative error {err:.1e} against finite differences"
 
@@ -482,5 +493,6 @@ def sigmoid_pattern_backward_solution(dpattern, pattern):
     return dpattern * pattern * (1.0 - pattern)  # element-wise: sigma' = sigma (1 - sigma)
 
 
-assert check_exercise("exercise 3, solution", sigmoid_pattern_backward_solution,
-                      test_sigmoid_pattern_backward)
+assert check_exercise(
+    "exercise 3, solution", sigmoid_pattern_backward_solution, test_sigmoid_pattern_backward
+)

@@ -96,8 +96,9 @@ def check_exercise(name, attempt, test):
 # (`deadline=None`: finite differences are slow).
 
 # %%
-QUIET = settings(database=None, derandomize=True, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow])  # shared by every test here
+QUIET = settings(
+    database=None, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)  # shared by every test here
 drawn_shapes = []
 
 
@@ -143,8 +144,9 @@ for x in drawn_arrays[:5]:
 # simplest list of token ids that contains some id twice:
 
 # %%
-repeat = find(st.lists(st.integers(0, data.V - 1)), lambda ids: len(set(ids)) < len(ids),
-              settings=QUIET)
+repeat = find(
+    st.lists(st.integers(0, data.V - 1)), lambda ids: len(set(ids)) < len(ids), settings=QUIET
+)
 print("simplest list with a repeated id:", repeat)
 
 # %% [markdown]
@@ -205,6 +207,7 @@ def gradient_errors(forward, backward, inputs, G):
 # drawn first (batch `B`, length `T`, widths, heads); `st.data()` then lets the body draw
 # arrays whose shapes depend on them. Every example's errors are kept for a figure.
 
+
 # %%
 def values(shape, scale=2.0):
     """A strategy for float64 arrays of the given shape with entries in [-scale, scale]."""
@@ -215,8 +218,14 @@ attention_runs = []  # (T, H, worst relative error) per example
 
 
 @settings(QUIET, max_examples=MAX_EXAMPLES)
-@given(B=st.integers(1, 3), T=st.integers(1, 5), d_model=st.integers(1, 4),
-       H=st.integers(1, 3), d_head=st.integers(1, 3), data_=st.data())
+@given(
+    B=st.integers(1, 3),
+    T=st.integers(1, 5),
+    d_model=st.integers(1, 4),
+    H=st.integers(1, 3),
+    d_head=st.integers(1, 3),
+    data_=st.data(),
+)
 def attention_gradients_match(B, T, d_model, H, d_head, data_):
     inputs = {"x": data_.draw(values((B, T, d_model)))}
     for W in ("W_Q", "W_K", "W_V"):
@@ -231,8 +240,9 @@ def attention_gradients_match(B, T, d_model, H, d_head, data_):
 
 attention_gradients_match()  # runs every example; raises if one fails
 worst = max(err for _, _, err in attention_runs)
-print(f"attention backward: {len(attention_runs)} examples passed, "
-      f"worst relative error {worst:.1e}")
+print(
+    f"attention backward: {len(attention_runs)} examples passed, worst relative error {worst:.1e}"
+)
 
 # %% [markdown]
 # Calling the decorated function *is* running the test: it returned quietly, so the
@@ -246,16 +256,21 @@ print(f"attention backward: {len(attention_runs)} examples passed, "
 # %%
 fig, (ax_shapes, ax_errors) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
 Ts, Hs, errs = (np.array(column) for column in zip(*attention_runs, strict=True))
-counts, _, _, _ = ax_shapes.hist2d(Ts, Hs, bins=[np.arange(0.5, 6), np.arange(0.5, 4)],
-                                   cmap="Blues")  # counts [5, 3]: T by H
+counts, _, _, _ = ax_shapes.hist2d(
+    Ts, Hs, bins=[np.arange(0.5, 6), np.arange(0.5, 4)], cmap="Blues"
+)  # counts [5, 3]: T by H
 for (T_index, H_index), count in np.ndenumerate(counts):
     ax_shapes.text(T_index + 1, H_index + 1, int(count), ha="center", va="center")
-ax_shapes.set(xlabel="T (positions)", ylabel="H (heads)", yticks=[1, 2, 3],
-              title="examples tried per shape")
+ax_shapes.set(
+    xlabel="T (positions)", ylabel="H (heads)", yticks=[1, 2, 3], title="examples tried per shape"
+)
 ax_errors.hist(np.log10(np.maximum(errs, 1e-17)), bins=20)
 ax_errors.axvline(np.log10(TOL), color="black", ls="--", label=f"tolerance {TOL:g}")
-ax_errors.set(xlabel="log10 worst relative error of an example", ylabel="examples",
-              title="attention backward vs finite differences")
+ax_errors.set(
+    xlabel="log10 worst relative error of an example",
+    ylabel="examples",
+    title="attention backward vs finite differences",
+)
 ax_errors.legend()
 save_figure(fig, "04_hypothesis_draws.png")
 
@@ -299,8 +314,10 @@ r = np.random.default_rng(0)
 hand_inputs = {"tokens": hand_tokens, "W_E": r.standard_normal((data.V, 3))}
 hand_G = r.standard_normal((1, 4, 3))  # [B, T, d_model]
 hand_errors = gradient_errors(lookup_forward, lookup_backward_broken, hand_inputs, hand_G)
-print(f"hand-picked check: relative error of dW_E {hand_errors['W_E']:.1e}",
-      "(passes)" if hand_errors["W_E"] < TOL else "(fails)")
+print(
+    f"hand-picked check: relative error of dW_E {hand_errors['W_E']:.1e}",
+    "(passes)" if hand_errors["W_E"] < TOL else "(fails)",
+)
 
 # %% [markdown]
 # It passes: no token repeats in that string. Now the property, for every token array
@@ -312,8 +329,7 @@ def lookup_gradients_match(backward):
     """A hypothesis test: backward is the right gradient of lookup_forward, for all inputs."""
 
     @settings(QUIET, max_examples=MAX_EXAMPLES)
-    @given(B=st.integers(1, 3), T=st.integers(1, 5), d_model=st.integers(1, 3),
-           data_=st.data())
+    @given(B=st.integers(1, 3), T=st.integers(1, 5), d_model=st.integers(1, 3), data_=st.data())
     def test(B, T, d_model, data_):
         tokens = data_.draw(hnp.arrays(np.int64, (B, T), elements=st.integers(0, data.V - 1)))
         inputs = {"tokens": tokens, "W_E": data_.draw(values((data.V, d_model)))}

@@ -52,8 +52,11 @@ QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
 IN_NOTEBOOK = "ipykernel" in sys.modules
 
 # the sizes of every run in this tutorial: (quick mode for CI, the real thing)
-SETTINGS = dict(batch_size=32, max_len=12, n_eval=256) if QUICK else \
-    dict(batch_size=256, max_len=32, n_eval=2048)
+SETTINGS = (
+    dict(batch_size=32, max_len=12, n_eval=256)
+    if QUICK
+    else dict(batch_size=256, max_len=32, n_eval=2048)
+)
 STEPS, ENSEMBLE_STEPS, EVAL_EVERY = (30, 20, 10) if QUICK else (400, 300, 25)
 SEEDS = [0, 1, 2, 3]
 print(f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {STEPS} steps, {SETTINGS}")
@@ -128,13 +131,16 @@ print(f"loss on this batch: before {loss:.4f}, after one step {loss_after:.4f}")
 
 # %%
 started = time.perf_counter()
-params, history = mc.train(config, steps=STEPS, seed=0, device=DEVICE, eval_every=EVAL_EVERY,
-                           progress=True, **SETTINGS)
+params, history = mc.train(
+    config, steps=STEPS, seed=0, device=DEVICE, eval_every=EVAL_EVERY, progress=True, **SETTINGS
+)
 single_seconds = time.perf_counter() - started
 final = history["eval"][-1]
 print(f"trained {STEPS} steps on {DEVICE} in {single_seconds:.1f} s")
-print(f"final: l-acc {final['l_acc']:.4f}  s-acc {final['s_acc']:.4f}  "
-      f"AUC {final['roc_auc']:.4f}  loss {final['loss']:.5f}")
+print(
+    f"final: l-acc {final['l_acc']:.4f}  s-acc {final['s_acc']:.4f}  "
+    f"AUC {final['roc_auc']:.4f}  loss {final['loss']:.5f}"
+)
 print("parameters came back as", type(params["embed.W_E"]).__module__, "arrays")
 
 # %% [markdown]
@@ -150,8 +156,12 @@ ax_loss.set(yscale="log", xlabel="step", ylabel="BCE loss", title="loss")
 ax_loss.legend()
 for key, label in (("roc_auc", "ROC AUC"), ("l_acc", "l-acc"), ("s_acc", "s-acc")):
     ax_metrics.plot(eval_steps, [e[key] for e in evals], marker=".", label=label)
-ax_metrics.set(xlabel="step", ylabel="held-out metric", ylim=(0, 1.02),
-               title="the EOS decision on held-out strings")
+ax_metrics.set(
+    xlabel="step",
+    ylabel="held-out metric",
+    ylim=(0, 1.02),
+    title="the EOS decision on held-out strings",
+)
 ax_metrics.legend(loc="lower right")
 save_figure(fig, "05_training_curves.png")
 
@@ -175,11 +185,13 @@ save_figure(fig, "05_training_curves.png")
 
 # %%
 eval_tokens, eval_targets, eval_mask = data.eval_set(
-    data.DataConfig(max_len=SETTINGS["max_len"], n_eval=SETTINGS["n_eval"]))
+    data.DataConfig(max_len=SETTINGS["max_len"], n_eval=SETTINGS["n_eval"])
+)
 eval_logits = mc.forward(params, eval_tokens, config)  # [N, T, V] on the host
 symbols = eval_tokens < 3  # [N, T]
-lead = np.cumsum((eval_tokens == data.ONE) & symbols, axis=1) - \
-    np.cumsum((eval_tokens == data.ZERO) & symbols, axis=1)  # [N, T]: n1 - n0
+lead = np.cumsum((eval_tokens == data.ONE) & symbols, axis=1) - np.cumsum(
+    (eval_tokens == data.ZERO) & symbols, axis=1
+)  # [N, T]: n1 - n0
 average = lead / np.arange(1, eval_tokens.shape[1] + 1)  # [N, T]: (n1 - n0) / (t + 1)
 eos_logit = eval_logits[..., data.EOS][eval_mask]  # [real positions]
 label = eval_targets[..., data.EOS][eval_mask] > 0.5  # [real positions]
@@ -188,15 +200,23 @@ for ax, feature, name in ((axes[0], lead, "n1 - n0"), (axes[1], average, "(n1 - 
     x_values = feature[eval_mask]
     for positive, colour in ((False, "tab:red"), (True, "tab:green")):
         chosen = label == positive
-        ax.scatter(x_values[chosen], eos_logit[chosen], s=3, alpha=0.3, color=colour,
-                   label=f"y = {int(positive)}")
+        ax.scatter(
+            x_values[chosen],
+            eos_logit[chosen],
+            s=3,
+            alpha=0.3,
+            color=colour,
+            label=f"y = {int(positive)}",
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set(xlabel=name, title=f"EOS logit against {name}")
 axes[0].set_ylabel("EOS logit of the trained model")
 axes[0].legend(markerscale=4)
 save_figure(fig, "05_eos_logit_vs_count.png")
-print("correlation of the EOS logit with (n1 - n0)/(t + 1):",
-      f"{np.corrcoef(average[eval_mask], eos_logit)[0, 1]:.3f}")
+print(
+    "correlation of the EOS logit with (n1 - n0)/(t + 1):",
+    f"{np.corrcoef(average[eval_mask], eos_logit)[0, 1]:.3f}",
+)
 
 # %% [markdown]
 # In the full run the two colours separate at zero on both axes: green (EOS allowed)
@@ -247,12 +267,15 @@ loaded, loaded_config = mc.load(path)
 print("saved to", path, "- config survives the round trip:", loaded_config == config)
 again = mc.evaluate(loaded, eval_tokens, eval_targets, eval_mask, loaded_config)
 assert again["s_acc"] == final["s_acc"] and again["l_acc"] == final["l_acc"]
-longer = data.eval_set(data.DataConfig(max_len=SETTINGS["max_len"], n_eval=SETTINGS["n_eval"]),
-                       long=True)
+longer = data.eval_set(
+    data.DataConfig(max_len=SETTINGS["max_len"], n_eval=SETTINGS["n_eval"]), long=True
+)
 long_metrics = mc.evaluate(loaded, *longer, loaded_config)
-print(f"lengths {SETTINGS['max_len'] + 1}..{2 * SETTINGS['max_len']}: "
-      f"l-acc {long_metrics['l_acc']:.4f}  s-acc {long_metrics['s_acc']:.4f}  "
-      f"AUC {long_metrics['roc_auc']:.4f}")
+print(
+    f"lengths {SETTINGS['max_len'] + 1}..{2 * SETTINGS['max_len']}: "
+    f"l-acc {long_metrics['l_acc']:.4f}  s-acc {long_metrics['s_acc']:.4f}  "
+    f"AUC {long_metrics['roc_auc']:.4f}"
+)
 
 # %% [markdown]
 # The hand-built head of tutorial 1 was exact at every length. A trained model need not
@@ -272,13 +295,22 @@ print(f"lengths {SETTINGS['max_len'] + 1}..{2 * SETTINGS['max_len']}: "
 
 # %%
 started = time.perf_counter()
-ensemble, ensemble_history = mc.train(config, steps=ENSEMBLE_STEPS, seed=SEEDS, device=DEVICE,
-                                      eval_every=EVAL_EVERY, progress=True, **SETTINGS)
+ensemble, ensemble_history = mc.train(
+    config,
+    steps=ENSEMBLE_STEPS,
+    seed=SEEDS,
+    device=DEVICE,
+    eval_every=EVAL_EVERY,
+    progress=True,
+    **SETTINGS,
+)
 ensemble_seconds = time.perf_counter() - started
 print({name: array.shape for name, array in ensemble.items()})
-print(f"{len(SEEDS)} models x {ENSEMBLE_STEPS} steps in {ensemble_seconds:.1f} s "
-      f"({1000 * ensemble_seconds / (len(SEEDS) * ENSEMBLE_STEPS):.1f} ms per model-step; "
-      f"the single run took {1000 * single_seconds / STEPS:.1f} ms per step)")
+print(
+    f"{len(SEEDS)} models x {ENSEMBLE_STEPS} steps in {ensemble_seconds:.1f} s "
+    f"({1000 * ensemble_seconds / (len(SEEDS) * ENSEMBLE_STEPS):.1f} ms per model-step; "
+    f"the single run took {1000 * single_seconds / STEPS:.1f} ms per step)"
+)
 first_losses = np.array(ensemble_history["loss"][:3])  # [3 steps, M]
 print("first three training losses, seed 0 alone:   ", np.round(history["loss"][:3], 6))
 print("first three training losses, member 0 of the ensemble:", np.round(first_losses[:, 0], 6))
@@ -296,8 +328,9 @@ ensemble_steps = [e["step"] for e in ensemble_evals]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
 for i, seed in enumerate(SEEDS):
     colour = f"C{i}"
-    axes[0].plot(ensemble_history["step"], member_loss[:, i], lw=0.8, color=colour,
-                 label=f"seed {seed}")
+    axes[0].plot(
+        ensemble_history["step"], member_loss[:, i], lw=0.8, color=colour, label=f"seed {seed}"
+    )
     for ax, key in ((axes[1], "l_acc"), (axes[2], "s_acc")):
         ax.plot(ensemble_steps, [e[key][i] for e in ensemble_evals], marker=".", color=colour)
 axes[0].set(yscale="log", xlabel="step", ylabel="training loss", title="loss per member")
@@ -307,8 +340,10 @@ axes[2].set(xlabel="step", ylabel="s-acc", ylim=(0, 1.02), title="s-acc per memb
 save_figure(fig, "05_ensemble_curves.png")
 last = ensemble_evals[-1]
 for i, seed in enumerate(SEEDS):
-    print(f"seed {seed}: l-acc {last['l_acc'][i]:.4f}  s-acc {last['s_acc'][i]:.4f}  "
-          f"AUC {last['roc_auc'][i]:.4f}")
+    print(
+        f"seed {seed}: l-acc {last['l_acc'][i]:.4f}  s-acc {last['s_acc'][i]:.4f}  "
+        f"AUC {last['roc_auc'][i]:.4f}"
+    )
 
 # %% [markdown]
 # What to look at: the members learn at visibly different speeds, although they differ

@@ -70,8 +70,10 @@ STEPS = 30 if QUICK else 400
 N_EVAL = 64 if QUICK else 1024  # held-out strings that every instrument is run on
 SEEDS = [0, 1, 2]
 EXAMPLE = "1020120121102211"[: SETTINGS["max_len"]]  # the string drawn in the figures
-print(f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {len(SEEDS)} seeds x "
-      f"{STEPS} steps, {SETTINGS}, {N_EVAL} held-out strings")
+print(
+    f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {len(SEEDS)} seeds x "
+    f"{STEPS} steps, {SETTINGS}, {N_EVAL} held-out strings"
+)
 
 
 def save_figure(fig, name):
@@ -112,21 +114,30 @@ def check_exercise(name, attempt, test):
 config = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one attention-only layer, NoPE
 H = config.n_heads
 started = time.perf_counter()
-ensemble, history = mc.train(config, steps=STEPS, seed=SEEDS, device=DEVICE,
-                             eval_every=max(1, STEPS // 4), n_eval=min(N_EVAL, 512),
-                             progress=True, **SETTINGS)
-print(f"trained {len(SEEDS)} models x {STEPS} steps on {DEVICE} in "
-      f"{time.perf_counter() - started:.1f} s")
+ensemble, history = mc.train(
+    config,
+    steps=STEPS,
+    seed=SEEDS,
+    device=DEVICE,
+    eval_every=max(1, STEPS // 4),
+    n_eval=min(N_EVAL, 512),
+    progress=True,
+    **SETTINGS,
+)
+print(
+    f"trained {len(SEEDS)} models x {STEPS} steps on {DEVICE} in "
+    f"{time.perf_counter() - started:.1f} s"
+)
 hosts = [{k: v[i] for k, v in ensemble.items()} for i in range(len(SEEDS))]  # NumPy, one each
 members = [to_device(host, DEVICE) for host in hosts]  # the same models on DEVICE
-tokens, targets, mask = data.eval_set(data.DataConfig(max_len=SETTINGS["max_len"],
-                                                      n_eval=N_EVAL))  # [N, T], [N, T, V], [N, T]
+tokens, targets, mask = data.eval_set(
+    data.DataConfig(max_len=SETTINGS["max_len"], n_eval=N_EVAL)
+)  # [N, T], [N, T, V], [N, T]
 tokens_d = to_device(tokens, DEVICE)  # [N, T]
 labels = targets[..., data.EOS] > 0.5  # [N, T] y_t
 for seed, member in zip(SEEDS, members, strict=True):
     m = mc.evaluate(member, tokens, targets, mask, config)  # moves the batch to the model
-    print(f"seed {seed}: l-acc {m['l_acc']:.4f}  s-acc {m['s_acc']:.4f}  "
-          f"AUC {m['roc_auc']:.4f}")
+    print(f"seed {seed}: l-acc {m['l_acc']:.4f}  s-acc {m['s_acc']:.4f}  AUC {m['roc_auc']:.4f}")
 model = members[0]  # the model we look at closely; the others come in for comparison
 
 # %% [markdown]
@@ -190,8 +201,11 @@ for t in x:  # green background where EOS is allowed
     ax.axvspan(t - 0.5, t + 0.5, color="tab:green" if example_y[t] else "tab:red", alpha=0.07)
 ax.axhline(0, color="black", lw=0.8)
 ax.set_xticks(x, example_labels)
-ax.set(xlabel="token just read", ylabel="contribution to the EOS logit",
-       title=f"seed {SEEDS[0]}: the EOS logit split by head (green: EOS allowed, red: not)")
+ax.set(
+    xlabel="token just read",
+    ylabel="contribution to the EOS logit",
+    title=f"seed {SEEDS[0]}: the EOS logit split by head (green: EOS allowed, red: not)",
+)
 ax.legend(ncol=H + 2, fontsize=8, loc="upper left")
 save_figure(fig, "06_logit_attribution.png")
 
@@ -223,11 +237,19 @@ fig.colorbar(image, ax=axes, fraction=0.02, label="attention weight")
 fig.suptitle(f"seed {SEEDS[0]}: attention patterns on '{EXAMPLE}'")
 save_figure(fig, "06_attention_patterns.png")
 for h in range(H):
-    on = {name: pattern[h][:, example[0] == token].sum(axis=1).mean()
-          for name, token in (("BOS", data.BOS), ("1s", data.ONE), ("0s", data.ZERO),
-                              ("2s", data.TWO))}
-    print(f"head {h}: mean weight over the queries on " +
-          ", ".join(f"{k} {v:.2f}" for k, v in on.items()))
+    on = {
+        name: pattern[h][:, example[0] == token].sum(axis=1).mean()
+        for name, token in (
+            ("BOS", data.BOS),
+            ("1s", data.ONE),
+            ("0s", data.ZERO),
+            ("2s", data.TWO),
+        )
+    }
+    print(
+        f"head {h}: mean weight over the queries on "
+        + ", ".join(f"{k} {v:.2f}" for k, v in on.items())
+    )
 
 # %% [markdown]
 # What to look at, column by column: a head that counts the way tutorial 1's hand-built
@@ -255,8 +277,10 @@ for h in range(H):
 for h in range(H):
     keep = [g == h for g in range(H)]
     only_h = to_numpy(analysis.ablated_logits(model, tokens_d, config, keep))[..., data.EOS]
-    print(f"head {h} alone: max |hooked forward - (offset + c_{h})| = "
-          f"{np.abs(only_h - (offset + c[h]))[mask].max():.2e}")
+    print(
+        f"head {h} alone: max |hooked forward - (offset + c_{h})| = "
+        f"{np.abs(only_h - (offset + c[h]))[mask].max():.2e}"
+    )
 
 # %% [markdown]
 # `analysis.ablation_study` runs every variant in both modes: keep only one head, leave
@@ -275,22 +299,33 @@ print("l-acc / s-acc       keep only head h          leave head h out")
 print("head          zero         mean         zero         mean")
 for h in range(H):
     rest = [g for g in range(H) if g != h]
-    cells = [ablation_row(mode, kind, kept) for kind, kept in (("only", [h]), ("leave_out", rest))
-             for mode in ("zero", "mean")]
+    cells = [
+        ablation_row(mode, kind, kept)
+        for kind, kept in (("only", [h]), ("leave_out", rest))
+        for mode in ("zero", "mean")
+    ]
     print(f"{h:4}   " + "   ".join(f"{r['l_acc']:.3f}/{r['s_acc']:.3f}" for r in cells))
 print("\nthe best subset of each size (l-acc; zero ablation of the heads left out):")
 for size in range(H + 1):
-    best = max((r for r in ablation["zero"] if r["kind"] == "subset" and len(r["kept"]) == size),
-               key=lambda r: r["l_acc"])
+    best = max(
+        (r for r in ablation["zero"] if r["kind"] == "subset" and len(r["kept"]) == size),
+        key=lambda r: r["l_acc"],
+    )
     print(f"  {size} head(s): {best['l_acc']:.4f}  keeping {best['kept']}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained", sharey=True)
 full = ablation_row("zero", "subset", range(H))["l_acc"]
-for ax, kind, title in ((axes[0], "only", "keep only head h"),
-                        (axes[1], "leave_out", "leave head h out")):
+for ax, kind, title in (
+    (axes[0], "only", "keep only head h"),
+    (axes[1], "leave_out", "leave head h out"),
+):
     for k, mode in enumerate(("zero", "mean")):
-        values = [ablation_row(mode, kind, [h] if kind == "only" else
-                               [g for g in range(H) if g != h])["l_acc"] for h in range(H)]
+        values = [
+            ablation_row(mode, kind, [h] if kind == "only" else [g for g in range(H) if g != h])[
+                "l_acc"
+            ]
+            for h in range(H)
+        ]
         ax.bar(np.arange(H) + (k - 0.5) * 0.38, values, 0.38, label=f"{mode} ablation")
     ax.axhline(full, color="black", lw=0.8, ls="--", label="all heads")
     ax.set_xticks(range(H), [f"head {h}" for h in range(H)])
@@ -333,9 +368,11 @@ save_figure(fig, "06_ablation.png")
 semantics = [analysis.head_semantics(m, tokens_d, targets, mask, config) for m in members]
 print(f"seed {SEEDS[0]}: head   AUC of c_h   alone: l-acc / s-acc   x{H}: l-acc / s-acc")
 for row in semantics[0]:
-    print(f"{row['head']:12}   {row['auc_alone']:10.4f}   {row['solo']['l_acc']:13.4f} / "
-          f"{row['solo']['s_acc']:.4f}   {row['scaled']['l_acc']:10.4f} / "
-          f"{row['scaled']['s_acc']:.4f}")
+    print(
+        f"{row['head']:12}   {row['auc_alone']:10.4f}   {row['solo']['l_acc']:13.4f} / "
+        f"{row['solo']['s_acc']:.4f}   {row['scaled']['l_acc']:10.4f} / "
+        f"{row['scaled']['s_acc']:.4f}"
+    )
 print("\nthe AUC of every head, every seed:")
 for seed, rows in zip(SEEDS, semantics, strict=True):
     print(f"  seed {seed}: " + "  ".join(f"h{r['head']} {r['auc_alone']:.3f}" for r in rows))
@@ -349,8 +386,13 @@ for h, row in enumerate(semantics[0]):
     ):
         bins = np.linspace(values[real].min(), values[real].max() + 1e-6, 40)
         for positive, colour in ((False, "tab:red"), (True, "tab:green")):
-            ax.hist(values[real & (labels == positive)], bins=bins, color=colour, alpha=0.55,
-                    label=f"y = {int(positive)}")
+            ax.hist(
+                values[real & (labels == positive)],
+                bins=bins,
+                color=colour,
+                alpha=0.55,
+                label=f"y = {int(positive)}",
+            )
         ax.set_title(title, fontsize=8)
         ax.set_yticks([])
     axes[1, h].axvline(0, color="black", lw=0.8)
@@ -390,22 +432,32 @@ save_figure(fig, "06_semantics_syntax.png")
 # Non-uniform aggregation shows as uniform < fitted ≈ trained.
 
 # %%
-aggregations = [analysis.aggregation_weights(m, tokens_d, targets, mask, config)
-                for m in members]
+aggregations = [analysis.aggregation_weights(m, tokens_d, targets, mask, config) for m in members]
 for seed, agg in zip(SEEDS, aggregations, strict=True):
     fitted_alpha = agg["alpha_fitted"] or [float("nan")] * H
-    print(f"seed {seed}: alpha fitted  " + " ".join(f"{a:+.3f}" for a in fitted_alpha) +
-          f"   (uniform {1 / H:.3f} each; effective heads {agg['n_eff_fitted']:.2f})")
+    print(
+        f"seed {seed}: alpha fitted  "
+        + " ".join(f"{a:+.3f}" for a in fitted_alpha)
+        + f"   (uniform {1 / H:.3f} each; effective heads {agg['n_eff_fitted']:.2f})"
+    )
     print("        alpha trained " + " ".join(f"{a:+.3f}" for a in agg["alpha_trained"]))
-    print("        l-acc / s-acc: " + "   ".join(
-        f"{kind} {agg[kind]['l_acc']:.4f} / {agg[kind]['s_acc']:.4f}"
-        for kind in ("uniform", "fitted", "trained")))
+    print(
+        "        l-acc / s-acc: "
+        + "   ".join(
+            f"{kind} {agg[kind]['l_acc']:.4f} / {agg[kind]['s_acc']:.4f}"
+            for kind in ("uniform", "fitted", "trained")
+        )
+    )
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained")
 width = 0.8 / len(SEEDS)
 for i, (seed, agg) in enumerate(zip(SEEDS, aggregations, strict=True)):
-    axes[0].bar(np.arange(H) + (i - 1) * width, agg["alpha_fitted"] or [np.nan] * H, width,
-                label=f"seed {seed}")
+    axes[0].bar(
+        np.arange(H) + (i - 1) * width,
+        agg["alpha_fitted"] or [np.nan] * H,
+        width,
+        label=f"seed {seed}",
+    )
     for ax, key in ((axes[1], "l_acc"), (axes[2], "s_acc")):
         values = [agg[kind][key] for kind in ("uniform", "fitted", "trained")]
         ax.bar(np.arange(3) + (i - 1) * width, values, width, label=f"seed {seed}")
@@ -458,8 +510,9 @@ def test_uniform_l_acc(fn):
         c_m, offset_m = to_numpy(analysis.eos_contributions(member, tokens_d, config))
         got = float(fn(c_m, offset_m, targets, mask))
         expected = agg["uniform"]["l_acc"]
-        assert abs(got - expected) < 1e-3, f"seed {seed}: got {got:.5f}, the library says " \
-            f"{expected:.5f}"
+        assert abs(got - expected) < 1e-3, (
+            f"seed {seed}: got {got:.5f}, the library says {expected:.5f}"
+        )
 
 
 check_exercise("exercise 6a", uniform_l_acc, test_uniform_l_acc)
@@ -488,13 +541,20 @@ stats = [analysis.attention_stats(m, tokens_d, mask, config) for m in members]
 print(f"seed {SEEDS[0]} (per query token 0 / 1 / 2):")
 for h in range(H):
     per = stats[0]["per_query"]
-    print(f"  head {h}: w_01 " + " ".join(f"{v:9.3g}" for v in per["w_01"][h]) +
-          "   w_02 " + " ".join(f"{v:9.3g}" for v in per["w_02"][h]) +
-          "   BOS " + " ".join(f"{v:5.2f}" for v in per["bos_weight"][h]))
+    print(
+        f"  head {h}: w_01 "
+        + " ".join(f"{v:9.3g}" for v in per["w_01"][h])
+        + "   w_02 "
+        + " ".join(f"{v:9.3g}" for v in per["w_02"][h])
+        + "   BOS "
+        + " ".join(f"{v:5.2f}" for v in per["bos_weight"][h])
+    )
 exact = np.array(stats[0]["per_query"]["w_01"])  # [H, 3] from the score table
 measured = np.array(stats[0]["measured"]["w_01"])  # [H, 3] from the patterns
-print("largest relative difference, exact vs measured w_01:",
-      f"{np.nanmax(np.abs(measured / exact - 1)):.1e}")
+print(
+    "largest relative difference, exact vs measured w_01:",
+    f"{np.nanmax(np.abs(measured / exact - 1)):.1e}",
+)
 
 # %% [markdown]
 # The two agree to rounding: with NoPE the table is the whole story. Now every head of
@@ -504,37 +564,59 @@ print("largest relative difference, exact vs measured w_01:",
 # ($0.8 \le w_{01} \le 1.25$, $w_{02} < 0.2$; with AUC ≥ 0.9 as well).
 
 # %%
-fig, (ax, ax_bos) = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained",
-                                 gridspec_kw=dict(width_ratios=(3, 2)))
+fig, (ax, ax_bos) = plt.subplots(
+    1, 2, figsize=(13, 4.6), layout="constrained", gridspec_kw=dict(width_ratios=(3, 2))
+)
 for i, seed in enumerate(SEEDS):
     w01 = np.clip(np.log10(stats[i]["w_01"]), -4, 4)  # [H]
     w02 = np.clip(np.log10(stats[i]["w_02"]), -4, 4)  # [H]
     auc = [row["auc_alone"] for row in semantics[i]]
     alpha = np.nan_to_num(aggregations[i]["alpha_fitted"] or [0.0] * H)
-    points = ax.scatter(w01, w02, c=auc, cmap="viridis", vmin=0.5, vmax=1, marker="os^"[i],
-                        s=30 + 400 * np.clip(alpha, 0, 1), edgecolors="black",
-                        label=f"seed {seed}")
+    points = ax.scatter(
+        w01,
+        w02,
+        c=auc,
+        cmap="viridis",
+        vmin=0.5,
+        vmax=1,
+        marker="os^"[i],
+        s=30 + 400 * np.clip(alpha, 0, 1),
+        edgecolors="black",
+        label=f"seed {seed}",
+    )
     for h in range(H):
-        ax.annotate(f"s{seed}h{h}", (w01[h], w02[h]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
-    ax_bos.bar(np.arange(H) + (i - 1) * 0.27, stats[i]["bos_weight"], 0.27,
-               label=f"seed {seed}")
-ax.add_patch(plt.Rectangle((np.log10(BALANCED_W01[0]), -4),
-                           np.log10(BALANCED_W01[1] / BALANCED_W01[0]),
-                           np.log10(SUPPRESSED_W02) + 4, color="tab:green", alpha=0.12))
+        ax.annotate(
+            f"s{seed}h{h}", (w01[h], w02[h]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
+    ax_bos.bar(np.arange(H) + (i - 1) * 0.27, stats[i]["bos_weight"], 0.27, label=f"seed {seed}")
+ax.add_patch(
+    plt.Rectangle(
+        (np.log10(BALANCED_W01[0]), -4),
+        np.log10(BALANCED_W01[1] / BALANCED_W01[0]),
+        np.log10(SUPPRESSED_W02) + 4,
+        color="tab:green",
+        alpha=0.12,
+    )
+)
 ax.axvline(0, color="black", lw=0.6)
-ax.set(xlabel="log10 w_01  (0: 1s and 0s weighed alike)",
-       ylabel="log10 w_02  (below 0: 2s suppressed)",
-       title="every head: balance and suppression (size: fitted weight)")
+ax.set(
+    xlabel="log10 w_01  (0: 1s and 0s weighed alike)",
+    ylabel="log10 w_02  (below 0: 2s suppressed)",
+    title="every head: balance and suppression (size: fitted weight)",
+)
 ax.legend(fontsize=8, loc="upper left")
 fig.colorbar(points, ax=ax, label="AUC of c_h alone")
 ax_bos.set_xticks(range(H), [f"head {h}" for h in range(H)])
 ax_bos.set(title="mean attention weight on BOS", ylim=(0, 1))
 ax_bos.legend(fontsize=8)
 save_figure(fig, "06_attention_stats.png")
-in_box = [f"s{seed}h{h}" for i, seed in enumerate(SEEDS) for h in range(H)
-          if BALANCED_W01[0] <= stats[i]["w_01"][h] <= BALANCED_W01[1]
-          and stats[i]["w_02"][h] < SUPPRESSED_W02]
+in_box = [
+    f"s{seed}h{h}"
+    for i, seed in enumerate(SEEDS)
+    for h in range(H)
+    if BALANCED_W01[0] <= stats[i]["w_01"][h] <= BALANCED_W01[1]
+    and stats[i]["w_02"][h] < SUPPRESSED_W02
+]
 print("heads in the green box (seed s, head h):", ", ".join(in_box) or "none")
 
 # %% [markdown]
@@ -601,15 +683,18 @@ for edited in (False, True):
     hooks = {"blocks.0.attn.hook_pattern": record("pattern")}
     if edited:
         hooks["blocks.0.attn.hook_attn_scores"] = analysis.force_weight_hook(
-            example_d, top, data.ZERO, data.ONE, 1.0)
+            example_d, top, data.ZERO, data.ONE, 1.0
+        )
     eos_logit = to_numpy(mc.forward(model, example_d, config, hooks=hooks))[0, :, data.EOS]
     last = seen["pattern"][0, top, -1]  # [T] the last query's row of head `top`
     per_one = last[example[0] == data.ONE].mean()
     per_zero = last[example[0] == data.ZERO].mean()
-    print(f"head {top}, {'w_01 forced to 1' if edited else 'as trained':16}: per 1-key "
-          f"{per_one:.4f}, per 0-key {per_zero:.4f}, ratio {per_one / per_zero:8.3f};  "
-          f"EOS decisions right: {int(((eos_logit > 0) == (example_y > 0.5)).sum())} "
-          f"of {len(eos_logit)}")
+    print(
+        f"head {top}, {'w_01 forced to 1' if edited else 'as trained':16}: per 1-key "
+        f"{per_one:.4f}, per 0-key {per_zero:.4f}, ratio {per_one / per_zero:8.3f};  "
+        f"EOS decisions right: {int(((eos_logit > 0) == (example_y > 0.5)).sum())} "
+        f"of {len(eos_logit)}"
+    )
 
 # %% [markdown]
 # `analysis.intervention_study` runs the whole list on the held-out strings and reports
@@ -622,19 +707,22 @@ for edited in (False, True):
 #   value vector over heads.
 
 # %%
-interventions = [analysis.intervention_study(m, tokens_d, targets, mask, config)
-                 for m in members]
+interventions = [analysis.intervention_study(m, tokens_d, targets, mask, config) for m in members]
 print(f"seed {SEEDS[0]}:  intervention          heads      l-acc   change   s-acc   change")
 for r in interventions[0]:
-    print(f"   {r['name']:20} {str(r['heads']):12} {r['l_acc']:.4f}  {r['delta']['l_acc']:+.4f}  "
-          f"{r['s_acc']:.4f}  {r['delta']['s_acc']:+.4f}")
+    print(
+        f"   {r['name']:20} {str(r['heads']):12} {r['l_acc']:.4f}  {r['delta']['l_acc']:+.4f}  "
+        f"{r['s_acc']:.4f}  {r['delta']['s_acc']:+.4f}"
+    )
 
-fig, axes = plt.subplots(1, len(SEEDS), figsize=(13, 5), layout="constrained", sharex=True,
-                         sharey=True)
+fig, axes = plt.subplots(
+    1, len(SEEDS), figsize=(13, 5), layout="constrained", sharex=True, sharey=True
+)
 lowest = min(-0.05, *(r["delta"]["l_acc"] for rows in interventions for r in rows))
 highest = max(0.05, *(r["delta"]["l_acc"] for rows in interventions for r in rows))
-names = [f"{r['name']} {r['heads']}" if len(r["heads"]) < H else r["name"]
-         for r in interventions[0][1:]]
+names = [
+    f"{r['name']} {r['heads']}" if len(r["heads"]) < H else r["name"] for r in interventions[0][1:]
+]
 for ax, seed, rows in zip(axes, SEEDS, interventions, strict=True):
     deltas = [r["delta"]["l_acc"] for r in rows[1:]]
     ax.barh(range(len(deltas)), deltas, color=["tab:red" if d < 0 else "tab:blue" for d in deltas])
@@ -671,36 +759,52 @@ save_figure(fig, "06_interventions.png")
 # **counting head** if it is also balanced and suppresses the 2s.
 
 # %%
-print("seed  l-acc  semantic  counting  top alpha  eff. heads  uniform/fitted/trained l-acc  "
-      f"best alone  best x{H}  mean values")
+print(
+    "seed  l-acc  semantic  counting  top alpha  eff. heads  uniform/fitted/trained l-acc  "
+    f"best alone  best x{H}  mean values"
+)
 summaries = []
 for i, seed in enumerate(SEEDS):
     agg, sem, stat = aggregations[i], semantics[i], stats[i]
     auc = [r["auc_alone"] for r in sem]
     semantic = sum(a >= SEMANTIC_AUC for a in auc)
-    counting = sum(a >= SEMANTIC_AUC and BALANCED_W01[0] <= w01 <= BALANCED_W01[1]
-                   and w02 < SUPPRESSED_W02
-                   for a, w01, w02 in zip(auc, stat["w_01"], stat["w_02"], strict=True))
+    counting = sum(
+        a >= SEMANTIC_AUC and BALANCED_W01[0] <= w01 <= BALANCED_W01[1] and w02 < SUPPRESSED_W02
+        for a, w01, w02 in zip(auc, stat["w_01"], stat["w_02"], strict=True)
+    )
     alpha = np.nan_to_num(agg["alpha_fitted"] or [0.0] * H)
-    row = dict(seed=seed, l_acc=agg["trained"]["l_acc"], semantic=semantic, counting=counting,
-               top_alpha=alpha.max(), top_head=int(alpha.argmax()), n_eff=agg["n_eff_fitted"],
-               uniform=agg["uniform"]["l_acc"], fitted=agg["fitted"]["l_acc"],
-               best_solo=max(r["solo"]["l_acc"] for r in sem),
-               best_scaled=max(r["scaled"]["l_acc"] for r in sem),
-               mean_values=next(r["delta"]["l_acc"] for r in interventions[i]
-                                if r["name"] == "mean_values"))
+    row = dict(
+        seed=seed,
+        l_acc=agg["trained"]["l_acc"],
+        semantic=semantic,
+        counting=counting,
+        top_alpha=alpha.max(),
+        top_head=int(alpha.argmax()),
+        n_eff=agg["n_eff_fitted"],
+        uniform=agg["uniform"]["l_acc"],
+        fitted=agg["fitted"]["l_acc"],
+        best_solo=max(r["solo"]["l_acc"] for r in sem),
+        best_scaled=max(r["scaled"]["l_acc"] for r in sem),
+        mean_values=next(
+            r["delta"]["l_acc"] for r in interventions[i] if r["name"] == "mean_values"
+        ),
+    )
     summaries.append(row)
-    print(f"{seed:4}  {row['l_acc']:.3f}  {semantic:8}  {counting:8}  {row['top_alpha']:9.2f}  "
-          f"{row['n_eff']:10.2f}  {row['uniform']:.3f} / {row['fitted']:.3f} / "
-          f"{row['l_acc']:.3f}   {row['best_solo']:10.3f}  {row['best_scaled']:7.3f}  "
-          f"{row['mean_values']:+11.3f}")
+    print(
+        f"{seed:4}  {row['l_acc']:.3f}  {semantic:8}  {counting:8}  {row['top_alpha']:9.2f}  "
+        f"{row['n_eff']:10.2f}  {row['uniform']:.3f} / {row['fitted']:.3f} / "
+        f"{row['l_acc']:.3f}   {row['best_solo']:10.3f}  {row['best_scaled']:7.3f}  "
+        f"{row['mean_values']:+11.3f}"
+    )
 print()
 for row in summaries:
-    print(f"seed {row['seed']}: {row['semantic']} of {H} heads separate the classes alone; "
-          f"head {row['top_head']} has {row['top_alpha']:.0%} of the fitted weight; the best "
-          f"single head, scaled x{H}, reaches l-acc {row['best_scaled']:.3f}; a uniform vote "
-          f"loses {100 * (row['fitted'] - row['uniform']):.1f} points of l-acc against the "
-          f"fitted weights.")
+    print(
+        f"seed {row['seed']}: {row['semantic']} of {H} heads separate the classes alone; "
+        f"head {row['top_head']} has {row['top_alpha']:.0%} of the fitted weight; the best "
+        f"single head, scaled x{H}, reaches l-acc {row['best_scaled']:.3f}; a uniform vote "
+        f"loses {100 * (row['fitted'] - row['uniform']):.1f} points of l-acc against the "
+        f"fitted weights."
+    )
 
 # %% [markdown]
 # How to turn these numbers into an answer, seed by seed:

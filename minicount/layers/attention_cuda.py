@@ -156,8 +156,10 @@ def _kernels(real: str, d_head: int):
     exp, log = ("expf", "logf") if real == "float" else ("exp", "log")
     defines = f"#define REAL {real}\n#define EXP {exp}\n#define LOG {log}\n#define D {d_head}\n"
     module = cupy.RawModule(code=defines + _SOURCE)
-    return (module.get_function("causal_attention_forward"),
-            module.get_function("causal_attention_backward"))
+    return (
+        module.get_function("causal_attention_forward"),
+        module.get_function("causal_attention_backward"),
+    )
 
 
 def _launch_shape(N: int, T: int):
@@ -179,8 +181,12 @@ def core_forward(q, k, v, scale: float):
     lse = cupy.empty(q.shape[:-1], dtype=q.dtype)
     forward, _ = _kernels(_real(q.dtype), d_head)
     grid, block = _launch_shape(N, T)
-    forward(grid, block, (q, k, v, z, lse, np.int32(T), q.dtype.type(scale)),
-            shared_mem=2 * T * d_head * q.dtype.itemsize)
+    forward(
+        grid,
+        block,
+        (q, k, v, z, lse, np.int32(T), q.dtype.type(scale)),
+        shared_mem=2 * T * d_head * q.dtype.itemsize,
+    )
     return z, lse
 
 
@@ -193,8 +199,12 @@ def core_backward(q, k, v, z, lse, dz, scale: float):
     dq, dk, dv = cupy.empty_like(q), cupy.empty_like(k), cupy.empty_like(v)
     _, backward = _kernels(_real(q.dtype), d_head)
     grid, block = _launch_shape(N, T)
-    backward(grid, block, (q, k, v, z, lse, dz, dq, dk, dv, np.int32(T), q.dtype.type(scale)),
-             shared_mem=(4 * T * d_head + 2 * T) * q.dtype.itemsize)
+    backward(
+        grid,
+        block,
+        (q, k, v, z, lse, dz, dq, dk, dv, np.int32(T), q.dtype.type(scale)),
+        shared_mem=(4 * T * d_head + 2 * T) * q.dtype.itemsize,
+    )
     return dq, dk, dv
 
 
@@ -209,8 +219,10 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
     H, d_model, d_head = W_Q.shape[-3:]
     x_rows = rows(x)  # [..., B*T, d_model]
     # 1. [q, k, v] = x @ [W_Q, W_K, W_V], each [..., B, H, T, d_head]
-    W_QKV = xp.concatenate([W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head)
-                            for W in (W_Q, W_K, W_V)], axis=-1)  # [..., d_model, 3*H*d_head]
+    W_QKV = xp.concatenate(
+        [W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head) for W in (W_Q, W_K, W_V)],
+        axis=-1,
+    )  # [..., d_model, 3*H*d_head]
     q, k, v = (split_heads(y, B, T, H) for y in xp.split(x_rows @ W_QKV, 3, axis=-1))
     # 2-4. z = softmax(causal(q kᵀ / sqrt(d_head))) @ v, fused
     scale = 1.0 / math.sqrt(d_head)
@@ -219,8 +231,19 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
     z_rows = merge_heads(z)  # [..., B*T, H*d_head]
     W_O_rows = W_O.reshape(*W_O.shape[:-3], H * d_head, d_model)  # [..., H*d_head, d_model]
     out = unrows(z_rows @ W_O_rows, B, T)
-    cache = {"fused": True, "x_rows": x_rows, "q": q, "k": k, "v": v, "z": z, "lse": lse,
-             "z_rows": z_rows, "W_QKV": W_QKV, "W_O_rows": W_O_rows, "scale": scale}
+    cache = {
+        "fused": True,
+        "x_rows": x_rows,
+        "q": q,
+        "k": k,
+        "v": v,
+        "z": z,
+        "lse": lse,
+        "z_rows": z_rows,
+        "W_QKV": W_QKV,
+        "W_O_rows": W_O_rows,
+        "scale": scale,
+    }
     return out, cache
 
 
@@ -242,7 +265,10 @@ def attention_backward(dout, cache, core=core_backward):
     dW_QKV = x_rows.swapaxes(-1, -2) @ dqkv_rows  # [..., d_model, 3*H*d_head]
     dx_rows = dqkv_rows @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
     HD = H * d_head
-    dW_Q, dW_K, dW_V = (dW_QKV[..., i * HD : (i + 1) * HD]  # [..., d_model, H*d_head]
-                        .reshape(*dW_QKV.shape[:-2], -1, H, d_head).swapaxes(-3, -2)
-                        for i in range(3))  # each [..., H, d_model, d_head]
+    dW_Q, dW_K, dW_V = (
+        dW_QKV[..., i * HD : (i + 1) * HD]  # [..., d_model, H*d_head]
+        .reshape(*dW_QKV.shape[:-2], -1, H, d_head)
+        .swapaxes(-3, -2)
+        for i in range(3)
+    )  # each [..., H, d_model, d_head]
     return unrows(dx_rows, B, T), dW_Q, dW_K, dW_V, dW_O
