@@ -330,6 +330,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
     from .study import PRESETS, run_study
 
+    if a.fused_kernel:
+        from .layers import attention_cuda
+
+        attention_cuda.use_fused_kernel(True)  # CuPy arrays only; NumPy takes the plain path
     preset = PRESETS["quick" if a.quick else a.preset]
     overrides = {"seeds": a.seeds, "heads": a.heads, "steps": a.steps}
     preset = replace(
@@ -419,6 +423,12 @@ def add_reproduce_parser(sub) -> None:
         help="BLAS threads on the CPU (%(default)s; 0 = library default)",
     )
     p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
+    p.add_argument(
+        "--fused-kernel",
+        action="store_true",
+        help="on the GPU, run attention through the fused CUDA kernel wherever no hook "
+        "reads it (layers/attention_cuda.py; checked against the plain path)",
+    )
     p.set_defaults(func=cmd_reproduce)
 
 
