@@ -322,6 +322,12 @@ def verdict(rows: list[dict], head_rows: list[dict]) -> tuple[str, str]:
     return "mixed", f"no clean picture ({numbers})."
 
 
+def mean_abs_change(rows: list, keys: tuple) -> float:
+    """Mean of |row[key]| over rows and keys, skipping missing (None) entries; nan if none."""
+    values = [abs(r[k]) for r in rows for k in keys if r[k] is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def paper_claims(runs: list[dict], heads: list[dict]) -> list[tuple[str, str, str]]:
     """[(claim, verdict, evidence)] over the settings with more than one head."""
     multi = [r for r in runs if r["n_heads"] > 1]
@@ -387,13 +393,7 @@ def paper_claims(runs: list[dict], heads: list[dict]) -> list[tuple[str, str, st
             f"w_01 {fmt([r['w_01'] for r in top])}, w_02 {fmt([r['w_02'] for r in top])}",
         )
     )
-    edits = [
-        abs(r[k])
-        for r in multi
-        for k in ("ideal_delta_l_acc", "top_force_w01_delta_l_acc")
-        if r[k] is not None
-    ]
-    ed = float(np.mean(edits)) if edits else float("nan")
+    ed = mean_abs_change(multi, ("ideal_delta_l_acc", "top_force_w01_delta_l_acc"))
     out.append(
         (
             "Attention patterns matter: editing w_01 / w_02 changes the model's accuracy.",
@@ -405,13 +405,7 @@ def paper_claims(runs: list[dict], heads: list[dict]) -> list[tuple[str, str, st
             "(imperfect) balance, not that balance is useless.",
         )
     )
-    value_deltas = [
-        abs(r[k])
-        for r in multi
-        for k in ("values_mean_delta_l_acc", "values_roll_delta_l_acc")
-        if r[k] is not None
-    ]
-    vd = float(np.mean(value_deltas)) if value_deltas else float("nan")
+    vd = mean_abs_change(multi, ("values_mean_delta_l_acc", "values_roll_delta_l_acc"))
     out.append(
         (
             "Value vectors matter little.",
