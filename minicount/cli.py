@@ -324,33 +324,65 @@ def _heads(text: str) -> list[int]:
     return heads
 
 
-def cmd_reproduce(a: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .study import PRESETS, run_study
+def _sweep_run(spec, a: argparse.Namespace) -> int:
+    from .sweep import run_sweep
 
     if a.fused_kernel:
         from .layers import attention_cuda
 
         attention_cuda.use_fused_kernel(True)  # CuPy arrays only; NumPy takes the plain path
-    preset = PRESETS["quick" if a.quick else a.preset]
-    overrides = {"seeds": a.seeds, "heads": a.heads, "steps": a.steps}
-    preset = replace(
-        preset,
-        **{
-            k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None
-        },
-    )
     out = Path(a.out)
-    run_study(
-        preset,
+    run_sweep(
+        spec,
+        out,
         device=a.device,
-        out=out,
-        command=" ".join(["minicount"] + sys.argv[1:]),
+        force=a.force,
+        progress=not a.quiet,
+        command=" ".join(["python -m minicount"] + a.argv),
         threads=a.threads or None,
     )
     print(out / "report.md")
     return 0
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from .study import preset
+
+    spec = preset("quick" if a.quick else a.preset, seeds=a.seeds, heads=a.heads, steps=a.steps)
+    return _sweep_run(spec, a)
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .sweep import BASE, SweepSpec, cell_names, grid, parse_knob
+
+    assignments = {}
+    for text in a.set or []:
+        name, values = parse_knob(text)
+        if name in assignments:
+            raise ValueError(f"--set {name} is given twice")
+        assignments[name] = values
+    if "steps" not in assignments:
+        assignments["steps"] = [a.steps]
+    cells = grid(assignments, base=replace(BASE))
+    spec = SweepSpec(
+        cells=tuple(cells),
+        names=tuple(cell_names(cells)),
+        seeds=tuple(a.seeds),
+        batch_size=a.batch_size,
+        n_eval=a.n_eval,
+        first_snapshot=a.first_snapshot,
+        subsets=not a.no_subsets,
+    )
+    return _sweep_run(spec, a)
+
+
+def members_of(params: dict) -> list[dict]:
+    """An ensemble's members as single models (a single model is a list of one)."""
+    if params["embed.W_E"].ndim == 2:
+        return [params]
+    return [{k: v[i] for k, v in params.items()} for i in range(params["embed.W_E"].shape[0])]
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
@@ -358,7 +390,6 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     from .backend import to_device
     from .checkpoint import load_checkpoint
     from .data import DataConfig, eval_set
-    from .study import members_of
 
     ck = load_checkpoint(a.checkpoint)
     config, train_info = ck["config"], ck["info"].get("train", {})
@@ -393,42 +424,123 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "auto"),
+        default="cpu",
+        help="where to train and analyse (%(default)s; auto: the GPU if CuPy sees one)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_non_negative_int,
+        default=1,
+        help="BLAS threads on the CPU (default 1: small matrices gain nothing from more; "
+        "0 = the library's default)",
+    )
+    p.add_argument("--out", default=default_out, help="run folder (%(default)s)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the outputs of a different run already in --out (without it such a "
+        "folder is refused; the same command resumes its own run)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--fused-kernel",
+        action="store_true",
+        help="on the GPU, train attention through the fused CUDA kernel wherever no hook "
+        "reads it (layers/attention_cuda.py; checked against the plain path)",
+    )
+
+
 def add_reproduce_parser(sub) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="the study: train seeds per head count, analyse, write a report",
-        description="Train several seeds for each n_heads, run every analysis instrument on "
-        "held-out strings and write report.md, figures/*.png, results.json and CSV files to "
-        "--out. The default run takes a few minutes on a 2-core CPU.",
+        help="the study: a preset sweep that trains, analyses and writes a report",
+        description="Train an ensemble of seeds per setting, analyse every member at "
+        "log-spaced snapshots and write report.md (with a short answer and its intervals), "
+        "figures/*.png, models.csv, heads.csv and results.json to --out. Killed, the same "
+        "command resumes. The default preset takes about 5 minutes on a 2-core CPU.",
     )
     p.add_argument(
         "--preset",
         choices=("default", "full", "quick"),
         default="default",
-        help="default: laptop-sized (minutes); full: 5 seeds x 2000 steps and every "
-        "knob varied (hours on a CPU; meant for --device gpu)",
+        help="default: 8 seeds x 5 settings (minutes on a CPU); full: 64 seeds x 24 cells "
+        "(n_heads x weight decay x max_len x steps; for --device gpu); quick: a smoke run",
     )
     p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
     p.add_argument(
-        "--seeds", type=_seeds, default=None, help="override the preset's seeds (0-4, 0,1,5)"
-    )
-    p.add_argument("--heads", type=_heads, default=None, help="override the head counts (1,2,4,8)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override the training steps")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+        "--seeds", type=_seeds, default=None,
+        help="replace the preset's seeds: one seed (7), a list (0,1,5) or a range (0-31)",
+    )  # fmt: skip
     p.add_argument(
-        "--threads",
-        type=_non_negative_int,
-        default=1,
-        help="BLAS threads on the CPU (%(default)s; 0 = library default)",
+        "--heads",
+        type=_heads,
+        default=None,
+        help="keep only the preset's cells with these head counts (2,4)",
     )
-    p.add_argument("--out", default="runs/reproduce", help="run folder (%(default)s)")
     p.add_argument(
-        "--fused-kernel",
-        action="store_true",
-        help="on the GPU, run attention through the fused CUDA kernel wherever no hook "
-        "reads it (layers/attention_cuda.py; checked against the plain path)",
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="scale the preset's training lengths so the shortest is this many steps",
     )
+    _add_run_folder_args(p, "runs/reproduce")
     p.set_defaults(func=cmd_reproduce)
+
+
+def add_sweep_parser(sub) -> None:
+    from .sweep import BASE, KNOBS
+
+    p = sub.add_parser(
+        "sweep",
+        help="train and analyse a grid of settings, each as one ensemble of seeds",
+        description="Every combination of the --set values is one cell, trained as one "
+        "ensemble of --seeds and analysed at steps N, 2N, 4N, ... (N = --first-snapshot) and "
+        "the last. Writes models.csv, heads.csv, results.json, report.md and figures to --out. "
+        "Killed at any moment, the same command resumes where it stopped. Knobs and their "
+        "defaults: " + ", ".join(f"{k}={getattr(BASE, k):g}" if isinstance(getattr(BASE, k),
+                                 float) else f"{k}={getattr(BASE, k)}" for k in KNOBS) + ".",
+    )  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KNOB=V1,V2,...",
+                   help="a knob and its values (repeat for more knobs), e.g. --set n_heads=2,4,8 "
+                   "--set weight_decay=0,0.1; p2 is the share of 2s, bos is on/off")  # fmt: skip
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=list(range(8)),
+        help="seeds of every cell: 0-31, 0,1,5 or 7 (default 0-7)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=800,
+        help="training steps when --set steps=... is not given (%(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=128,
+        help="strings per step per model (%(default)s)",
+    )
+    p.add_argument(
+        "--n-eval", type=_positive_int, default=1024, help="held-out strings analysed (%(default)s)"
+    )
+    p.add_argument(
+        "--first-snapshot",
+        type=_positive_int,
+        default=25,
+        help="first analysed step; then every doubling and the last (%(default)s)",
+    )
+    p.add_argument(
+        "--no-subsets",
+        action="store_true",
+        help="skip the every-subset ablation (2^n_heads variants)",
+    )
+    _add_run_folder_args(p, "runs/sweep")
+    p.set_defaults(func=cmd_sweep)
 
 
 def add_analyze_parser(sub) -> None:
@@ -522,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     add_reproduce_parser(sub)
+    add_sweep_parser(sub)
     add_analyze_parser(sub)
     add_bench_parser(sub)
     return parser

@@ -28,17 +28,16 @@ def token_labels(tokens) -> list[str]:
     return [VOCAB[int(i)] for i in np.asarray(to_numpy(tokens)) if VOCAB[int(i)] != "PAD"]
 
 
-def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None) -> None:
+def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None, marks=None) -> None:
     """Heat maps of one sequence's attention, one panel per head, tokens on both axes.
 
     pattern [n_heads, T, T] (one layer, one sequence); tokens [T]; ``weights`` (optional,
-    [n_heads]) are printed in the panel titles, e.g. each head's fitted aggregation weight.
-    Writes a PNG to ``path``.
+    [n_heads]) are printed in the panel titles, e.g. each head's fitted aggregation weight;
+    ``marks`` (optional, [n_heads] bools) put a * before the heads to point out (e.g. the
+    counting heads). Writes a PNG to ``path`` (a path or a binary file); matplotlib's global
+    backend is left alone (the figure is drawn off-screen).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     pattern = np.asarray(to_numpy(pattern))
     labels = token_labels(tokens)
@@ -46,12 +45,11 @@ def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None) -> No
     H = pattern.shape[0]
     cols = min(H, 4)
     rows = -(-H // cols)
-    fig, axes = plt.subplots(
+    fig = Figure(figsize=(2.7 * cols + 0.8, 2.8 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(
         rows,
         cols,
-        figsize=(2.7 * cols + 0.8, 2.8 * rows + 0.4),
         squeeze=False,
-        layout="constrained",
     )
     for h, ax in enumerate(axes.flat):
         if h >= H:
@@ -60,7 +58,8 @@ def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None) -> No
         im = ax.imshow(pattern[h, :n, :n], vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(n), labels, fontsize=5, rotation=90)
         ax.set_yticks(range(n), labels, fontsize=5)
-        head_title = f"head {h}" + (f"  α={weights[h]:.2f}" if weights is not None else "")
+        mark = "* " if marks is not None and marks[h] else ""
+        head_title = f"{mark}head {h}" + (f"  α={weights[h]:.2f}" if weights is not None else "")
         ax.set_title(head_title, fontsize=8)
         ax.set_xlabel("key", fontsize=7)
         if h % cols == 0:
@@ -68,5 +67,4 @@ def plot_patterns(pattern, tokens, path, *, title: str = "", weights=None) -> No
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110, format="png")

@@ -1,0 +1,445 @@
+"""The sweep's figures (PNG) and report (Markdown): formatting only. Every number comes from
+minicount/results.py; each section of the report is one small function.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .results import BALANCED_W01, GAP, SEMANTIC_AUC, SUPPRESSED_W02
+from .stats import log_summary, mean_ci
+
+# ----------------------------------------------------------------------------- figures
+
+
+class _Figures:
+    """The two pieces of pyplot the figures use, made from matplotlib.figure.Figure so that
+    drawing never switches matplotlib's global backend (a notebook's included)."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def get_cmap(name: str):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
+
+    @staticmethod
+    def close(fig) -> None:
+        pass
+
+
+def _plt():
+    return _Figures
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _colors(plt, n: int):
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def draw_figures(spec, models, heads, finals, stats, folder: Path) -> list[tuple]:
+    """Write every figure into folder; returns [(file name, caption)]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    files = []
+    for name, caption, draw in FIGURES:
+        fig = draw(plt, spec, models, heads, stats)
+        if fig is None:
+            continue
+        _save(plt, fig, folder / name)
+        files.append((name, caption))
+    files += _pattern_figures(plt, spec, finals, heads, folder)
+    return files
+
+
+def _save(plt, fig, path: Path) -> None:
+    from .safeio import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _accuracy(plt, spec, models, heads, stats):
+    names = list(spec.names)
+    series = (("trained model", "l_acc"), ("fitted per-head weights", "fitted_l_acc"),
+              ("best uniform weighting", "uniform_l_acc"),
+              ("log-loss uniform weighting", "uniform_logloss_l_acc"))  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 4))
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    for i, (label, key) in enumerate(series):
+        iv = [stats[n][key] for n in names]
+        mean = np.array([s.value for s in iv])
+        err = np.array([[s.value - s.low for s in iv], [s.high - s.value for s in iv]])
+        ax.bar(x + (i - 1.5) * width, mean, width, yerr=np.nan_to_num(err), capsize=2, label=label)
+    ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+    lows = [stats[n][k].low for n in names for _, k in series if stats[n][k].n]
+    ax.set_ylim(max(0.0, min(lows, default=0.5) - 0.05), 1.01)
+    ax.set_ylabel("held-out l-acc (mean over seeds)")
+    ax.set_title("Accuracy of the model and of re-weighted head contributions\n"
+                 "(bars: 95% bootstrap interval over seeds)", fontsize=10)  # fmt: skip
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+ROLE_PANELS = (
+    ("semantic_heads", "semantic heads per model", f"max(AUC, 1−AUC) ≥ {SEMANTIC_AUC}"),
+    ("counting_heads", "counting heads per model",
+     f"semantic, w_01 in {list(BALANCED_W01)}, w_02 < {SUPPRESSED_W02}"),
+    ("n_eff_fitted", "n_eff of fitted weights", "1 = one head, n_heads = uniform"),
+    ("gap", "fitted − best uniform l-acc", f"> {GAP}: equal weights lose accuracy"),
+)  # fmt: skip
+
+
+def _roles(plt, spec, models, heads, stats):
+    from .results import trajectories
+
+    traj = trajectories(models, heads)
+    if all(len(t) < 2 for t in traj.values()):
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    colors = _colors(plt, len(spec.names))
+    for ax, (key, title, note) in zip(axes.flat, ROLE_PANELS, strict=True):
+        for color, name in zip(colors, spec.names, strict=True):
+            steps = sorted(traj[name])
+            iv = [mean_ci(traj[name][s][key]) for s in steps]
+            mean = [s.value for s in iv]
+            ax.plot(steps, mean, "o-", ms=3, color=color, label=name)
+            ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color,
+                            alpha=0.15, lw=0)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"{title}\n({note})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("training step (log scale)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Head roles through training: mean over seeds, band = 95% bootstrap interval")
+    fig.tight_layout()
+    return fig
+
+
+def _ratios(plt, spec, models, heads, stats):
+    from .results import trajectories
+
+    traj = trajectories(models, heads)
+    if all(len(t) < 2 for t in traj.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    colors = _colors(plt, len(spec.names))
+    for ax, key, title in ((axes[0], "w_01", "w_01 (1 = 1s weighed like 0s)"),
+                           (axes[1], "w_02", "w_02 (small = 2s suppressed)")):  # fmt: skip
+        for color, name in zip(colors, spec.names, strict=True):
+            steps = sorted(traj[name])
+            for rank, style in ((1, "-"), (2, ":")):
+                summ = [log_summary(traj[name][s][f"{key}_by_rank"].get(rank, [])) for s in steps]
+                if not any(s.n for s in summ):
+                    continue
+                ax.plot(steps, [s.median for s in summ], style, color=color,
+                        label=name if rank == 1 else None)  # fmt: skip
+                if rank == 1:
+                    ax.fill_between(steps, [s.q25 for s in summ], [s.q75 for s in summ],
+                                    color=color, alpha=0.15, lw=0)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step (log scale)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].axhspan(*BALANCED_W01, color="green", alpha=0.1)
+    axes[1].axhline(SUPPRESSED_W02, color="grey", ls="--", lw=1)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Attention ratios of the top-weighted head (solid: median, band: IQR over "
+                 "seeds) and of the second (dotted median); log scales", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def _last(rows, spec):
+    last = {n: c.steps for n, c in zip(spec.names, spec.cells, strict=True)}
+    return [r for r in rows if r["step"] == last[r["name"]]]
+
+
+def _heads(plt, spec, models, heads, stats):
+    final = _last(heads, spec)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for color, name in zip(_colors(plt, len(spec.names)), spec.names, strict=True):
+        rows = [r for r in final if r["name"] == name and r["auc_two_sided"] is not None]
+        marker = ["o" if r["auc_sign"] == 1 else "x" for r in rows]
+        for m in ("o", "x"):
+            sel = [r for r, k in zip(rows, marker, strict=True) if k == m]
+            ax1.scatter(
+                [r["auc_two_sided"] for r in sel],
+                [r["solo_l_acc"] for r in sel],
+                s=14,
+                marker=m,
+                color=color,
+                alpha=0.7,
+                label=name if m == "o" else None,
+            )
+        w = [r for r in rows if (r["w_01"] or 0) > 0 and (r["w_02"] or 0) > 0]
+        ax2.scatter([r["w_01"] for r in w], [r["w_02"] for r in w], color=color, alpha=0.6,
+                    s=[8 + 100 * (r["fitted_share"] or 0) for r in w])  # fmt: skip
+    ax1.axvline(SEMANTIC_AUC, color="grey", ls="--", lw=1)
+    ax1.set_xlabel("max(AUC, 1 − AUC) of the head's EOS contribution (semantics)")
+    ax1.set_ylabel("l-acc with only this head (syntax)")
+    ax1.set_title("Each head at the last step (o: AUC ≥ 0.5, x: reversed sign)", fontsize=9)
+    ax1.legend(fontsize=7)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.axvspan(*BALANCED_W01, color="green", alpha=0.1, label="balanced w_01")
+    ax2.axhline(SUPPRESSED_W02, color="grey", lw=1, ls="--", label=f"w_02 = {SUPPRESSED_W02}")
+    ax2.set_xlabel("w_01 (log scale)")
+    ax2.set_ylabel("w_02 (log scale)")
+    ax2.set_title("Attention ratios; marker area = fitted weight share", fontsize=9)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _weights(plt, spec, models, heads, stats):
+    final = [r for r in _last(heads, spec) if r["n_heads"] > 1 and r["fitted_share"] is not None]
+    names = [n for n in spec.names if any(r["name"] == n for r in final)]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(2.8 * len(names) + 1, 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rows = [r for r in final if r["name"] == name]
+        H = rows[0]["n_heads"]
+        for key, label, style in (("fitted_share", "fitted", "o-"),
+                                  ("trained_share", "trained σ_h", "s--")):  # fmt: skip
+            by_rank = [[r[key] for r in rows if r["rank"] == k and r[key] is not None]
+                       for k in range(1, H + 1)]  # fmt: skip
+            med = [np.median(v) if v else np.nan for v in by_rank]
+            lo = [np.quantile(v, 0.25) if v else np.nan for v in by_rank]
+            hi = [np.quantile(v, 0.75) if v else np.nan for v in by_rank]
+            ranks = np.arange(1, H + 1)
+            ax.errorbar(ranks, med, yerr=[np.subtract(med, lo), np.subtract(hi, med)], fmt=style,
+                        ms=4, capsize=2, label=label)  # fmt: skip
+        ax.axhline(1 / H, color="grey", lw=1, label="uniform 1/n_heads")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("head rank by fitted share")
+        ax.set_xticks(range(1, H + 1))
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("weight share |α_h| / Σ|α|")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("Weight shares at the last step: median and IQR over seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _phase(plt, spec, models, heads, stats):
+    """Heat maps over the first two knobs the sweep varies (others averaged)."""
+    from .sweep import KNOBS
+
+    varied = [k for k in KNOBS if len({getattr(c, k) for c in spec.cells}) > 1]
+    if len(varied) < 2:
+        return None
+    kx, ky = varied[:2]
+    xs = sorted({getattr(c, kx) for c in spec.cells})
+    ys = sorted({getattr(c, ky) for c in spec.cells})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "semantic_fraction", "fraction of semantic heads"),
+                           (axes[1], "gap", "fitted − best uniform l-acc")):  # fmt: skip
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for name, cell in zip(spec.names, spec.cells, strict=True):
+            i, j = ys.index(getattr(cell, ky)), xs.index(getattr(cell, kx))
+            v = stats[name][key].value
+            grid[i, j] = v if np.isnan(grid[i, j]) else (grid[i, j] + v) / 2
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+        ax.set_xlabel(kx)
+        ax.set_ylabel(ky)
+        ax.set_title(title + " (mean over seeds)", fontsize=9)
+        fig.colorbar(im, ax=ax)
+    rest = [k for k in varied[2:]]
+    fig.suptitle("Phase map" + (f" (averaged over {', '.join(rest)})" if rest else ""))
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = (
+    ("accuracy.png", "Held-out l-acc of the trained model and of three re-weightings of its "
+     "heads' EOS contributions; bars are 95% bootstrap intervals over seeds.", _accuracy),
+    ("roles.png", "Head roles through training (log-spaced snapshots): semantic and counting "
+     "heads per model, n_eff of the fitted weights, and the fitted − best-uniform gap.", _roles),
+    ("ratios.png", "w_01 and w_02 of the top-weighted head through training, on log scales "
+     "(median and interquartile range over seeds).", _ratios),
+    ("heads.png", "Every head at the last step: semantics against syntax, and its attention "
+     "ratios.", _heads),
+    ("weights.png", "Fitted and trained weight shares by rank at the last step.", _weights),
+    ("phase.png", "Phase map over the first two knobs the sweep varies.", _phase),
+)  # fmt: skip
+
+
+def _pattern_figures(plt, spec, finals, heads, folder: Path) -> list[tuple]:
+    from .analysis.patterns import plot_patterns
+
+    files = []
+    for name in spec.names:
+        record = finals[name]
+        ex = record.get("example")
+        if ex is None:
+            continue
+        seed = record["seeds"][0]
+        step = record["cell"]["steps"]
+        mine = [r for r in heads if r["name"] == name and r["seed"] == seed and r["step"] == step]
+        mine.sort(key=lambda r: r["head"])
+        shares = [r["fitted_share"] for r in mine]
+        counting = [r["counting"] for r in mine]
+        file = f"patterns_{slug(name)}.png"
+        plot_patterns(
+            np.array(ex["pattern"]), np.array(ex["tokens"]), folder / file,
+            title=f"{name}, seed {seed}: attention on an example string "
+                  "(* = counting head, α = fitted weight share)",
+            weights=shares if None not in shares else None,
+            marks=counting,
+        )  # fmt: skip
+        files.append((file, f"Attention patterns of {name} (seed {seed}) on an example string."))
+    return files
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def cell_text(text) -> str:
+    """A Markdown table cell: '|' escaped, newlines flattened."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(cell_text(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell_text(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _short_answer(results: dict) -> str:
+    lines = ["## Short answer", ""]
+    lines += [f"- {s}" for s in results["short_answer"]] or ["- (no cell with several heads)"]
+    lines += ["", "Intervals are 95% percentile-bootstrap intervals over seeds. A verdict is "
+              "'undecided' when an interval straddles the cut-off of a rule it needs; the rules "
+              "are listed under *Verdicts*. Definitions: [docs/method.md](../../docs/method.md) "
+              "in the repository, and the glossary at the end.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _what_was_run(results: dict) -> str:
+    spec, meta = results["spec"], results["meta"]
+    rows = []
+    for name, cell in zip(spec["names"], spec["cells"], strict=True):
+        t = meta["seconds"].get(name, {})
+        rows.append([name, cell["n_heads"], cell["d_model"], cell["d_head"], cell["max_len"],
+                     cell["weight_decay"], "on" if cell["bos"] else "off", f"{cell['p2']:.3g}",
+                     cell["steps"], cell["lr"],
+                     f"{t.get('train', 0):.1f} s / {t.get('analysis', 0):.1f} s"])  # fmt: skip
+    seeds = spec["seeds"]
+    return "\n".join([
+        "## What was run", "",
+        f"Command: `{meta['command'] or '(API call)'}` on {meta['device']}"
+        + (f" (preset '{spec['preset']}')" if spec["preset"] else "") + f", finished "
+        f"{meta['finished']}. {len(seeds)} seeds per cell ({seeds[0]}–{seeds[-1]}), trained "
+        f"together as one ensemble; batch {spec['batch_size']} strings per step per model; "
+        f"{spec['n_eval']} held-out strings analysed at steps {spec['first_snapshot']}, "
+        f"{2 * spec['first_snapshot']}, ... and the last.", "",
+        table(["cell", "n_heads", "d_model", "d_head", "max_len", "weight decay", "BOS",
+               "share of 2s", "steps", "lr", "train / analysis time"], rows), "",
+    ])  # fmt: skip
+
+
+def _mark(holds) -> str:
+    return {True: "yes", False: "no", None: "straddles"}[holds]
+
+
+def _verdicts(results: dict) -> str:
+    rows = []
+    for name, v in results["verdicts"].items():
+        rules = "; ".join(f"{r['rule']}: {r['shown']} → {_mark(r['holds'])}" for r in v["rules"])
+        rows.append([name, v["label"], rules or "–"])
+    return "\n".join([
+        "## Verdicts: compete or cooperate?", "",
+        "Rules, over the seeds of one cell at its last step: **A** most heads carry the count "
+        "(fraction of semantic heads > 0.75); **B** some carry none (< 0.5); **C** equal weights "
+        f"lose accuracy (fitted − best uniform l-acc > {GAP}); **D** one head carries the "
+        "decision (n_eff of fitted weights < 1.5). D → one head dominates; A without C → "
+        "pseudo-ensemble with equal weights; A with C → cooperate, weighted unequally (the "
+        "paper's picture); B with C → a few heads dominate; otherwise undecided.", "",
+        table(["cell", "verdict", "rules (value [95% interval] → holds?)"], rows), "",
+    ])  # fmt: skip
+
+
+def _numbers(results: dict, stats: dict) -> str:
+    rows = []
+    for name, s in stats.items():
+        rows.append([name, s["l_acc"].fmt(), s["s_acc"].fmt(), s["fitted_l_acc"].fmt(),
+                     s["uniform_l_acc"].fmt(), s["gap"].fmt(), s["n_eff_fitted"].fmt(2),
+                     s["semantic_fraction"].fmt(pct=True), s["reversed_fraction"].fmt(pct=True),
+                     s["counting_heads"].fmt(2), s["top_w_01"].fmt(), s["top_w_02"].fmt(),
+                     s["long_l_acc"].fmt()])  # fmt: skip
+    return "\n".join([
+        "## The numbers (last step)", "",
+        "Means over seeds with 95% bootstrap intervals; w_01 and w_02 are ratios, so they are "
+        "given as the median and interquartile range over seeds (log scale).", "",
+        table(["cell", "l-acc", "s-acc", "fitted l-acc", "best uniform l-acc", "gap", "n_eff",
+               "semantic heads", "of them reversed", "counting heads / model", "top head w_01",
+               "top head w_02", "l-acc on longer strings"], rows), "",
+    ])  # fmt: skip
+
+
+def _claims(results: dict) -> str:
+    rows = [[c["claim"], c["status"], c["rule"], c["evidence"]] for c in results["claims"]]
+    return "\n".join([
+        "## Against the paper's claims", "",
+        "Each claim is tested in every cell with several heads: 'supported' when every cell's "
+        "interval clears the rule, 'not supported' when none does, 'mixed' when cells differ, "
+        "'undecided' when intervals straddle. A claim that holds in this model by its "
+        "construction is labelled so.", "",
+        table(["claim", "status", "rule", "evidence per cell (mean [95% interval])"], rows), "",
+    ])  # fmt: skip
+
+
+def _figures(figures: list[tuple]) -> str:
+    lines = ["## Figures", ""]
+    for file, caption in figures:
+        lines += [f"![{cell_text(caption)}](figures/{file})", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
+GLOSSARY = f"""## Glossary
+
+- **l-acc**: share of positions whose EOS decision (EOS logit > 0) is right; **s-acc**: share
+  of strings right at every position; **ROC AUC**: threshold-free separation of the classes.
+- **c_h**: head h's contribution to the EOS logit (its output through the unembedding); with
+  one attention-only layer the EOS logit is exactly the direct path plus Σ_h c_h.
+- **semantic head**: max(AUC, 1 − AUC) of c_h alone ≥ {SEMANTIC_AUC}; *reversed* when AUC < 0.5.
+- **counting head**: semantic, with w_01 in {list(BALANCED_W01)} and w_02 < {SUPPRESSED_W02}.
+- **w_01, w_02**: mean attention on one key of token 1 (resp. 2) over that on one key of
+  token 0; 1 = weighed alike, small = suppressed.
+- **fitted weights α_h**: logistic regression of the label on the standardised c_h (free bias,
+  stated L2 on the weights); **share** = |α_h| / Σ|α|; **n_eff** = (Σ|α|)² / Σα².
+- **best uniform weighting**: one shared scale and bias on Σ_h c_h/σ_h, chosen for the highest
+  l-acc; **gap** = fitted − best uniform l-acc.
+"""
+
+
+def render(results: dict, stats: dict, figures: list[tuple]) -> str:
+    """The report as Markdown."""
+    return "\n".join([
+        "# Do attention heads compete or cooperate when counting? — minicount sweep", "",
+        _short_answer(results), _verdicts(results), _numbers(results, stats), _claims(results),
+        _what_was_run(results), _figures(figures), GLOSSARY,
+    ])  # fmt: skip

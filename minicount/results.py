@@ -1,0 +1,429 @@
+"""From analyses to numbers: table rows per model and per head, statistics over seeds, the
+verdict rules and the claims of the paper. Everything the report prints is computed here;
+minicount/report.py only formats it.
+
+Import direction: sweep -> results -> report.
+
+Definitions used throughout (docs/method.md says more):
+    semantic head   its EOS contribution alone separates the classes in either direction:
+                    max(AUC, 1 - AUC) >= SEMANTIC_AUC; auc_sign says which direction
+    counting head   semantic, and its attention weighs 1s like 0s (w_01 in BALANCED_W01) and
+                    suppresses 2s (w_02 < SUPPRESSED_W02)
+    gap             l-acc of the fitted per-head weighting minus that of the best uniform
+                    weighting (one shared scale and bias chosen for accuracy)
+    n_eff           participation ratio of the fitted weights, (sum |a|)^2 / sum a^2
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .safeio import atomic_write
+from .stats import Interval, log_summary, mean_ci
+
+SEMANTIC_AUC = 0.9  # a head separates the classes when max(AUC, 1 - AUC) >= this
+BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike
+SUPPRESSED_W02 = 0.2  # w_02 below this: 2s suppressed
+GAP = 0.01  # l-acc difference treated as real
+DOMINANT_N_EFF = 1.5  # fitted weights with n_eff below this: one head carries the decision
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _get(d, *path):
+    """d[path[0]][path[1]]...; None as soon as a level is missing or None."""
+    for p in path:
+        if d is None:
+            return None
+        try:
+            d = d[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return d
+
+
+def _intervention(a: dict, name: str, heads=None):
+    for r in a.get("interventions") or []:
+        if r["name"] == name and (heads is None or r["heads"] == heads):
+            return r["delta"]["l_acc"]
+    return None
+
+
+def _ablation(a: dict, mode: str, kind: str, kept) -> float | None:
+    for r in _get(a, "ablation", mode) or []:
+        if r["kind"] == kind and r["kept"] == kept:
+            return r["l_acc"]
+    return None
+
+
+def two_sided(auc) -> tuple:
+    """(max(AUC, 1 - AUC), +1 or -1): how well and in which direction a head separates."""
+    if auc is None:
+        return None, None
+    return max(auc, 1.0 - auc), 1 if auc >= 0.5 else -1
+
+
+def is_counting(auc2, w01, w02) -> bool:
+    return (
+        auc2 is not None and auc2 >= SEMANTIC_AUC and w01 is not None and w02 is not None
+        and BALANCED_W01[0] <= w01 <= BALANCED_W01[1] and w02 < SUPPRESSED_W02
+    )  # fmt: skip
+
+
+def fitted_weights(agg: dict, H: int) -> tuple[list, list]:
+    """(shares |a_h| / sum |a|, signs) of the fitted weights on the standardised contributions."""
+    raw = agg.get("alpha_fitted_raw")
+    if raw is None:
+        return [None] * H, [None] * H
+    a = np.abs(np.asarray(raw, dtype=np.float64))
+    total = a.sum()
+    shares = (a / total).tolist() if total > 0 else [None] * H
+    return shares, [1 if x >= 0 else -1 for x in raw]
+
+
+def head_rows(knobs: dict, seed: int, step: int, a: dict) -> list[dict]:
+    """One row per head of one model at one snapshot."""
+    H = knobs["n_heads"]
+    agg = a.get("aggregation") or {}
+    shares, signs = fitted_weights(agg, H)
+    order = sorted(range(H), key=lambda h: -(shares[h] or 0.0))
+    sigma = np.asarray(agg.get("sigma") or [np.nan] * H, dtype=np.float64)
+    rows = []
+    for h in range(H):
+        sem = a["semantics"][h]
+        auc2, sign = two_sided(sem["auc_alone"])
+        w01, w02 = a["attention"]["w_01"][h], a["attention"]["w_02"][h]
+        rows.append({
+            **knobs, "seed": seed, "step": step, "head": h, "rank": order.index(h) + 1,
+            "auc": sem["auc_alone"], "auc_two_sided": auc2, "auc_sign": sign,
+            "semantic": auc2 is not None and auc2 >= SEMANTIC_AUC,
+            "counting": is_counting(auc2, w01, w02),
+            "solo_l_acc": sem["solo"]["l_acc"], "scaled_l_acc": sem["scaled"]["l_acc"],
+            "fitted_share": shares[h], "fitted_sign": signs[h],
+            "trained_share": float(sigma[h] / sigma.sum()) if np.isfinite(sigma).all() else None,
+            "w_01": w01, "w_02": w02, "bos_weight": a["attention"]["bos_weight"][h],
+            "only_mean_l_acc": _ablation(a, "mean", "only", [h]),
+            "leave_out_zero_l_acc": (_ablation(a, "zero", "leave_out",
+                                               [g for g in range(H) if g != h]) if H > 1 else None),
+            "force_w01_delta_l_acc": _intervention(a, "force_w01=1", [h]),
+            "force_w02_delta_l_acc": _intervention(a, "force_w02=0", [h]),
+        })  # fmt: skip
+    return rows
+
+
+def _min_heads_for(a: dict, target: float):
+    """Fewest kept heads whose zero-ablated model reaches l-acc >= target (None if none)."""
+    sizes = [len(r["kept"]) for r in _get(a, "ablation", "zero") or []
+             if r["kind"] == "subset" and r["l_acc"] >= target]  # fmt: skip
+    return min(sizes) if sizes else None
+
+
+def model_row(knobs: dict, seed: int, step: int, a: dict, heads: list[dict]) -> dict:
+    """One row per model at one snapshot."""
+    agg = a.get("aggregation") or {}
+    top = min(heads, key=lambda r: r["rank"])
+    uniform_best = agg.get("uniform") or {}
+    uniform_logloss = agg.get("uniform_logloss") or {}
+    return {
+        **knobs, "seed": seed, "step": step,
+        "l_acc": a["metrics"]["l_acc"], "s_acc": a["metrics"]["s_acc"],
+        "roc_auc": a["metrics"]["roc_auc"], "loss": a["metrics"]["loss"],
+        "fitted_l_acc": _get(agg, "fitted", "l_acc"), "fitted_s_acc": _get(agg, "fitted", "s_acc"),
+        "uniform_l_acc": uniform_best.get("l_acc"),
+        "uniform_logloss_l_acc": uniform_logloss.get("l_acc"),
+        "gap": (None if _get(agg, "fitted", "l_acc") is None or uniform_best.get("l_acc") is None
+                else agg["fitted"]["l_acc"] - uniform_best["l_acc"]),
+        "n_eff_fitted": agg.get("n_eff_fitted"), "n_eff_trained": agg.get("n_eff_trained"),
+        "top_share": top["fitted_share"],
+        "semantic_heads": sum(r["semantic"] for r in heads),
+        "reversed_semantic_heads": sum(r["semantic"] and r["auc_sign"] == -1 for r in heads),
+        "counting_heads": sum(r["counting"] for r in heads),
+        "best_solo_l_acc": max(r["solo_l_acc"] for r in heads),
+        "best_scaled_l_acc": max(r["scaled_l_acc"] for r in heads),
+        "min_heads_99": _min_heads_for(a, 0.99 * a["metrics"]["l_acc"]),
+        "ideal_delta_l_acc": _intervention(a, "all_heads_ideal"),
+        "top_force_w01_delta_l_acc": top["force_w01_delta_l_acc"],
+        "values_mean_delta_l_acc": _intervention(a, "mean_values"),
+        "values_roll_delta_l_acc": _intervention(a, "roll_values"),
+        "linear_label_l_acc": _get(a, "linear", "labels", "l_acc"),
+        "linear_decision_agreement": _get(a, "linear", "decision_agreement"),
+        "long_l_acc": None,
+    }  # fmt: skip
+
+
+def snapshot_rows(cell, name: str, seeds, step: int, members: list[dict]):
+    """(model rows, head rows) of one cell's ensemble at one snapshot."""
+    knobs = {"name": name, **asdict(cell)}
+    models, heads = [], []
+    for seed, a in zip(seeds, members, strict=True):
+        rows = head_rows(knobs, int(seed), step, a)
+        models.append(model_row(knobs, int(seed), step, a, rows))
+        heads.extend(rows)
+    return models, heads
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _values(rows, key):
+    return [r[key] for r in rows if r.get(key) is not None]
+
+
+def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
+    """The statistics of one cell at one snapshot, over its seeds (not over heads)."""
+    H = models[0]["n_heads"]
+    frac = lambda k: [r[k] / H for r in models]  # noqa: E731
+    top = [r for r in heads if r["rank"] == 1]
+    out = {
+        "n_seeds": len(models),
+        "n_heads": H,
+        **{k: mean_ci(_values(models, k)) for k in (
+            "l_acc", "s_acc", "roc_auc", "fitted_l_acc", "uniform_l_acc", "uniform_logloss_l_acc",
+            "gap", "n_eff_fitted", "n_eff_trained", "top_share", "semantic_heads",
+            "counting_heads", "best_scaled_l_acc", "ideal_delta_l_acc", "values_mean_delta_l_acc",
+            "values_roll_delta_l_acc", "linear_label_l_acc", "long_l_acc")},
+        "semantic_fraction": mean_ci(frac("semantic_heads")),
+        "counting_fraction": mean_ci(frac("counting_heads")),
+        "reversed_fraction": mean_ci(frac("reversed_semantic_heads")),
+        "fitted_vs_trained": mean_ci([abs(r["fitted_l_acc"] - r["l_acc"]) for r in models
+                                      if r["fitted_l_acc"] is not None]),
+        "scaled_below_model": mean_ci([float(r["best_scaled_l_acc"] < r["l_acc"] - GAP)
+                                       for r in models]),
+        "top_w_01": log_summary(_values(top, "w_01")),
+        "top_w_02": log_summary(_values(top, "w_02")),
+        "w_01": log_summary(_values(heads, "w_01")),
+        "w_02": log_summary(_values(heads, "w_02")),
+        "top_counting": mean_ci([float(r["counting"]) for r in top]),
+    }  # fmt: skip
+    return out
+
+
+def _rule(text: str, stat: Interval, cut: float, above: bool) -> dict:
+    """One verdict rule: does the interval lie above (or below) the cut-off?"""
+    side = stat.above(cut)
+    holds = None if side is None else (side if above else not side)
+    return {"rule": text, "value": stat.to_dict(), "cut": cut, "holds": holds,
+            "shown": stat.fmt()}  # fmt: skip
+
+
+def verdict(stats: dict) -> dict:
+    """Compete or cooperate, for one cell: a label, the rules that produced it (each with its
+    interval and whether the interval clears the cut-off) and a sentence a reader can quote.
+
+    The rules (intervals are bootstrap 95% over seeds; a rule whose interval straddles its
+    cut-off is undecided):
+        A  most heads carry the count:        mean fraction of semantic heads   > 0.75
+        B  some heads carry no count:          mean fraction of semantic heads   < 0.5
+        C  equal weights lose accuracy:        mean gap (fitted - best uniform)  > GAP
+        D  one head carries the decision:      mean n_eff of the fitted weights  < 1.5
+    Labels: A and not C -> "cooperate: a pseudo-ensemble with equal weights";
+            A and C     -> "cooperate, weighted unequally" (the paper's picture);
+            D           -> "one head dominates";  B and C -> "a few heads dominate";
+            otherwise "undecided", naming the rules whose intervals straddle their cut-off.
+    """
+    if stats["n_heads"] == 1:
+        return {"label": "n/a (one head)", "rules": [], "sure": True,
+                "sentence": "one head: nothing to compete or cooperate with."}  # fmt: skip
+    A = _rule("fraction of semantic heads > 0.75", stats["semantic_fraction"], 0.75, True)
+    B = _rule("fraction of semantic heads < 0.5", stats["semantic_fraction"], 0.5, False)
+    C = _rule(f"gap fitted − best uniform l-acc > {GAP}", stats["gap"], GAP, True)
+    D = _rule(f"n_eff of fitted weights < {DOMINANT_N_EFF}", stats["n_eff_fitted"],
+              DOMINANT_N_EFF, False)  # fmt: skip
+    rules = [A, B, C, D]
+    if D["holds"]:
+        label = "one head dominates"
+    elif A["holds"] and C["holds"] is False:
+        label = "cooperate: a pseudo-ensemble with equal weights"
+    elif A["holds"] and C["holds"]:
+        label = "cooperate, weighted unequally"
+    elif B["holds"] and C["holds"]:
+        label = "a few heads dominate"
+    else:
+        label = "undecided"
+    open_rules = [r["rule"] for r in rules if r["holds"] is None]
+    sure = label != "undecided" and not (label.startswith("cooperate") and A["holds"] is None)
+    s = stats
+    sentence = (
+        f"{s['semantic_fraction'].fmt(pct=True)} of heads carry the count alone; equal weights "
+        f"lose {100 * s['gap'].value:.1f} points of l-acc "
+        f"[{100 * s['gap'].low:.1f}, {100 * s['gap'].high:.1f}] against fitted ones; the fitted "
+        f"weights spread over n_eff {s['n_eff_fitted'].fmt(2)} of {s['n_heads']} heads"
+    )
+    if open_rules:
+        sentence += "; near the cut-off: " + "; ".join(open_rules)
+    return {"label": label, "rules": rules, "sure": sure, "sentence": sentence + "."}
+
+
+def claims(stats_by_cell: dict) -> list[dict]:
+    """The paper's claims (SPEC §4), each with a status over the cells with several heads:
+    'supported', 'not supported', 'mixed' (cells disagree), 'undecided' (intervals straddle)
+    or 'by construction'; every entry names its rule and per-cell evidence."""
+    multi = {n: s for n, s in stats_by_cell.items() if s["n_heads"] > 1}
+    if not multi:
+        return []
+
+    def status(decisions):
+        if any(d is None for d in decisions):
+            return "undecided" if all(d is None for d in decisions) else "mixed"
+        return "supported" if all(decisions) else "not supported" if not any(decisions) else "mixed"
+
+    def entry(claim, rule, key, cut, above, fmt_kw=None):
+        decisions, evidence = [], []
+        for n, s in multi.items():
+            side = s[key].above(cut)
+            decisions.append(None if side is None else (side if above else not side))
+            evidence.append(f"{n}: {s[key].fmt(**(fmt_kw or {}))}")
+        return {"claim": claim, "rule": rule, "status": status(decisions),
+                "evidence": "; ".join(evidence)}  # fmt: skip
+
+    out = [
+        entry("Every head alone separates the classes (a pseudo-ensemble on semantics).",
+              "mean fraction of semantic heads (max(AUC, 1 − AUC) ≥ "
+              f"{SEMANTIC_AUC}) > 0.75", "semantic_fraction", 0.75, True, {"pct": True}),
+        entry("Aggregation is non-uniform: the best uniform weighting is less accurate than "
+              "fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
+              "gap", GAP, True),
+        entry("Fitted weights recover the trained model (fitted ≈ trained).",
+              f"mean |fitted − trained l-acc| < {2 * GAP}", "fitted_vs_trained", 2 * GAP, False),
+        entry("No single head scaled by n_heads reproduces the model's decisions (not a pure "
+              "ensemble in syntax).", f"share of models where the best scaled head is > {GAP} "
+              "l-acc below the model > 0.5", "scaled_below_model", 0.5, True, {"pct": True}),
+        entry("The top-weighted head counts: w_01 ≈ 1 and w_02 ≪ 1.",
+              f"share of models whose top head is a counting head (w_01 in {list(BALANCED_W01)}, "
+              f"w_02 < {SUPPRESSED_W02}) > 0.5", "top_counting", 0.5, True, {"pct": True}),
+        entry("Pushing every head's attention to the ideal pattern (w_01 = 1, w_02 = 0) does not "
+              "hurt accuracy.", f"mean Δ l-acc > −{GAP}", "ideal_delta_l_acc", -GAP, True),
+        entry("Value vectors matter little: averaging them over heads costs little accuracy.",
+              f"mean Δ l-acc with averaged values > −{5 * GAP}", "values_mean_delta_l_acc",
+              -5 * GAP, True),
+    ]  # fmt: skip
+    out.append({
+        "claim": "Performance follows a linear combination of the head outputs.",
+        "rule": "in a one-layer attention-only model the EOS logit is exactly the direct path "
+                "plus the sum of the heads' contributions",
+        "status": "by construction",
+        "evidence": "; ".join(f"{n}: read-out l-acc {s['linear_label_l_acc'].fmt()}"
+                              for n, s in multi.items()),
+    })  # fmt: skip
+    return out
+
+
+def short_answer(verdicts: dict, stats_by_cell: dict) -> list[str]:
+    """A few plain sentences, one per cell with several heads."""
+    out = []
+    for name, v in verdicts.items():
+        if stats_by_cell[name]["n_heads"] == 1:
+            continue
+        how = "clear" if v["sure"] else "not decided by these seeds"
+        out.append(f"{name}: {v['label']} ({how}) — {v['sentence']}")
+    return out
+
+
+# ----------------------------------------------------------------------------- trajectories
+
+
+def trajectories(models: list[dict], heads: list[dict]) -> dict:
+    """Per cell name, per snapshot step: the seed-wise values of the role statistics (for the
+    figures of head roles through training)."""
+    out: dict = {}
+    for r in models:
+        t = out.setdefault(r["name"], {}).setdefault(r["step"], {
+            "semantic_heads": [], "counting_heads": [], "n_eff_fitted": [], "gap": [],
+            "l_acc": [], "w_01_by_rank": {}, "w_02_by_rank": {}})  # fmt: skip
+        for k in ("semantic_heads", "counting_heads", "n_eff_fitted", "gap", "l_acc"):
+            t[k].append(r[k])
+    for r in heads:
+        t = out[r["name"]][r["step"]]
+        for k in ("w_01", "w_02"):
+            if r[k] is not None:
+                t[f"{k}_by_rank"].setdefault(r["rank"], []).append(r[k])
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def csv_text(rows: list[dict]) -> str:
+    f = io.StringIO()
+    if rows:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return f.getvalue()
+
+
+def collect(spec, out: Path) -> tuple[list[dict], list[dict], dict]:
+    """All model rows, all head rows and each cell's final analysis record, from the folder."""
+    from .sweep import load_snapshots
+
+    models, heads, finals = [], [], {}
+    for name, cell in zip(spec.names, spec.cells, strict=True):
+        folder = out / "cells" / cell.key()
+        for snap in load_snapshots(folder):
+            models.extend(snap["models"])
+            heads.extend(snap["heads"])
+        finals[name] = json.loads((folder / "analysis.json").read_text())
+    return models, heads, finals
+
+
+def final_rows(rows: list[dict], spec) -> dict[str, list[dict]]:
+    """Per cell name, the rows of its last snapshot."""
+    last = {n: c.steps for n, c in zip(spec.names, spec.cells, strict=True)}
+    out: dict = {n: [] for n in spec.names}
+    for r in rows:
+        if r["step"] == last[r["name"]]:
+            out[r["name"]].append(r)
+    return out
+
+
+def summarise(spec, out: Path, *, meta: dict) -> dict:
+    """Write models.csv, heads.csv, results.json, figures and report.md from the cell folders."""
+    from . import report
+
+    models, heads, finals = collect(spec, out)
+    atomic_write(out / "models.csv", csv_text(models))
+    atomic_write(out / "heads.csv", csv_text(heads))
+    final_models, final_heads = final_rows(models, spec), final_rows(heads, spec)
+    stats = {n: cell_statistics(final_models[n], final_heads[n]) for n in spec.names}
+    verdicts = {n: verdict(stats[n]) for n in spec.names}
+    results = {
+        "meta": meta,
+        "spec": spec.to_dict(),
+        "statistics": {n: _plain(s) for n, s in stats.items()},
+        "verdicts": verdicts,
+        "claims": claims(stats),
+        "short_answer": short_answer(verdicts, stats),
+        "thresholds": {"semantic_auc": SEMANTIC_AUC, "balanced_w01": list(BALANCED_W01),
+                       "suppressed_w02": SUPPRESSED_W02, "gap": GAP,
+                       "dominant_n_eff": DOMINANT_N_EFF},
+    }  # fmt: skip
+    figures = (
+        report.draw_figures(spec, models, heads, finals, stats, out / "figures")
+        if (spec.figures)
+        else []
+    )
+    atomic_write(out / "results.json", json.dumps(_plain(results), indent=1, allow_nan=False))
+    atomic_write(out / "report.md", report.render(results, stats, figures))
+    return results
+
+
+def _plain(obj):
+    """Intervals and summaries as dicts, nan as None: JSON-ready."""
+    if hasattr(obj, "to_dict"):
+        return _plain(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _plain(obj.item())
+    return obj

@@ -1,0 +1,521 @@
+"""The sweep: a grid of settings ("cells"), each trained as one ensemble of seeds, analysed at
+log-spaced snapshots through training, and written out as tables, figures and a report.
+
+    python -m minicount sweep --set n_heads=2,4,8 --set weight_decay=0,0.1 \\
+        --seeds 0-31 --steps 1600 --out runs/wd
+
+``python -m minicount reproduce`` runs a named preset of it (minicount/study.py).
+
+The run folder (every file written atomically; COMPLETE last):
+
+    sweep.json                      what was asked; a rerun must ask the same (or --force)
+    cells/<cell>/model.npz          the ensemble's latest checkpoint; at the end the trained
+                                    models (``python -m minicount analyze`` reads it)
+    cells/<cell>/step_0000025.json  the rows of one snapshot, written as soon as it is analysed
+    cells/<cell>/analysis.json      every instrument on every member at the last step
+    models.csv                      one row per cell x seed x snapshot
+    heads.csv                       one row per cell x seed x snapshot x head
+    results.json, report.md, figures/*.png
+    COMPLETE                        the marker that everything above is from this run
+
+Killed at any moment, the same command resumes: finished snapshots are kept, the cell in
+progress continues from its last checkpoint (on NumPy bit for bit), and the final tables
+equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .analysis import analyze_model, jsonable
+from .analysis.patterns import attention_patterns
+from .backend import resolve_device, to_device, to_numpy
+from .checkpoint import load_checkpoint
+from .data import DataConfig, encode, eval_set
+from .metrics import evaluate
+from .model import ModelConfig, param_shapes
+from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
+from .train import train
+
+# ----------------------------------------------------------------------------- what is run
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting of the knobs that may decide compete vs cooperate (SPEC §4 "Study")."""
+
+    n_heads: int = 4  # attention heads
+    d_model: int = 32  # residual width
+    d_head: int = 8  # query/key/value width per head
+    max_len: int = 32  # training strings have 1..max_len symbols
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    bos: bool = True  # a BOS token before every string (an attention sink)
+    p2: float = 1 / 3  # share of 2s among the symbols; 0s and 1s split the rest evenly
+    steps: int = 800  # training steps
+    lr: float = 3e-3  # AdamW learning rate
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
+            n_ctx=2 * self.max_len + 1,
+        )  # fmt: skip
+
+    @property
+    def probs(self) -> tuple:
+        rest = (1.0 - self.p2) / 2
+        return (rest, rest, self.p2)
+
+    def key(self) -> str:
+        """A folder name that spells out every knob."""
+        return (
+            f"H{self.n_heads}_dm{self.d_model}_dh{self.d_head}_L{self.max_len}"
+            f"_wd{self.weight_decay:g}_bos{int(self.bos)}_p2{self.p2:.3g}"
+            f"_s{self.steps}_lr{self.lr:g}"
+        )
+
+
+KNOBS = tuple(f.name for f in fields(Cell))
+BASE = Cell()
+
+
+def parse_knob(assignment: str) -> tuple[str, list]:
+    """'n_heads=2,4,8' -> ('n_heads', [2, 4, 8]); ValueError in plain words otherwise."""
+    name, sep, values = assignment.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep:
+        raise ValueError(f"--set takes KNOB=V1,V2,...; got {assignment!r}")
+    if name not in KNOBS:
+        raise ValueError(f"unknown knob {name!r}: choose from {', '.join(KNOBS)}")
+    texts = [v.strip() for v in values.split(",") if v.strip()]
+    if not texts:
+        raise ValueError(f"--set {name}= has no values")
+    kind = type(getattr(BASE, name))
+    out = []
+    for t in texts:
+        try:
+            if kind is bool:
+                if t.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+                    raise ValueError
+                out.append(t.lower() in ("1", "true", "on", "yes"))
+            else:
+                out.append(kind(t))
+        except ValueError:
+            raise ValueError(f"--set {name}: {t!r} is not a {kind.__name__}") from None
+    if len(set(out)) != len(out):
+        raise ValueError(f"--set {name}: a value is repeated")
+    return name, out
+
+
+def check_cell(cell: Cell) -> Cell:
+    """ValueError (in the knob's words) for a cell that cannot be trained."""
+    for name in ("n_heads", "d_model", "d_head", "max_len", "steps"):
+        if getattr(cell, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cell, name)}")
+    if not (0 <= cell.p2 < 1):
+        raise ValueError(f"p2 (the share of 2s) must be in [0, 1), got {cell.p2}")
+    if not (cell.lr > 0 and math.isfinite(cell.lr)):
+        raise ValueError(f"lr must be a positive number, got {cell.lr}")
+    if not (cell.weight_decay >= 0 and math.isfinite(cell.weight_decay)):
+        raise ValueError(f"weight_decay must be >= 0, got {cell.weight_decay}")
+    if cell.n_heads > 16:
+        raise ValueError(f"n_heads={cell.n_heads}: the study analyses at most 16 heads")
+    return cell
+
+
+def grid(assignments: dict[str, list], base: Cell = BASE) -> list[Cell]:
+    """Every combination of the knob values (the first knob varies slowest)."""
+    names = list(assignments)
+    cells = [
+        check_cell(replace(base, **dict(zip(names, values, strict=True))))
+        for values in product(*(assignments[n] for n in names))
+    ]
+    return cells
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything that decides a sweep's numbers (device and threads do not, up to rounding)."""
+
+    cells: tuple  # of Cell
+    names: tuple  # one label per cell, for tables and figures
+    seeds: tuple  # trained together as one ensemble per cell
+    batch_size: int = 128  # strings per step per model
+    n_eval: int = 1024  # held-out strings analysed
+    first_snapshot: int = 25  # snapshots at first, 2x first, 4x first, ... and the last step
+    subsets: bool = True  # every subset of heads in the ablation
+    interventions: bool = True
+    preset: str = ""  # the named preset this came from, if any
+    figures: bool = True
+    checkpoint_every: int = 200  # also checkpoint within a snapshot's training segment
+
+    def __post_init__(self):
+        if not self.cells:
+            raise ValueError("a sweep needs at least one cell")
+        if len(self.names) != len(self.cells) or len(set(self.names)) != len(self.names):
+            raise ValueError("every cell needs its own name")
+        if not self.seeds:
+            raise ValueError("a sweep needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("a seed is repeated")
+        if len({c.key() for c in self.cells}) != len(self.cells):
+            raise ValueError("two cells have the same knobs")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cells"] = [asdict(c) for c in self.cells]
+        d["names"], d["seeds"] = list(self.names), [int(s) for s in self.seeds]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepSpec:
+        d = dict(d)
+        d["cells"] = tuple(Cell(**c) for c in d["cells"])
+        d["names"], d["seeds"] = tuple(d["names"]), tuple(d["seeds"])
+        return cls(**d)
+
+
+def cell_names(cells: list[Cell], base: Cell = BASE) -> list[str]:
+    """Short labels naming the knobs that differ between cells (or from the base)."""
+    varied = [k for k in KNOBS if len({getattr(c, k) for c in cells}) > 1]
+    if not varied:
+        varied = [k for k in KNOBS if getattr(cells[0], k) != getattr(base, k)][:3] or ["n_heads"]
+    return [" ".join(f"{k}={_value(getattr(c, k))}" for k in varied) for c in cells]
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def snapshot_steps(steps: int, first: int = 25) -> list[int]:
+    """first, 2 first, 4 first, ... below steps, then steps: [25, 50, ..., 800]."""
+    out, s = [], max(1, first)
+    while s < steps:
+        out.append(s)
+        s *= 2
+    return out + [steps]
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def ensemble_bytes(cell: Cell, n_models: int, batch_size: int, n_eval: int) -> int:
+    """A generous estimate of the memory one cell needs: parameters with AdamW moments and
+    gradients, plus the largest attention arrays of a training step and of the analysis."""
+    n_params = sum(int(np.prod(s)) for s in param_shapes(cell.model_config()).values())
+    T = cell.max_len + 1
+    params = 4 * n_params * 4 * n_models  # params, two moments, gradients; float32
+    attention = 4 * n_models * batch_size * cell.n_heads * T * T * 6  # scores, pattern, grads
+    analysis = 8 * n_models * min(n_eval, 256) * cell.n_heads * T * T * 4  # chunked patterns
+    return params + max(attention, analysis)
+
+
+def available_bytes(device: str) -> int:
+    if device == "gpu":
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[1])
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_sizes(spec: SweepSpec, device: str) -> None:
+    """ValueError naming the cell and the limit when a cell would not fit in memory."""
+    limit = available_bytes(device)
+    for name, cell in zip(spec.names, spec.cells, strict=True):
+        need = ensemble_bytes(cell, len(spec.seeds), spec.batch_size, spec.n_eval)
+        if need > 0.8 * limit:
+            raise ValueError(
+                f"cell '{name}' with {len(spec.seeds)} seeds needs about {need / 2**30:.1f} GiB, "
+                f"more than 80% of the {limit / 2**30:.1f} GiB this {device} has: use fewer "
+                "seeds or a smaller batch"
+            )
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+SNAPSHOT = "step_{:07d}.json"
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step a cell's checkpoint is at, or None when there is none (or it is unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        step = load_checkpoint(path)["info"].get("step")
+    except ValueError:
+        return None
+    return step if isinstance(step, int) else None
+
+
+def advance(cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str):
+    """The ensemble's parameters after ``step`` steps (host arrays [M, ...]) and the training
+    history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards."""
+    at = _checkpoint_step(ck)
+    if at is not None and at > step:  # later than this snapshot: it cannot be recovered
+        ck.unlink()
+        at = None
+    if at == step:
+        saved = load_checkpoint(ck)
+        return saved["params"], saved["info"].get("history", {})
+    return train(
+        cell.model_config(),
+        seed=list(spec.seeds),
+        steps=step,
+        batch_size=spec.batch_size,
+        max_len=cell.max_len,
+        lr=cell.lr,
+        device=device,
+        weight_decay=cell.weight_decay,
+        bos=cell.bos,
+        probs=cell.probs,
+        eval_every=0,
+        n_eval=min(256, spec.n_eval),
+        ensemble=True,
+        checkpoint=str(ck),
+        checkpoint_every=spec.checkpoint_every,
+        resume=str(ck) if at is not None else None,
+    )
+
+
+def analyze_members(params: dict, held_out, config: ModelConfig, spec: SweepSpec) -> list[dict]:
+    """Every instrument on every member of the ensemble (one pass when analyze_ensemble
+    exists, else member by member)."""
+    from . import analysis
+
+    if hasattr(analysis, "analyze_ensemble"):
+        return analysis.analyze_ensemble(
+            params, *held_out, config, subsets=spec.subsets, interventions=spec.interventions
+        )
+    M = params["embed.W_E"].shape[0]
+    return [
+        analyze_model({k: v[i] for k, v in params.items()}, *held_out, config,
+                      subsets=spec.subsets, interventions=spec.interventions)
+        for i in range(M)
+    ]  # fmt: skip
+
+
+EXAMPLE = "1020120121102211"  # drawn in the attention figures, repeated to the cell's max_len
+
+
+def example_string(max_len: int) -> str:
+    return (EXAMPLE * (max_len // len(EXAMPLE) + 1))[:max_len]
+
+
+def final_extras(params: dict, cell: Cell, spec: SweepSpec, device: str) -> dict:
+    """Length generalisation of every member, and the first member's attention on an example."""
+    config = cell.model_config()
+    data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
+    long = evaluate(to_device(params, device), *eval_set(data, long=True), config)
+    tokens = encode(example_string(cell.max_len), bos=cell.bos)[None]  # [1, T]
+    first = to_device({k: v[0] for k, v in params.items()}, device)
+    pattern = attention_patterns(first, to_device(tokens, device), config)[0, 0]  # [H, T, T]
+    return {
+        "long": jsonable(long),
+        "example": {"tokens": tokens[0].tolist(), "pattern": to_numpy(pattern).tolist()},
+    }
+
+
+def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say) -> None:
+    """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
+    from .results import snapshot_rows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ck = folder / "model.npz"
+    remove_stale_temporaries(ck)
+    config = cell.model_config()
+    data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
+    held_out = None
+    steps = snapshot_steps(cell.steps, spec.first_snapshot)
+    for step in steps:
+        path = folder / SNAPSHOT.format(step)
+        if path.exists():
+            continue
+        held_out = held_out or eval_set(data)
+        t0 = time.perf_counter()
+        params, history = advance(cell, spec, ck, step, device)
+        t1 = time.perf_counter()
+        members = analyze_members(to_device(params, device), held_out, config, spec)
+        t2 = time.perf_counter()
+        models, heads = snapshot_rows(cell, name, spec.seeds, step, members)
+        if step == steps[-1]:
+            extras = final_extras(params, cell, spec, device)
+            for row, long_l_acc in zip(models, np.atleast_1d(extras["long"]["l_acc"]), strict=True):
+                row["long_l_acc"] = float(long_l_acc)
+            record = {"name": name, "cell": asdict(cell), "seeds": list(spec.seeds),
+                      "members": members, "curve": history.get("eval", []), **extras}  # fmt: skip
+            atomic_write(folder / "analysis.json", json.dumps(jsonable(record), allow_nan=False))
+        snapshot = {"step": step, "models": models, "heads": heads,
+                    "seconds": {"train": t1 - t0, "analysis": t2 - t1}}  # fmt: skip
+        atomic_write(path, json.dumps(jsonable(snapshot), allow_nan=False))
+        say(step, t1 - t0, t2 - t1, models)
+
+
+def load_snapshots(folder: Path) -> list[dict]:
+    """The snapshot records of a cell folder, in step order."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+MANIFEST, COMPLETE = "sweep.json", "COMPLETE"
+OUTPUTS = ("models.csv", "heads.csv", "results.json", "report.md", "figures", "cells", COMPLETE)
+
+
+def prepare_folder(out: Path, spec: SweepSpec, *, force: bool) -> None:
+    """Make ``out`` hold this sweep: new, or the same sweep to resume. Another run's folder is
+    refused (or, with force, its outputs are removed); so is a folder that is no run's."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    manifest = out / MANIFEST
+    wanted = jsonable(spec.to_dict())
+    if manifest.exists():
+        try:
+            held = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            held = None
+        if held != wanted:
+            if not force:
+                what = _difference(held, wanted)
+                raise ValueError(
+                    f"{out} holds another run ({what}); rerun that run's command to resume it, "
+                    "choose another --out, or pass --force to replace it"
+                )
+            for name in OUTPUTS + (MANIFEST,):
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+        raise ValueError(f"{out} is not empty and holds no minicount sweep: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not manifest.exists():
+        atomic_write(manifest, json.dumps(wanted, indent=1))
+
+
+def _difference(held, wanted: dict) -> str:
+    if not isinstance(held, dict):
+        return "an unreadable sweep.json"
+    keys = [k for k in wanted if held.get(k) != wanted[k]]
+    return "different " + ", ".join(keys) if keys else "different settings"
+
+
+@dataclass
+class Progress:
+    """One line per snapshot with the elapsed time and an estimate of what is left."""
+
+    total_model_steps: float
+    enabled: bool = True
+    done: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    def eta(self) -> str:
+        if self.done <= 0:
+            return ""
+        spent = time.perf_counter() - self.t0
+        left = spent * (self.total_model_steps - self.done) / self.done
+        return f", about {left:.0f}s left"
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out,
+    *,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    command: str = "",
+    threads: int | None = 1,
+) -> dict:
+    """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results."""
+    from .results import summarise
+    from .study import blas_threads
+
+    device = resolve_device(device)
+    for cell in spec.cells:
+        check_cell(cell)
+    check_sizes(spec, device)
+    out = Path(out)
+    if str(out).strip() == "":
+        raise ValueError("--out is empty: name a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out, what="run folder"):
+        prepare_folder(out, spec, force=force)
+        if (out / COMPLETE).exists():
+            (out / COMPLETE).unlink()  # rewritten last, after the outputs below
+        M = len(spec.seeds)
+        work = sum(c.steps * M for c in spec.cells)
+        bar = Progress(work, enabled=progress)
+        bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
+        timings = {}
+        with blas_threads(threads if device == "cpu" else None):
+            for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
+                label = f"[{k}/{len(spec.cells)}] {name}"
+                timings[name] = _run_reported(cell, label, name, spec, out, device, bar)
+        bar.line("writing tables, figures and the report")
+        results = summarise(spec, out, meta=run_meta(spec, device, command, timings))
+        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        bar.line(f"done: {out / 'report.md'}")
+        return results
+
+
+def _run_reported(
+    cell: Cell, label: str, name: str, spec: SweepSpec, out: Path, device: str, bar: Progress
+) -> dict:
+    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds."""
+    folder = out / "cells" / cell.key()
+    M = len(spec.seeds)
+    before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
+    last = [max(before, default=0)]
+    bar.done += last[0] * M
+    if before:
+        bar.line(f"{label}: resuming after step {last[0]}")
+
+    def say(step, train_s, analysis_s, models):
+        bar.done += (step - last[0]) * M
+        last[0] = step
+        l_acc = [r["l_acc"] for r in models]
+        bar.line(
+            f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
+            f"(min {np.min(l_acc):.3f}) over {M} seeds; train {train_s:.1f}s, analysis "
+            f"{analysis_s:.1f}s" + bar.eta()
+        )
+
+    run_cell(cell, name, spec, folder, device, say)
+    snaps = load_snapshots(folder)
+    return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
+
+
+def run_meta(spec: SweepSpec, device: str, command: str, timings: dict) -> dict:
+    return {
+        "command": command,
+        "device": device,
+        "preset": spec.preset,
+        "versions": {"minicount": __version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0]},
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": timings,
+    }  # fmt: skip
