@@ -340,6 +340,7 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
         progress=not a.quiet,
         command=" ".join(["python -m minicount"] + a.argv),
         threads=a.threads or None,
+        figures=not a.no_figures,
     )
     print(out / "report.md")
     return 0
@@ -446,6 +447,7 @@ def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
         "folder is refused; the same command resumes its own run)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument(
         "--fused-kernel",
         action="store_true",

@@ -120,7 +120,7 @@ def _roles(plt, spec, models, heads, stats):
             ax.plot(steps, mean, "o-", ms=3, color=color, label=name)
             ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color,
                             alpha=0.15, lw=0)  # fmt: skip
-        ax.set_xscale("log")
+        _log_steps(ax, sorted({s for t in traj.values() for s in t}))
         ax.set_title(f"{title}\n({note})", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
@@ -152,7 +152,7 @@ def _ratios(plt, spec, models, heads, stats):
                 if rank == 1:
                     ax.fill_between(steps, [s.q25 for s in summ], [s.q75 for s in summ],
                                     color=color, alpha=0.15, lw=0)  # fmt: skip
-        ax.set_xscale("log")
+        _log_steps(ax, sorted({s for t in traj.values() for s in t}))
         ax.set_yscale("log")
         ax.set_xlabel("training step (log scale)")
         ax.set_title(title, fontsize=9)
@@ -164,6 +164,15 @@ def _ratios(plt, spec, models, heads, stats):
                  "seeds) and of the second (dotted median); log scales", fontsize=10)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def _log_steps(ax, steps) -> None:
+    """A log-scaled step axis labelled with the snapshot steps themselves."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [str(s) for s in steps], fontsize=7)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _last(rows, spec):

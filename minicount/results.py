@@ -383,7 +383,7 @@ def final_rows(rows: list[dict], spec) -> dict[str, list[dict]]:
     return out
 
 
-def summarise(spec, out: Path, *, meta: dict) -> dict:
+def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     """Write models.csv, heads.csv, results.json, figures and report.md from the cell folders."""
     from . import report
 
@@ -404,13 +404,11 @@ def summarise(spec, out: Path, *, meta: dict) -> dict:
                        "suppressed_w02": SUPPRESSED_W02, "gap": GAP,
                        "dominant_n_eff": DOMINANT_N_EFF},
     }  # fmt: skip
-    figures = (
-        report.draw_figures(spec, models, heads, finals, stats, out / "figures")
-        if (spec.figures)
-        else []
-    )
+    drawn = []
+    if figures:
+        drawn = report.draw_figures(spec, models, heads, finals, stats, out / "figures")
     atomic_write(out / "results.json", json.dumps(_plain(results), indent=1, allow_nan=False))
-    atomic_write(out / "report.md", report.render(results, stats, figures))
+    atomic_write(out / "report.md", report.render(results, stats, drawn))
     return results
 
 

@@ -156,7 +156,6 @@ class SweepSpec:
     subsets: bool = True  # every subset of heads in the ablation
     interventions: bool = True
     preset: str = ""  # the named preset this came from, if any
-    figures: bool = True
     checkpoint_every: int = 200  # also checkpoint within a snapshot's training segment
 
     def __post_init__(self):
@@ -220,6 +219,7 @@ def ensemble_bytes(cell: Cell, n_models: int, batch_size: int, n_eval: int) -> i
     T = cell.max_len + 1
     params = 4 * n_params * 4 * n_models  # params, two moments, gradients; float32
     attention = 4 * n_models * batch_size * cell.n_heads * T * T * 6  # scores, pattern, grads
+    attention += 4 * n_models * batch_size * T * (cell.d_model + cell.n_heads * cell.d_head) * 8
     analysis = 8 * n_models * min(n_eval, 256) * cell.n_heads * T * T * 4  # chunked patterns
     return params + max(attention, analysis)
 
@@ -449,8 +449,10 @@ def run_sweep(
     progress: bool = True,
     command: str = "",
     threads: int | None = 1,
+    figures: bool = True,
 ) -> dict:
-    """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results."""
+    """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
+    figures=False skips the PNGs (the tables and the report are written all the same)."""
     from .results import summarise
     from .study import blas_threads
 
@@ -476,7 +478,9 @@ def run_sweep(
                 label = f"[{k}/{len(spec.cells)}] {name}"
                 timings[name] = _run_reported(cell, label, name, spec, out, device, bar)
         bar.line("writing tables, figures and the report")
-        results = summarise(spec, out, meta=run_meta(spec, device, command, timings))
+        results = summarise(
+            spec, out, meta=run_meta(spec, device, command, timings), figures=figures
+        )
         atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
         bar.line(f"done: {out / 'report.md'}")
         return results

@@ -1,102 +1,181 @@
-"""The reproduce study and the analyze command, end to end on tiny runs."""
+"""The sweep and the reproduce presets end to end on tiny runs; resume after SIGKILL; the
+analyze command on a checkpoint."""
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minicount as mc
 from minicount.cli import main
-from minicount.study import PRESETS, VARIATIONS, Preset, fmt, mean_sd, study_settings
+from minicount.study import preset
+from minicount.sweep import (
+    COMPLETE,
+    Cell,
+    SweepSpec,
+    cell_names,
+    grid,
+    parse_knob,
+    run_sweep,
+    snapshot_steps,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ["--set", "max_len=5", "--set", "d_model=8", "--set", "d_head=4", "--batch-size", "16",
+        "--n-eval", "24", "--first-snapshot", "10", "--seeds", "0-2", "--quiet"]  # fmt: skip
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
-    assert main(["reproduce", "--quick", "--out", str(out)]) == 0
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 0
     return out
 
 
 def test_quick_run_writes_every_promised_file(quick_run):
-    for name in ("report.md", "results.json", "runs.csv", "heads.csv"):
+    for name in ("report.md", "results.json", "models.csv", "heads.csv", "sweep.json", COMPLETE):
         assert (quick_run / name).is_file(), name
-    figures = sorted((quick_run / "figures").glob("*.png"))
-    names = {f.name for f in figures}
-    assert {
-        "accuracy.png",
-        "weights.png",
-        "heads.png",
-        "ablation.png",
-        "interventions.png",
-        "training.png",
-    } <= names
+    names = {f.name for f in (quick_run / "figures").glob("*.png")}
+    assert {"accuracy.png", "roles.png", "ratios.png", "heads.png", "weights.png"} <= names
     assert any(n.startswith("patterns_") for n in names)
     import matplotlib.image
 
-    for f in figures:
+    for f in (quick_run / "figures").glob("*.png"):
         assert f.read_bytes()[:8] == PNG_MAGIC, f
-        image = matplotlib.image.imread(f)
-        assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
+        assert matplotlib.image.imread(f).shape[0] > 50
+    json.loads((quick_run / "results.json").read_text())  # valid JSON (no NaN)
 
 
-def test_quick_run_results_match_the_preset(quick_run):
-    results = json.loads((quick_run / "results.json").read_text())
-    preset = PRESETS["quick"]
-    names = [s["setting"]["name"] for s in results["settings"]]
-    assert names == [s.name for s in study_settings(preset)]
-    for s in results["settings"]:
-        assert [m["seed"] for m in s["members"]] == list(preset.seeds)
-        for m in s["members"]:
-            a = m["analysis"]
-            assert (
-                0 <= a["metrics"]["l_acc"] <= 1 and len(a["semantics"]) == s["setting"]["n_heads"]
-            )
-    with open(quick_run / "runs.csv") as f:
-        runs = list(csv.DictReader(f))
-    with open(quick_run / "heads.csv") as f:
-        heads = list(csv.DictReader(f))
-    n_models = len(names) * len(preset.seeds)
-    assert len(runs) == n_models
-    assert len(heads) == sum(s["setting"]["n_heads"] for s in results["settings"]) * len(
-        preset.seeds
+def test_quick_run_rows_cover_every_cell_seed_snapshot_and_head(quick_run):
+    spec = preset("quick")
+    models, heads = read_csv(quick_run / "models.csv"), read_csv(quick_run / "heads.csv")
+    expected_models = sum(len(snapshot_steps(c.steps, spec.first_snapshot)) for c in spec.cells)
+    assert len(models) == expected_models * len(spec.seeds)
+    expected_heads = sum(
+        c.n_heads * len(snapshot_steps(c.steps, spec.first_snapshot)) for c in spec.cells
     )
+    assert len(heads) == expected_heads * len(spec.seeds)
+    for row in models:
+        assert 0 <= float(row["l_acc"]) <= 1
+    # every checkpoint in the folder is a trained ensemble that `analyze` can read
+    for cell in spec.cells:
+        ck = mc.load_checkpoint(quick_run / "cells" / cell.key() / "model.npz")
+        assert ck["info"]["step"] == cell.steps
+        assert ck["params"]["embed.W_E"].shape[0] == len(spec.seeds)
 
 
-def test_report_tables_come_from_the_run(quick_run):
+def test_report_numbers_come_from_the_rows(quick_run):
     report = (quick_run / "report.md").read_text()
-    for section in (
-        "## What was run",
-        "## Compete or cooperate?",
-        "## Against the paper's claims",
-        "### 1. Accuracy and aggregation",
-        "figures/accuracy.png",
-    ):
-        assert section in report, section
-    with open(quick_run / "runs.csv") as f:
-        runs = list(csv.DictReader(f))
-    # the l-acc cell of the first setting is the mean ± sd of the per-seed values in runs.csv
-    first = [float(r["l_acc"]) for r in runs if r["setting"] == runs[0]["setting"]]
-    assert f"| {runs[0]['setting']} | {fmt(first)} |" in report
+    for section in ("## Short answer", "## Verdicts", "## The numbers", "## Against the paper"):
+        assert section in report
+    results = json.loads((quick_run / "results.json").read_text())
+    models = read_csv(quick_run / "models.csv")
+    last = [r for r in models if r["name"] == "H=2" and r["step"] == r["steps"]]
+    mean = np.mean([float(r["l_acc"]) for r in last])
+    assert results["statistics"]["H=2"]["l_acc"]["value"] == pytest.approx(mean)
+    # every Markdown table row has as many cells as its header
+    for block in report.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if lines:
+            widths = {len(ln.replace("\\|", "").split("|")) for ln in lines}
+            assert len(widths) == 1, block[:200]
 
 
-def test_mean_sd_and_fmt():
-    assert mean_sd([1.0, 3.0, None]) == (2.0, pytest.approx(np.sqrt(2.0)), 2)
-    assert fmt([0.5]) == "0.500" and fmt([None]) == "–"
-    assert fmt([1.0, 3.0], 1) == "2.0 ± 1.4"
+def test_sweep_resumes_after_sigkill_with_the_same_rows(tmp_path):
+    args = [sys.executable, "-m", "minicount", "sweep", "--set", "n_heads=1,2", "--steps", "80",
+            *TINY, "--no-figures"]  # fmt: skip
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(args + ["--out", str(whole)], check=True, timeout=300)
+    proc = subprocess.Popen(args + ["--out", str(cut)])
+    first = Cell(n_heads=1, max_len=5, d_model=8, d_head=4, steps=80).key()
+    deadline = time.time() + 120
+    while not (cut / "cells" / first / "step_0000020.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "finished before the kill"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (cut / COMPLETE).exists()
+    subprocess.run(args + ["--out", str(cut)], check=True, timeout=300)
+    assert (cut / COMPLETE).exists()
+    for name in ("models.csv", "heads.csv"):
+        assert read_csv(cut / name) == read_csv(whole / name), name
+    assert not list(cut.rglob("*.tmp"))
 
 
-def test_presets_and_variations():
-    full = study_settings(PRESETS["full"])
-    assert [s.n_heads for s in full if s.sweep] == [1, 2, 4, 8]
-    assert {s.name.split(", ", 1)[1] for s in full if not s.sweep} == set(VARIATIONS)
-    default = study_settings(PRESETS["default"])
-    paper = [s for s in default if "paper-like" in s.name]
-    assert paper and paper[0].max_len == 64 and paper[0].weight_decay == 0.1
-    with pytest.raises(ValueError, match="unknown variation"):
-        study_settings(Preset(variations=("nope",)))
+def test_another_run_in_the_folder_is_refused(tmp_path, capsys):
+    base = ["sweep", "--set", "n_heads=1", "--steps", "10", *TINY, "--no-figures",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(base) == 0
+    capsys.readouterr()
+    other = [a if a != "--steps" else a for a in base]
+    other[other.index("10")] = "20"
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds another run" in err and len(err.splitlines()) == 1
+    assert main(other + ["--force"]) == 0
+    spec = json.loads((tmp_path / "sweep.json").read_text())
+    assert spec["cells"][0]["steps"] == 20
+    assert {r["steps"] for r in read_csv(tmp_path / "models.csv")} == {"20"}
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["sweep", "--steps", "5", *TINY, "--out", str(tmp_path)]) == 2
+    assert "holds no minicount sweep" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["sweep", "--set", "n_hedas=2"], "unknown knob"),
+        (["sweep", "--set", "n_heads="], "has no values"),
+        (["sweep", "--set", "n_heads=2,x"], "is not a int"),
+        (["sweep", "--set", "p2=1.5"], "p2"),
+        (["sweep", "--set", "n_heads=2", "--set", "n_heads=4"], "given twice"),
+        (["sweep", "--set", "d_model=100000", "--seeds", "0-63"], "GiB"),
+    ],
+)
+def test_bad_sweep_requests_fail_in_one_line_before_training(argv, words, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o" / "cells").exists()
+
+
+def test_knobs_grid_and_names():
+    assert parse_knob("weight_decay=0,0.1") == ("weight_decay", [0.0, 0.1])
+    assert parse_knob("bos=on,off") == ("bos", [True, False])
+    cells = grid({"n_heads": [2, 4], "max_len": [32, 64]})
+    assert [(c.n_heads, c.max_len) for c in cells] == [(2, 32), (2, 64), (4, 32), (4, 64)]
+    assert cell_names(cells)[1] == "n_heads=2 max_len=64"
+    assert snapshot_steps(800) == [25, 50, 100, 200, 400, 800]
+    assert snapshot_steps(100, 25) == [25, 50, 100]
+    with pytest.raises(ValueError, match="same knobs"):
+        SweepSpec(cells=(Cell(), Cell()), names=("a", "b"), seeds=(0,))
+
+
+def test_presets_are_sized_as_promised():
+    default, full = preset("default"), preset("full")
+    assert len(default.seeds) >= 8
+    assert any(c.max_len == 64 and c.weight_decay == 0.1 for c in default.cells)  # paper-like
+    assert max(c.steps for c in default.cells) >= 3 * min(c.steps for c in default.cells)
+    assert len(full.seeds) >= 64
+    for knob in ("n_heads", "weight_decay", "max_len", "steps"):
+        assert len({getattr(c, knob) for c in full.cells}) >= 2, knob
+    assert [c.n_heads for c in preset("default", heads=[2]).cells] == [2]
 
 
 def test_analyze_checkpoint(tmp_path, capsys):
@@ -133,3 +212,12 @@ def test_analyze_bad_member_is_one_line(tmp_path, capsys):
     ck = mc.save(tmp_path / "m.npz", mc.init_params(config, 0), config)
     assert main(["analyze", str(ck), "--member", "3", "--n-eval", "8"]) == 2
     assert "member" in capsys.readouterr().err
+
+
+def test_run_sweep_api_without_figures(tmp_path):
+    cell = Cell(n_heads=2, max_len=4, d_model=8, d_head=4, steps=12)
+    spec = SweepSpec(cells=(cell,), names=("tiny",), seeds=(3, 4), batch_size=8, n_eval=16,
+                     first_snapshot=6)  # fmt: skip
+    results = run_sweep(spec, tmp_path, progress=False, figures=False)
+    assert set(results["verdicts"]) == {"tiny"}
+    assert not (tmp_path / "figures").exists() or not list((tmp_path / "figures").glob("*.png"))
