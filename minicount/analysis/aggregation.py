@@ -66,12 +66,51 @@ SCAN_ELEMENTS = 1 << 21  # at most this many scores sorted at once in the thresh
 # ----------------------------------------------------------------------------- logistic fits
 
 
-def _objective(z, y, m, n, w, l2):
-    """[G] mean BCE of y [G, N] against logits z [G, N] over rows m, plus (l2 / 2)|w|²."""
-    xp = array_module(z)
-    # y log(1 + e^-z) + (1 - y) log(1 + e^z): each term exact even where it is tiny
-    bce = y * xp.logaddexp(0.0, -z) + (1.0 - y) * xp.logaddexp(0.0, z)  # [G, N]
+def _objective(u, m, n, w, l2):
+    """[G] mean BCE over rows m from the signed logits u = (1 - 2y) z [G, N], + (l2 / 2)|w|²."""
+    xp = array_module(u)
+    bce = xp.logaddexp(0.0, u)  # [G, N] log(1 + e^u), exact even where it is tiny
     return (bce * m).sum(axis=1) / n + 0.5 * l2 * (w * w).sum(axis=1)
+
+
+def _newton_step(state, k):
+    """(step [g, k+1], grad [g, k+1]) of the live problems in state (see fit_logistic_batched)."""
+    xp = array_module(state["z"])
+    A, A_T, r, m, n = state["A"], state["A_T"], state["r"], state["m"], state["n"]
+    u = r * state["z"]  # [g, N] logit signed so that u < 0 is the right side
+    softplus = xp.logaddexp(0.0, u)  # [g, N]
+    wrong = xp.exp(u - softplus)  # [g, N] σ(u) = |p - y|, exact where it is tiny
+    residual = m * r * wrong  # [g, N] p - y
+    curvature = m * wrong * xp.exp(-softplus)  # [g, N] σ(u) σ(-u) = p (1 - p)
+    pen = state["l2"][:, None] * (xp.arange(k + 1) < k)  # [g, k+1], 0 on the bias
+    grad = (A_T @ residual[..., None])[..., 0] / n[:, None] + pen * state["theta"]  # [g, k+1]
+    hess = A_T @ (A * curvature[..., None])  # [g, k+1, N] @ [g, N, k+1] -> [g, k+1, k+1]
+    # the jitter keeps a solve possible where the curvature vanishes; the optimum is unmoved
+    hess = hess / n[:, None, None] + (pen[:, :, None] + 1e-12) * xp.eye(k + 1)
+    return xp.linalg.solve(hess, grad[..., None])[..., 0], grad
+
+
+def _line_search(state, step, grad, skip, k):
+    """(accepted [g], t [g], loss [g], shift [g, N]): backtracking per problem, halving t until
+    the objective falls by at least 1e-4 t (grad · step). Problems in skip are left alone."""
+    xp = array_module(step)
+    A, r, m, n, l2 = state["A"], state["r"], state["m"], state["n"], state["l2"]
+    shift = (A @ step[..., None])[..., 0]  # [g, N] change of z per unit step
+    decrease = (grad * step).sum(axis=1)  # [g] >= 0 (the Hessian is positive definite)
+    t = xp.ones(step.shape[0])
+    accepted, loss = skip.copy(), state["loss"]
+    for _ in range(40):
+        pending = ~accepted
+        if not bool(pending.any()):
+            break
+        z = state["z"] - t[:, None] * shift  # [g, N]
+        w = state["theta"][:, :k] - t[:, None] * step[:, :k]  # [g, k]
+        trial = _objective(r * z, m, n, w, l2)  # [g]
+        ok = pending & (trial <= state["loss"] - 1e-4 * t * decrease)
+        loss = xp.where(ok, trial, loss)
+        accepted |= ok
+        t = xp.where(pending & ~ok, 0.5 * t, t)
+    return accepted & ~skip, t, loss, shift
 
 
 def fit_logistic_batched(
@@ -86,18 +125,19 @@ def fit_logistic_batched(
 ) -> dict:
     """G independent logistic regressions by batched damped Newton steps.
 
-    X [G, N, k] features, y [G, N] labels in [0, 1], offset [G, N] a fixed term of the logit,
+    X [G, N, k] features, y [G, N] labels in {0, 1}, offset [G, N] a fixed term of the logit,
     mask [G, N] bool the rows that belong to each problem (default: all), l2 a float or [G].
     Problem g minimises mean_rows BCE(y, offset + X @ w + b) + (l2 / 2)|w|²: the bias b is
     never penalised, so shifting a feature by a constant moves only b.
 
     Every Newton step is damped by backtracking (per problem) until the objective decreases,
     and the BCE is computed with logaddexp, so nothing overflows. A problem has converged when
-    its Newton step is below tol relative to its parameters. With l2 > 0 the optimum is finite
-    and is reached. With l2 = 0 on data that some weighting separates, the optimum lies at
-    infinity: the weights then grow by about one margin per step until max_iter and the
-    problem reports converged = False (its weights are finite, their direction meaningful).
-    The same holds for the bias when one problem's labels are all equal.
+    its Newton step is below tol relative to its parameters; finished problems leave the
+    batch. With l2 > 0 the optimum is finite and is reached. With l2 = 0 on data that some
+    weighting separates, the optimum lies at infinity: the weights then grow by about one
+    margin per step until max_iter and the problem reports converged = False (its weights
+    are finite, their direction meaningful). The same holds for the bias when all labels of
+    a problem are equal.
 
     Returns {"w": [G, k], "b": [G], "loss": [G], "iterations": [G], "converged": [G] bool},
     arrays on the module of X, float64.
@@ -110,69 +150,68 @@ def fit_logistic_batched(
     y = xp.asarray(y, dtype=xp.float64)
     if y.shape != (G, N) or N == 0:
         raise ValueError(f"y must be [G, N] = [{G}, {N}] with N > 0, got {tuple(y.shape)}")
+    if bool(((y != 0) & (y != 1)).any()):
+        raise ValueError("y must hold labels 0 or 1")
     m = xp.ones((G, N), dtype=bool) if mask is None else xp.asarray(mask, dtype=bool)
-    n = m.sum(axis=1).astype(xp.float64)  # [G]
-    if m.shape != (G, N) or bool((n == 0).any()):
+    if m.shape != (G, N) or bool((m.sum(axis=1) == 0).any()):
         raise ValueError("mask must be [G, N] and leave every problem at least one row")
     offset = xp.zeros((G, N)) if offset is None else xp.asarray(offset, dtype=xp.float64)
     l2 = xp.asarray(l2, dtype=xp.float64) * xp.ones(G)  # [G]
     if bool((l2 < 0).any()):
         raise ValueError(f"l2 must be >= 0, got {to_numpy(l2).tolist()}")
-    m = m.astype(xp.float64)  # [G, N]
-    y, offset = y * m, offset * m  # rows outside a problem hold zeros and weigh nothing
-    A = xp.concatenate([X * m[..., None], m[..., None]], axis=2)  # [G, N, k+1], b last
-    pen = l2[:, None] * xp.concatenate([xp.ones(k), xp.zeros(1)])  # [G, k+1], 0 on b
-    jitter = 1e-12 * xp.eye(k + 1)  # keeps a solve possible where the curvature vanishes
-    theta = xp.zeros((G, k + 1))  # [G, k+1]
-    z = offset.copy()  # [G, N] logits at theta = 0
-    loss = _objective(z, y, m, n, theta[:, :k], l2)  # [G]
-    active = xp.ones(G, dtype=bool)
-    converged = xp.zeros(G, dtype=bool)
-    iterations = xp.zeros(G, dtype=xp.int64)
+    m = m.astype(xp.float64)  # [G, N]; rows outside a problem hold zeros and weigh nothing
+    A = xp.concatenate([X * m[..., None], m[..., None]], axis=2)  # [G, N, k+1], bias last
+    state = {
+        "index": xp.arange(G),  # which problem each live row of the batch is
+        "A": A,
+        "A_T": xp.ascontiguousarray(A.transpose(0, 2, 1)),  # [G, k+1, N]
+        "r": (1.0 - 2.0 * y) * m,  # [G, N] -1 for label 1, +1 for label 0
+        "m": m,
+        "n": m.sum(axis=1),  # [G] rows per problem
+        "l2": l2,
+        "theta": xp.zeros((G, k + 1)),  # [G, k+1] weights, then the bias
+        "z": offset * m,  # [G, N] logits
+        "iterations": xp.zeros(G, dtype=xp.int64),
+    }
+    state["loss"] = _objective(state["r"] * state["z"], m, state["n"], state["theta"][:, :k], l2)
+    out = {
+        "theta": xp.zeros((G, k + 1)),
+        "loss": xp.zeros(G),
+        "iterations": xp.zeros(G, dtype=xp.int64),
+        "converged": xp.zeros(G, dtype=bool),
+    }
+
+    def retire(which, converged):
+        """Write the problems in which [g] to out, with their converged flags [g]."""
+        index = state["index"][which]
+        for key in ("theta", "loss", "iterations"):
+            out[key][index] = state[key][which]
+        out["converged"][index] = converged[which]
+
     for _ in range(max_iter):
-        if not bool(active.any()):
+        if state["index"].shape[0] == 0:
             break
-        log_p, log_q = -xp.logaddexp(0.0, -z), -xp.logaddexp(0.0, z)  # log σ(z), log σ(-z)
-        residual = m * ((1.0 - y) * xp.exp(log_p) - y * xp.exp(log_q))  # [G, N] p - y
-        curvature = m * xp.exp(log_p + log_q)  # [G, N] p (1 - p)
-        grad = (A * residual[..., None]).sum(axis=1) / n[:, None] + pen * theta  # [G, k+1]
-        hess = xp.matmul(A.transpose(0, 2, 1), A * curvature[..., None])  # [G, k+1, k+1]
-        hess = hess / n[:, None, None] + pen[:, :, None] * xp.eye(k + 1) + jitter
-        step = xp.linalg.solve(hess, grad[..., None])[..., 0]  # [G, k+1]
-        size = xp.abs(step).max(axis=1) / (1.0 + xp.abs(theta).max(axis=1))  # [G]
-        done = active & (size < tol)
-        converged |= done
-        active &= ~done
-        # backtracking, per problem: halve t until the objective decreases enough
-        shift = (A * step[:, None, :]).sum(axis=2)  # [G, N] change of z per unit step
-        decrease = (grad * step).sum(axis=1)  # [G] >= 0 (the Hessian is positive definite)
-        t = xp.ones(G)
-        accepted = ~active
-        new_loss = loss
-        for _ in range(40):
-            pending = ~accepted
-            if not bool(pending.any()):
-                break
-            trial = _objective(
-                z - t[:, None] * shift, y, m, n, (theta - t[:, None] * step)[:, :k], l2
-            )
-            ok = pending & (trial <= loss - 1e-4 * t * decrease)
-            new_loss = xp.where(ok, trial, new_loss)
-            accepted |= ok
-            t = xp.where(pending & ~ok, 0.5 * t, t)
-        stuck = active & ~accepted  # no descent left: the optimum to rounding, or underflow
-        converged |= stuck & (size < 1e-4)
-        active &= ~stuck
-        theta = xp.where(active[:, None], theta - t[:, None] * step, theta)
-        z = xp.where(active[:, None], z - t[:, None] * shift, z)
-        loss = xp.where(active, new_loss, loss)
-        iterations += active
+        step, grad = _newton_step(state, k)
+        theta = state["theta"]
+        size = xp.abs(step).max(axis=1) / (1.0 + xp.abs(theta).max(axis=1))  # [g]
+        done = size < tol
+        moved, t, loss, shift = _line_search(state, step, grad, done, k)
+        stuck = ~done & ~moved  # no descent left: the optimum to rounding, or underflow
+        state["theta"] = xp.where(moved[:, None], theta - t[:, None] * step, theta)
+        state["z"] = xp.where(moved[:, None], state["z"] - t[:, None] * shift, state["z"])
+        state["loss"] = xp.where(moved, loss, state["loss"])
+        state["iterations"] = state["iterations"] + moved
+        finished = done | stuck
+        if bool(finished.any()):
+            retire(finished, done | (stuck & (size < 1e-4)))
+            state = {key: value[~finished] for key, value in state.items()}
+    retire(xp.ones(state["index"].shape[0], dtype=bool), xp.zeros(state["index"].shape[0], bool))
     return {
-        "w": theta[:, :k],
-        "b": theta[:, k],
-        "loss": loss,
-        "iterations": iterations,
-        "converged": converged,
+        "w": out["theta"][:, :k],
+        "b": out["theta"][:, k],
+        "loss": out["loss"],
+        "iterations": out["iterations"],
+        "converged": out["converged"],
     }
 
 
