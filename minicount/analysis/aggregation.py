@@ -132,12 +132,13 @@ def fit_logistic_batched(
 
     Every Newton step is damped by backtracking (per problem) until the objective decreases,
     and the BCE is computed with logaddexp, so nothing overflows. A problem has converged when
-    its Newton step is below tol relative to its parameters; finished problems leave the
-    batch. With l2 > 0 the optimum is finite and is reached. With l2 = 0 on data that some
-    weighting separates, the optimum lies at infinity: the weights then grow by about one
-    margin per step until max_iter and the problem reports converged = False (its weights
-    are finite, their direction meaningful). The same holds for the bias when all labels of
-    a problem are equal.
+    its Newton step is below tol relative to its parameters, or the decrease that step
+    predicts is below the rounding of the loss; finished problems leave the batch. With
+    l2 > 0 the optimum is finite and is reached. With l2 = 0 on data that some weighting
+    separates, the optimum lies at infinity: the weights then grow by about one margin per
+    step until max_iter and the problem reports converged = False (its weights are finite,
+    their direction meaningful). The same holds for the bias when all labels of a problem
+    are equal.
 
     Returns {"w": [G, k], "b": [G], "loss": [G], "iterations": [G], "converged": [G] bool},
     arrays on the module of X, float64.
@@ -194,10 +195,13 @@ def fit_logistic_batched(
         step, grad = _newton_step(state, k)
         theta = state["theta"]
         size = xp.abs(step).max(axis=1) / (1.0 + xp.abs(theta).max(axis=1))  # [g]
-        done = size < tol
+        # converged: a tiny Newton step, or a predicted decrease below the loss's rounding
+        # (then the line search would only chase noise); the last full step is still taken
+        done = (size < tol) | ((grad * step).sum(axis=1) < 1e-15 * state["loss"])
         moved, t, loss, shift = _line_search(state, step, grad, done, k)
         stuck = ~done & ~moved  # no descent left: the optimum to rounding, or underflow
-        state["theta"] = xp.where(moved[:, None], theta - t[:, None] * step, theta)
+        t = xp.where(done, 1.0, t)
+        state["theta"] = xp.where((moved | done)[:, None], theta - t[:, None] * step, theta)
         state["z"] = xp.where(moved[:, None], state["z"] - t[:, None] * shift, state["z"])
         state["loss"] = xp.where(moved, loss, state["loss"])
         state["iterations"] = state["iterations"] + moved
