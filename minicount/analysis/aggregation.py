@@ -311,7 +311,7 @@ def best_uniform(total, offset, y, scales) -> dict:
     hi = scales[rows, xp.minimum(best + 1, A - 1)]
     fine = lo[:, None] + (hi - lo)[:, None] * xp.linspace(0.0, 1.0, N_REFINE)  # [G, R]
     scales = xp.concatenate([scales, fine], axis=1)
-    order = xp.argsort(scales, axis=1, kind="stable")
+    order = xp.argsort(scales, axis=1)  # equal scales give equal counts: any order will do
     scales = xp.take_along_axis(scales, order, axis=1)  # [G, A+R]
     fine_correct, fine_bias = _scan_scales(total, offset, y, fine)
     correct = xp.take_along_axis(xp.concatenate([correct, fine_correct], 1), order, axis=1)
