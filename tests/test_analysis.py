@@ -25,7 +25,6 @@ from minicount.analysis import (
     attention_patterns,
     attention_stats,
     eos_contributions,
-    fit_logistic,
     head_logit_contributions,
     head_semantics,
     intervention_study,
@@ -290,56 +289,6 @@ def test_roc_auc_against_pairwise_count_with_ties(seed):
     pos, neg = scores[labels], scores[~labels]
     wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
     assert roc_auc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)), abs=1e-12)
-
-
-# ---------------------------------------------------------------- logistic regression
-
-
-@pytest.mark.parametrize("l2", [1e-4, 0.0])
-def test_logistic_regression_on_separable_data_stays_finite(l2):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(400)
-    x = x[np.abs(x - 0.3) > 0.05][:, None]  # a margin of 0.1 around 0.3
-    y = x[:, 0] > 0.3
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow, no nan
-        fit = fit_logistic(x, y, l2=l2)
-    assert fit["converged"] and np.all(np.isfinite(fit["w"])) and np.isfinite(fit["b"])
-    boundary = -fit["b"] / float(fit["w"][0])
-    assert 0.25 < boundary < 0.35  # inside the margin: every point on its side
-    assert float(fit["w"][0]) > 10  # a steep fit, as separable data calls for
-
-
-def test_logistic_regression_recovers_known_weights():
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((40000, 2))
-    offset = rng.standard_normal(40000)
-    w_true, b_true = np.array([1.5, -2.0]), 0.5
-    p = 1 / (1 + np.exp(-(X @ w_true + b_true + offset)))
-    y = rng.random(40000) < p
-    fit = fit_logistic(X, y, offset=offset, l2=0.0)
-    assert fit["converged"]
-    np.testing.assert_allclose(fit["w"], w_true, atol=0.08)
-    assert fit["b"] == pytest.approx(b_true, abs=0.06)
-
-
-def test_logistic_regression_solves_the_penalised_problem():
-    rng = np.random.default_rng(2)
-    X = rng.standard_normal((300, 3))
-    y = rng.random(300) < 0.4
-    l2 = 0.05
-    fit = fit_logistic(X, y, l2=l2)
-    theta = np.r_[fit["w"], fit["b"]]
-    A = np.c_[X, np.ones(300)]
-    p = 1 / (1 + np.exp(-(A @ theta)))
-    grad = A.T @ (p - y) / 300 + l2 * theta  # zero at the optimum of the penalised loss
-    assert np.abs(grad).max() < 1e-8
-
-
-def test_logistic_regression_rejects_bad_input():
-    with pytest.raises(ValueError):
-        fit_logistic(np.zeros(5), np.zeros(5))
-    with pytest.raises(ValueError):
-        fit_logistic(np.zeros((5, 1)), np.zeros(4))
 
 
 # ---------------------------------------------------------------- aggregation and linear fits

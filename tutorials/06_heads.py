@@ -426,9 +426,14 @@ save_figure(fig, "06_semantics_syntax.png")
 # * **trained**: the model itself ($\alpha_h = \sigma_h$);
 # * **fitted**: a logistic regression of $y_t$ on the $z_h$, free weights $\alpha_h$ and a
 #   bias: the best the heads' outputs allow with *any* weighting;
-# * **uniform**: one shared weight for $\sum_h z_h$ and a bias: the best *equal* vote.
+# * **uniform**: one shared scale for $\sum_h z_h$ and a bias, chosen for the highest
+#   l-acc: the best *equal* vote (`"uniform_logloss"` is the logistic fit of the same
+#   two numbers).
 #
-# The weights are reported normalised to sum to 1, beside the uniform $1/n_{\text{heads}}$.
+# The fit's bias is free; only the weights carry an L2 penalty (`agg["l2"]`, refitted over a
+# range of strengths in `agg["l2_check"]`). The weights are reported as shares of their
+# magnitudes, $|\alpha_h| / \sum|\alpha|$, with their signs apart, beside the uniform
+# $1/n_{\text{heads}}$.
 # Non-uniform aggregation shows as uniform < fitted ≈ trained.
 
 # %%
@@ -482,7 +487,7 @@ save_figure(fig, "06_aggregation.png")
 #
 # ### Exercise 6a: the uniform vote, by hand
 #
-# Compute the l-acc of the best uniform aggregation yourself, from the contributions:
+# Compute the l-acc of the log-loss uniform vote yourself, from the contributions:
 # write `uniform_l_acc(c, offset, targets, mask)` with `c [H, N, T]`, `offset [N, T]`,
 # `targets [N, T, V]`, `mask [N, T]` (NumPy arrays) returning a float. The recipe:
 #
@@ -495,7 +500,8 @@ save_figure(fig, "06_aggregation.png")
 # 3. the score is $\text{offset} + b + w \sum_h z_h$; l-acc is the fraction of real
 #    positions where `score > 0` equals the label.
 #
-# The check compares your number with `aggregation_weights(...)["uniform"]["l_acc"]`
+# The check compares your number with
+# `aggregation_weights(...)["uniform_logloss"]["l_acc"]`
 # for each of the three models (to within 0.1%).
 
 
@@ -509,7 +515,7 @@ def test_uniform_l_acc(fn):
     for seed, member, agg in zip(SEEDS, members, aggregations, strict=True):
         c_m, offset_m = to_numpy(analysis.eos_contributions(member, tokens_d, config))
         got = float(fn(c_m, offset_m, targets, mask))
-        expected = agg["uniform"]["l_acc"]
+        expected = agg["uniform_logloss"]["l_acc"]
         assert abs(got - expected) < 1e-3, (
             f"seed {seed}: got {got:.5f}, the library says {expected:.5f}"
         )

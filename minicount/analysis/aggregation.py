@@ -5,13 +5,45 @@ z_h = c_h / σ_h, so that the trained model reads
 
     s = offset + Σ_h σ_h z_h          (offset = direct path + b_U[EOS])
 
-i.e. it weights the standardised heads by α_h = σ_h. Three aggregations are compared:
+i.e. it weights the standardised heads by α_h = σ_h. Four aggregations are compared, each on
+top of the fixed offset:
 
-    trained   the model itself (α_h = σ_h, no extra bias)
-    fitted    logistic regression of y on z (offset fixed, weights α_h and a bias free)
-    uniform   logistic regression of y on Σ_h z_h (one shared weight and a bias)
+    trained          the model itself (α_h = σ_h, no extra bias)
+    fitted           logistic regression of y on z: weights α_h with an L2 penalty
+                     (l2 / 2)|α|², and a bias that is never penalised
+    uniform          the best equal vote: offset + a Σ_h z_h + b with the scale a >= 0 and
+                     bias b of highest l-acc (exact in b, a searched on a grid)
+    uniform_logloss  logistic regression of y on Σ_h z_h (one shared weight and a free bias)
 
 Non-uniform aggregation shows as uniform < fitted ≈ trained.
+
+The scale search keeps a >= 0: a negative shared scale would reverse every head against the
+direction the model adds it in, which is no longer a weighting of the model's heads. The
+log-loss uniform weight is reported with whatever sign the fit gives it.
+
+Keys of the dict returned per model (``aggregation_from_contributions``, ``aggregation_batched``):
+
+    l2                 the L2 strength on the fitted weights (never on a bias)
+    sigma              [H] σ_h, the std of c_h over the real positions (1 where c_h is constant)
+    alpha_trained      [H] shares σ_h / Σσ of the trained weights (σ_h > 0, so sign +1)
+    sign_trained       [H] all +1: the model adds every c_h as it is. Whether c_h itself points
+                       towards the label is the head's AUC sign (semantics: "auc_sign")
+    alpha_fitted       [H] magnitude shares |α_h| / Σ|α| (sum 1; None if every α_h = 0)
+    sign_fitted        [H] sign of α_h: -1 where the fit reads the head against the model
+    alpha_fitted_raw   [H] α_h, the fitted weights on z_h
+    bias_fitted        the fitted bias
+    uniform_alpha      1 / H, the share of every head under a uniform vote
+    uniform_best       {"scale": a, "bias": b} of the most accurate uniform vote
+    uniform_weight     the shared weight of the log-loss uniform fit
+    bias_uniform       its bias
+    trained, fitted, uniform, uniform_logloss
+                       metrics dicts (l_acc, s_acc, roc_auc) of the four aggregations
+    n_eff_trained      participation ratio (Σ|α|)² / Σα² of σ (1: one head, H: all equal)
+    n_eff_fitted       the same of the fitted α
+    converged          the fitted and the log-loss uniform fits both converged
+    l2_check           one entry per strength in L2_CHECK (and l2): {"l2", "fitted" (metrics),
+                       "alpha_fitted" (shares), "n_eff_fitted", "converged"}, to show whether
+                       the conclusions depend on the penalty
 """
 
 from __future__ import annotations
@@ -24,73 +56,287 @@ from .attribution import eos_contributions
 from .hooks import check_single
 from .scoring import eos_metrics
 
+L2 = 1e-4  # default L2 strength on the fitted weights of standardised contributions
+L2_CHECK = (1e-8, 1e-4, 1e-3, 1e-2, 1e-1)  # strengths of the robustness refit
+SCALE_DECADES = 2.0  # the scale grid spans [min σ, max σ] widened by this many decades each way
+N_SCALES, N_REFINE = 49, 17  # log-spaced scales, then a linear refinement around the best
+SCAN_ELEMENTS = 1 << 21  # at most this many scores sorted at once in the threshold scan
 
-def _penalised_loss(A, y, offset, theta, l2):
-    """mean BCE of y against offset + A @ theta, plus (l2 / 2) ||theta||²; a float."""
-    xp = array_module(A)
-    z = offset + A @ theta  # [N]
-    return float((xp.logaddexp(0.0, z) - y * z).mean() + 0.5 * l2 * (theta @ theta))
+
+# ----------------------------------------------------------------------------- logistic fits
 
 
-def fit_logistic(
-    X, y, *, offset=None, l2: float = 1e-4, max_iter: int = 100, tol: float = 1e-9
+def _objective(u, m, n, w, l2):
+    """[G] mean BCE over rows m from the signed logits u = (1 - 2y) z [G, N], + (l2 / 2)|w|²."""
+    xp = array_module(u)
+    bce = xp.logaddexp(0.0, u)  # [G, N] log(1 + e^u), exact even where it is tiny
+    return (bce * m).sum(axis=1) / n + 0.5 * l2 * (w * w).sum(axis=1)
+
+
+def _newton_step(state, k):
+    """(step [g, k+1], grad [g, k+1]) of the live problems in state (see fit_logistic_batched)."""
+    xp = array_module(state["z"])
+    A, A_T, r, m, n = state["A"], state["A_T"], state["r"], state["m"], state["n"]
+    u = r * state["z"]  # [g, N] logit signed so that u < 0 is the right side
+    softplus = xp.logaddexp(0.0, u)  # [g, N]
+    wrong = xp.exp(u - softplus)  # [g, N] σ(u) = |p - y|, exact where it is tiny
+    residual = m * r * wrong  # [g, N] p - y
+    curvature = m * wrong * xp.exp(-softplus)  # [g, N] σ(u) σ(-u) = p (1 - p)
+    pen = state["l2"][:, None] * (xp.arange(k + 1) < k)  # [g, k+1], 0 on the bias
+    grad = (A_T @ residual[..., None])[..., 0] / n[:, None] + pen * state["theta"]  # [g, k+1]
+    hess = A_T @ (A * curvature[..., None])  # [g, k+1, N] @ [g, N, k+1] -> [g, k+1, k+1]
+    # the jitter keeps a solve possible where the curvature vanishes; the optimum is unmoved
+    hess = hess / n[:, None, None] + (pen[:, :, None] + 1e-12) * xp.eye(k + 1)
+    return xp.linalg.solve(hess, grad[..., None])[..., 0], grad
+
+
+def _line_search(state, step, grad, skip, k):
+    """(accepted [g], t [g], loss [g], shift [g, N]): backtracking per problem, halving t until
+    the objective falls by at least 1e-4 t (grad · step). Problems in skip are left alone."""
+    xp = array_module(step)
+    A, r, m, n, l2 = state["A"], state["r"], state["m"], state["n"], state["l2"]
+    shift = (A @ step[..., None])[..., 0]  # [g, N] change of z per unit step
+    decrease = (grad * step).sum(axis=1)  # [g] >= 0 (the Hessian is positive definite)
+    t = xp.ones(step.shape[0])
+    accepted, loss = skip.copy(), state["loss"]
+    for _ in range(40):
+        pending = ~accepted
+        if not bool(pending.any()):
+            break
+        z = state["z"] - t[:, None] * shift  # [g, N]
+        w = state["theta"][:, :k] - t[:, None] * step[:, :k]  # [g, k]
+        trial = _objective(r * z, m, n, w, l2)  # [g]
+        ok = pending & (trial <= state["loss"] - 1e-4 * t * decrease)
+        loss = xp.where(ok, trial, loss)
+        accepted |= ok
+        t = xp.where(pending & ~ok, 0.5 * t, t)
+    return accepted & ~skip, t, loss, shift
+
+
+def fit_logistic_batched(
+    X,
+    y,
+    *,
+    offset=None,
+    mask=None,
+    l2=L2,
+    max_iter: int = 200,
+    tol: float = 1e-9,
 ) -> dict:
-    """L2-regularised logistic regression by damped Newton steps.
+    """G independent logistic regressions by batched damped Newton steps.
 
-    X [N, k] features, y [N] labels in {0, 1}, offset [N] a fixed term of the logit
-    (coefficient 1). Minimises mean BCE(y, offset + X @ w + b) + (l2 / 2)(|w|² + b²).
+    X [G, N, k] features, y [G, N] labels in {0, 1}, offset [G, N] a fixed term of the logit,
+    mask [G, N] bool the rows that belong to each problem (default: all), l2 a float or [G].
+    Problem g minimises mean_rows BCE(y, offset + X @ w + b) + (l2 / 2)|w|²: the bias b is
+    never penalised, so shifting a feature by a constant moves only b.
 
-    Plain Newton steps overflow and diverge on separable data (the unregularised optimum is
-    at infinity and the Hessian vanishes). Here the penalty l2 > 0 makes the optimum finite
-    and the Hessian positive definite, and every step is damped by backtracking until the
-    penalised loss goes down, so the fit is robust on separable and non-separable data alike.
-    The loss uses logaddexp, which never overflows. l2 = 0 is allowed for data that are
-    known not to be separable.
+    Every Newton step is damped by backtracking (per problem) until the objective decreases,
+    and the BCE is computed with logaddexp, so nothing overflows. A problem has converged when
+    its Newton step is below tol relative to its parameters, or the decrease that step
+    predicts is below the rounding of the loss; finished problems leave the batch. With
+    l2 > 0 the optimum is finite and is reached. With l2 = 0 on data that some weighting
+    separates, the optimum lies at infinity: the weights then grow by about one margin per
+    step until max_iter and the problem reports converged = False (its weights are finite,
+    their direction meaningful). The same holds for the bias when all labels of a problem
+    are equal.
 
-    Returns {"w": [k], "b": float, "loss": float, "iterations": int, "converged": bool},
-    arrays on the module of X. Runs on NumPy or CuPy, in float64.
+    Returns {"w": [G, k], "b": [G], "loss": [G], "iterations": [G], "converged": [G] bool},
+    arrays on the module of X, float64.
+    """
+    xp = array_module(X)
+    X = xp.asarray(X, dtype=xp.float64)
+    if X.ndim != 3:
+        raise ValueError(f"X must be [G, N, k], got shape {tuple(X.shape)}")
+    G, N, k = X.shape
+    y = xp.asarray(y, dtype=xp.float64)
+    if y.shape != (G, N) or N == 0:
+        raise ValueError(f"y must be [G, N] = [{G}, {N}] with N > 0, got {tuple(y.shape)}")
+    if bool(((y != 0) & (y != 1)).any()):
+        raise ValueError("y must hold labels 0 or 1")
+    m = xp.ones((G, N), dtype=bool) if mask is None else xp.asarray(mask, dtype=bool)
+    if m.shape != (G, N) or bool((m.sum(axis=1) == 0).any()):
+        raise ValueError("mask must be [G, N] and leave every problem at least one row")
+    offset = xp.zeros((G, N)) if offset is None else xp.asarray(offset, dtype=xp.float64)
+    l2 = xp.asarray(l2, dtype=xp.float64) * xp.ones(G)  # [G]
+    if bool((l2 < 0).any()):
+        raise ValueError(f"l2 must be >= 0, got {to_numpy(l2).tolist()}")
+    m = m.astype(xp.float64)  # [G, N]; rows outside a problem hold zeros and weigh nothing
+    A = xp.concatenate([X * m[..., None], m[..., None]], axis=2)  # [G, N, k+1], bias last
+    state = {
+        "index": xp.arange(G),  # which problem each live row of the batch is
+        "A": A,
+        "A_T": xp.ascontiguousarray(A.transpose(0, 2, 1)),  # [G, k+1, N]
+        "r": (1.0 - 2.0 * y) * m,  # [G, N] -1 for label 1, +1 for label 0
+        "m": m,
+        "n": m.sum(axis=1),  # [G] rows per problem
+        "l2": l2,
+        "theta": xp.zeros((G, k + 1)),  # [G, k+1] weights, then the bias
+        "z": offset * m,  # [G, N] logits
+        "iterations": xp.zeros(G, dtype=xp.int64),
+    }
+    state["loss"] = _objective(state["r"] * state["z"], m, state["n"], state["theta"][:, :k], l2)
+    out = {
+        "theta": xp.zeros((G, k + 1)),
+        "loss": xp.zeros(G),
+        "iterations": xp.zeros(G, dtype=xp.int64),
+        "converged": xp.zeros(G, dtype=bool),
+    }
+
+    def retire(which, converged):
+        """Write the problems in which [g] to out, with their converged flags [g]."""
+        index = state["index"][which]
+        for key in ("theta", "loss", "iterations"):
+            out[key][index] = state[key][which]
+        out["converged"][index] = converged[which]
+
+    for _ in range(max_iter):
+        if state["index"].shape[0] == 0:
+            break
+        step, grad = _newton_step(state, k)
+        theta = state["theta"]
+        size = xp.abs(step).max(axis=1) / (1.0 + xp.abs(theta).max(axis=1))  # [g]
+        # converged: a tiny Newton step, or a predicted decrease below the loss's rounding
+        # (then the line search would only chase noise); the last full step is still taken
+        done = (size < tol) | ((grad * step).sum(axis=1) < 1e-15 * state["loss"])
+        moved, t, loss, shift = _line_search(state, step, grad, done, k)
+        stuck = ~done & ~moved  # no descent left: the optimum to rounding, or underflow
+        t = xp.where(done, 1.0, t)
+        state["theta"] = xp.where((moved | done)[:, None], theta - t[:, None] * step, theta)
+        state["z"] = xp.where(moved[:, None], state["z"] - t[:, None] * shift, state["z"])
+        state["loss"] = xp.where(moved, loss, state["loss"])
+        state["iterations"] = state["iterations"] + moved
+        finished = done | stuck
+        if bool(finished.any()):
+            retire(finished, done | (stuck & (size < 1e-4)))
+            state = {key: value[~finished] for key, value in state.items()}
+    retire(xp.ones(state["index"].shape[0], dtype=bool), xp.zeros(state["index"].shape[0], bool))
+    return {
+        "w": out["theta"][:, :k],
+        "b": out["theta"][:, k],
+        "loss": out["loss"],
+        "iterations": out["iterations"],
+        "converged": out["converged"],
+    }
+
+
+def fit_logistic(X, y, *, offset=None, l2: float = L2, max_iter: int = 200, tol: float = 1e-9):
+    """One logistic regression: X [N, k], y [N], offset [N]; see fit_logistic_batched.
+
+    Returns {"w": [k], "b": float, "loss": float, "iterations": int, "converged": bool}.
     """
     xp = array_module(X)
     X = xp.asarray(X, dtype=xp.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be [N, k], got shape {tuple(X.shape)}")
-    N, k = X.shape
     y = xp.asarray(y, dtype=xp.float64).reshape(-1)  # [N]
-    if y.shape[0] != N or N == 0:
-        raise ValueError(f"y must have one label per row of X ({N}), got {y.shape[0]}")
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
-    offset = xp.zeros(N) if offset is None else xp.asarray(offset, dtype=xp.float64).reshape(-1)
-    A = xp.concatenate([X, xp.ones((N, 1))], axis=1)  # [N, k+1], the last column fits b
-    theta = xp.zeros(k + 1)  # [k+1]
-    loss = _penalised_loss(A, y, offset, theta, l2)
-    converged, iterations = False, 0
-    while iterations < max_iter:
-        iterations += 1
-        p = 0.5 * (1.0 + xp.tanh(0.5 * (offset + A @ theta)))  # [N] sigmoid, never overflows
-        grad = A.T @ (p - y) / N + l2 * theta  # [k+1]
-        hess = (A.T * (p * (1 - p))) @ A / N + (l2 + 1e-12) * xp.eye(k + 1)  # [k+1, k+1]
-        step = xp.linalg.solve(hess, grad)  # [k+1]
-        t = 1.0
-        while True:  # backtracking: halve the step until the penalised loss decreases
-            candidate = _penalised_loss(A, y, offset, theta - t * step, l2)
-            if candidate <= loss - 1e-4 * t * float(grad @ step) or t < 1e-10:
-                break
-            t *= 0.5
-        if candidate > loss:  # no descent possible: at the optimum to machine precision
-            converged = True
-            break
-        theta, improvement, loss = theta - t * step, loss - candidate, candidate
-        if float(xp.abs(grad).max()) < tol or improvement < tol * max(1.0, abs(loss)):
-            converged = True
-            break
+    if y.shape[0] != X.shape[0] or X.shape[0] == 0:
+        raise ValueError(f"y must have one label per row of X ({X.shape[0]}), got {y.shape[0]}")
+    off = None if offset is None else xp.asarray(offset, dtype=xp.float64).reshape(1, -1)
+    fit = fit_logistic_batched(X[None], y[None], offset=off, l2=l2, max_iter=max_iter, tol=tol)
     return {
-        "w": theta[:k],
-        "b": float(theta[k]),
-        "loss": loss,
-        "iterations": iterations,
-        "converged": converged,
+        "w": fit["w"][0],
+        "b": float(fit["b"][0]),
+        "loss": float(fit["loss"][0]),
+        "iterations": int(fit["iterations"][0]),
+        "converged": bool(fit["converged"][0]),
     }
+
+
+# ----------------------------------------------------------------------------- best uniform vote
+
+
+def best_threshold(v, y):
+    """Most accurate rule "predict 1 where v > θ" for each row of scores v [G, A, N].
+
+    y [G, N] labels (bool or 0/1). Sorts the scores and counts, for every split between two
+    distinct values (and below or above all), the positions on their right side. Returns
+    (correct [G, A] the number right, θ [G, A]: the midpoint of the split, or one below the
+    lowest / above the highest score).
+    """
+    xp = array_module(v)
+    N = v.shape[-1]
+    order = xp.argsort(v, axis=-1)  # [G, A, N]
+    v_sorted = xp.take_along_axis(v, order, axis=-1)  # [G, A, N]
+    y_full = xp.broadcast_to(xp.asarray(y, dtype=xp.float64)[:, None, :], v.shape)
+    y_sorted = xp.take_along_axis(y_full, order, axis=-1)  # [G, A, N]
+    zero = xp.zeros(v.shape[:-1] + (1,))
+    pos_below = xp.concatenate([zero, xp.cumsum(y_sorted, axis=-1)], axis=-1)  # [G, A, N+1]
+    j = xp.arange(N + 1)
+    correct = (j - pos_below) + (pos_below[..., -1:] - pos_below)  # 0s below + 1s above
+    edge = xp.ones(v.shape[:-1] + (1,), dtype=bool)
+    split = xp.concatenate([edge, v_sorted[..., 1:] > v_sorted[..., :-1], edge], axis=-1)
+    correct = xp.where(split, correct, -1.0)  # a split inside a run of ties is not a rule
+    best = xp.argmax(correct, axis=-1)[..., None]  # [G, A, 1]
+    padded = xp.concatenate([v_sorted[..., :1] - 1.0, v_sorted, v_sorted[..., -1:] + 1.0], -1)
+    below = xp.take_along_axis(padded, best, axis=-1)[..., 0]  # [G, A] highest score left
+    above = xp.take_along_axis(padded, best + 1, axis=-1)[..., 0]  # lowest score right
+    lo_edge, hi_edge = best[..., 0] == 0, best[..., 0] == N
+    theta = xp.where(lo_edge, above - 1.0, xp.where(hi_edge, below + 1.0, 0.5 * (below + above)))
+    return xp.take_along_axis(correct, best, axis=-1)[..., 0], theta
+
+
+def _scan_scales(total, offset, y, scales):
+    """(correct [G, A], bias [G, A]) of the best bias for each scale of offset + a total.
+
+    total, offset [G, N], y [G, N], scales [G, A]. Runs in chunks of scales to bound memory.
+    """
+    xp = array_module(total)
+    G, N = total.shape
+    chunk = max(1, SCAN_ELEMENTS // (G * N))
+    correct, bias = [], []
+    for i in range(0, scales.shape[1], chunk):
+        a = scales[:, i : i + chunk]  # [G, a]
+        v = offset[:, None, :] + a[:, :, None] * total[:, None, :]  # [G, a, N]
+        right, theta = best_threshold(v, y)
+        correct.append(right)
+        bias.append(-theta)
+    return xp.concatenate(correct, axis=1), xp.concatenate(bias, axis=1)
+
+
+def best_uniform(total, offset, y, scales) -> dict:
+    """The most accurate uniform vote offset + a total + b over the scales given and every b.
+
+    total [G, N] = Σ_h z_h per position, offset [G, N], y [G, N], scales [G, A] (each row a
+    grid of candidate a). The best b for a scale is exact (best_threshold); then the grid is
+    refined linearly between the best scale's neighbours (N_REFINE points). Ties go to the
+    smaller scale. Returns {"scale": [G], "bias": [G], "correct": [G] positions right}.
+    """
+    xp = array_module(total)
+    scales = xp.sort(xp.asarray(scales, dtype=xp.float64), axis=1)  # [G, A]
+    G, A = scales.shape
+    rows = xp.arange(G)
+    correct, bias = _scan_scales(total, offset, y, scales)  # [G, A]
+    best = xp.argmax(correct, axis=1)  # [G]
+    lo = scales[rows, xp.maximum(best - 1, 0)]
+    hi = scales[rows, xp.minimum(best + 1, A - 1)]
+    fine = lo[:, None] + (hi - lo)[:, None] * xp.linspace(0.0, 1.0, N_REFINE)  # [G, R]
+    scales = xp.concatenate([scales, fine], axis=1)
+    order = xp.argsort(scales, axis=1)  # equal scales give equal counts: any order will do
+    scales = xp.take_along_axis(scales, order, axis=1)  # [G, A+R]
+    fine_correct, fine_bias = _scan_scales(total, offset, y, fine)
+    correct = xp.take_along_axis(xp.concatenate([correct, fine_correct], 1), order, axis=1)
+    bias = xp.take_along_axis(xp.concatenate([bias, fine_bias], 1), order, axis=1)
+    best = xp.argmax(correct, axis=1)  # [G]
+    return {"scale": scales[rows, best], "bias": bias[rows, best], "correct": correct[rows, best]}
+
+
+def scale_grid(sigma, extra=None):
+    """[M, 1 + N_SCALES (+ E)] candidate shared scales per model: 0, the mean σ, a log grid.
+
+    sigma [M, H]; the log grid spans [min σ, max σ] widened by SCALE_DECADES each way;
+    extra [M, E] more candidates (negative ones are clipped to 0).
+    """
+    xp = array_module(sigma)
+    lo = xp.log10(sigma.min(axis=1)) - SCALE_DECADES  # [M]
+    hi = xp.log10(sigma.max(axis=1)) + SCALE_DECADES
+    log_grid = 10.0 ** (lo[:, None] + (hi - lo)[:, None] * xp.linspace(0.0, 1.0, N_SCALES))
+    parts = [xp.zeros((sigma.shape[0], 1)), sigma.mean(axis=1, keepdims=True), log_grid]
+    if extra is not None:
+        parts.append(xp.maximum(xp.asarray(extra, dtype=xp.float64), 0.0))
+    return xp.concatenate(parts, axis=1)
+
+
+# ----------------------------------------------------------------------------- aggregation
 
 
 def effective_heads(alpha) -> float:
@@ -99,60 +345,131 @@ def effective_heads(alpha) -> float:
     return float(a.sum() ** 2 / (a**2).sum()) if (a**2).sum() > 0 else float("nan")
 
 
+def shares(alpha):
+    """(|α| / Σ|α| as a list, or None when every α is 0; the signs of α as a list of ±1)."""
+    a = np.asarray(to_numpy(alpha), dtype=np.float64)
+    total = np.abs(a).sum()
+    return ((np.abs(a) / total).tolist() if total > 0 else None), np.where(a < 0, -1, 1).tolist()
+
+
 def standardise(c, mask):
-    """(z [H, B, T], σ [H]): c [H, B, T] divided by each head's std over the real positions.
+    """(z [..., H, B, T], σ [..., H]): c [..., H, B, T] over each head's std on the real positions.
 
-    A head whose contribution never varies (σ = 0) keeps σ = 1 and so z = c.
+    mask [B, T]. A head whose contribution never varies (σ = 0) keeps σ = 1 and so z = c.
     """
     xp = array_module(c)
     m = to_device(mask, device_of(c)).astype(bool)  # [B, T]
-    sigma = xp.stack([c[h][m].std() for h in range(c.shape[0])])  # [H]
+    sigma = c[..., m].std(axis=-1)  # [..., H]
     sigma = xp.where(sigma > 0, sigma, 1.0)
-    return c / sigma[:, None, None], sigma
+    return c / sigma[..., None, None], sigma
 
 
-def aggregation_from_contributions(c, offset, targets, mask, *, l2: float = 1e-4) -> dict:
-    """The comparison of SPEC §4 from contributions c [H, B, T] and offset [B, T].
+def _metrics(scores, targets, mask) -> list:
+    """eos_metrics of each [B, T] slice of scores [..., B, T], nested like the leading axes."""
+    scores = np.asarray(to_numpy(scores))
+    if scores.ndim == 2:
+        return eos_metrics(scores, targets, mask)
+    return [_metrics(s, targets, mask) for s in scores]
 
-    Returns {"sigma", "alpha_trained", "alpha_fitted", "bias_fitted", "uniform_weight",
-    "bias_uniform", "trained", "fitted", "uniform" (metrics dicts), "n_eff_trained",
-    "n_eff_fitted", "converged"}; "alpha_*" are normalised to sum 1 (beside 1/n_heads) and
-    "alpha_fitted_raw" are the fitted weights on the standardised contributions.
+
+def aggregation_batched(
+    c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
+) -> list[dict]:
+    """The comparison of SPEC §4 for M models at once; one dict per model (module doc keys).
+
+    c [M, H, B, T] head contributions, offset [M, B, T], targets [B, T, V], mask [B, T].
+    The fitted weights for every model and every L2 strength come from one batched fit, the
+    log-loss uniform fits from another; the best uniform vote is searched for all models
+    together. Entry i equals aggregation_from_contributions(c[i], offset[i], ...) to rounding.
     """
     xp = array_module(c)
-    H = c.shape[0]
-    m = to_device(mask, device_of(c)).astype(bool)  # [B, T]
-    labels = to_device(np.asarray(to_numpy(targets))[..., EOS] > 0.5, device_of(c))  # [B, T]
-    z, sigma = standardise(c, m)  # [H, B, T], [H]
-    X = z[:, m].T  # [N, H] one row per real position
-    y, off = labels[m], offset[m]  # [N], [N]
-    fitted = fit_logistic(X, y, offset=off, l2=l2)
-    uniform = fit_logistic(X.sum(axis=1, keepdims=True), y, offset=off, l2=l2)
-    alpha = fitted["w"]  # [H]
-    score_fitted = offset + fitted["b"] + xp.tensordot(alpha.astype(z.dtype), z, axes=1)  # [B, T]
-    score_uniform = offset + uniform["b"] + float(uniform["w"][0]) * z.sum(axis=0)  # [B, T]
-    score_trained = offset + c.sum(axis=0)  # [B, T]
-    alpha_h, sigma_h = np.asarray(to_numpy(alpha)), np.asarray(to_numpy(sigma), dtype=np.float64)
-    return {
-        "sigma": sigma_h.tolist(),
-        "alpha_trained": (sigma_h / sigma_h.sum()).tolist(),
-        "alpha_fitted": (alpha_h / alpha_h.sum()).tolist() if alpha_h.sum() != 0 else None,
-        "alpha_fitted_raw": alpha_h.tolist(),
-        "bias_fitted": fitted["b"],
-        "uniform_weight": float(uniform["w"][0]),
-        "bias_uniform": uniform["b"],
-        "uniform_alpha": 1.0 / H,
-        "trained": eos_metrics(score_trained, targets, mask),
-        "fitted": eos_metrics(score_fitted, targets, mask),
-        "uniform": eos_metrics(score_uniform, targets, mask),
-        "n_eff_trained": effective_heads(sigma_h),
-        "n_eff_fitted": effective_heads(alpha_h),
-        "converged": bool(fitted["converged"] and uniform["converged"]),
-    }
+    device = device_of(c)
+    c = xp.asarray(c, dtype=xp.float64)
+    offset = xp.asarray(offset, dtype=xp.float64)
+    M, H = c.shape[:2]
+    m = to_device(mask, device).astype(bool)  # [B, T]
+    labels = to_device(np.asarray(to_numpy(targets))[..., EOS] > 0.5, device)  # [B, T]
+    z, sigma = standardise(c, m)  # [M, H, B, T], [M, H]
+    Z = z[..., m].transpose(0, 2, 1)  # [M, N, H] one row per real position
+    off = offset[:, m]  # [M, N]
+    y = xp.broadcast_to(labels[m].astype(xp.float64), off.shape)  # [M, N]
+    N = off.shape[1]
+
+    # fitted weights: every model at every strength in one batch of G = M * S problems
+    strengths = sorted({float(s) for s in l2_check} | {float(l2)})
+    S, main = len(strengths), strengths.index(float(l2))
+    X = xp.broadcast_to(Z[:, None], (M, S, N, H)).reshape(M * S, N, H)
+    fit = fit_logistic_batched(
+        X,
+        xp.broadcast_to(y[:, None], (M, S, N)).reshape(M * S, N),
+        offset=xp.broadcast_to(off[:, None], (M, S, N)).reshape(M * S, N),
+        l2=xp.tile(xp.asarray(strengths), M),
+    )
+    alpha, bias = fit["w"].reshape(M, S, H), fit["b"].reshape(M, S)  # [M, S, H], [M, S]
+    fit_ok = to_numpy(fit["converged"]).reshape(M, S)
+    score_fitted = (
+        offset[:, None] + bias[..., None, None] + xp.einsum("msh,mhbt->msbt", alpha, z)
+    )  # [M, S, B, T]
+
+    # uniform votes: the log-loss fit of one shared weight, and the most accurate one
+    total = Z.sum(axis=2)  # [M, N]
+    uni = fit_logistic_batched(total[..., None], y, offset=off, l2=l2)
+    w_uni, b_uni = uni["w"][:, 0], uni["b"]  # [M], [M]
+    best = best_uniform(total, off, y, scale_grid(sigma, w_uni[:, None]))
+    z_total = z.sum(axis=1)  # [M, B, T]
+    score_logloss = offset + b_uni[:, None, None] + w_uni[:, None, None] * z_total  # [M, B, T]
+    score_best = (offset + best["scale"][:, None, None] * z_total) + best["bias"][:, None, None]
+    score_trained = offset + c.sum(axis=1)  # [M, B, T]
+
+    fitted_metrics = _metrics(score_fitted, targets, mask)  # [M][S]
+    out = []
+    for i in range(M):
+        sigma_i = np.asarray(to_numpy(sigma[i]))
+        alpha_i = np.asarray(to_numpy(alpha[i]))  # [S, H]
+        share, sign = shares(alpha_i[main])
+        out.append({
+            "l2": float(l2),
+            "sigma": sigma_i.tolist(),
+            "alpha_trained": shares(sigma_i)[0],
+            "sign_trained": [1] * H,
+            "alpha_fitted": share,
+            "sign_fitted": sign,
+            "alpha_fitted_raw": alpha_i[main].tolist(),
+            "bias_fitted": float(bias[i, main]),
+            "uniform_alpha": 1.0 / H,
+            "uniform_best": {"scale": float(best["scale"][i]), "bias": float(best["bias"][i])},
+            "uniform_weight": float(w_uni[i]),
+            "bias_uniform": float(b_uni[i]),
+            "trained": eos_metrics(score_trained[i], targets, mask),
+            "fitted": fitted_metrics[i][main],
+            "uniform": eos_metrics(score_best[i], targets, mask),
+            "uniform_logloss": eos_metrics(score_logloss[i], targets, mask),
+            "n_eff_trained": effective_heads(sigma_i),
+            "n_eff_fitted": effective_heads(alpha_i[main]),
+            "converged": bool(fit_ok[i, main] and bool(uni["converged"][i])),
+            "l2_check": [
+                {
+                    "l2": s,
+                    "fitted": fitted_metrics[i][j],
+                    "alpha_fitted": shares(alpha_i[j])[0],
+                    "n_eff_fitted": effective_heads(alpha_i[j]),
+                    "converged": bool(fit_ok[i, j]),
+                }
+                for j, s in enumerate(strengths)
+            ],
+        })  # fmt: skip
+    return out
 
 
-def aggregation_weights(params: dict, tokens, targets, mask, config, *, l2: float = 1e-4) -> dict:
-    """Standardised contributions, fitted vs best-uniform vs trained aggregation (see module doc).
+def aggregation_from_contributions(
+    c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
+) -> dict:
+    """The comparison of SPEC §4 (module doc keys) from c [H, B, T] and offset [B, T]."""
+    return aggregation_batched(c[None], offset[None], targets, mask, l2=l2, l2_check=l2_check)[0]
+
+
+def aggregation_weights(params: dict, tokens, targets, mask, config, *, l2: float = L2) -> dict:
+    """Standardised contributions, fitted vs uniform vs trained aggregation (see module doc).
 
     tokens [B, T] on the parameters' device, targets [B, T, V], mask [B, T]. One-layer
     attention-only models only (raises ValueError otherwise).

@@ -2,6 +2,9 @@
 
 For each head h:
     semantics  ROC AUC of its EOS contribution c_h alone: does the head separate the classes?
+               A head whose c_h is low where EOS is allowed (AUC near 0) separates them as
+               well, with the reversed sign: judge the two-sided max(AUC, 1 - AUC) and keep
+               the sign apart (``is_semantic``).
     solo       l-acc / s-acc / AUC of the model with every other head zero-ablated:
                does its output also land on the right side of the EOS threshold?
     scaled     the same with head h's output multiplied by n_heads and the others removed,
@@ -9,6 +12,8 @@ For each head h:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -29,8 +34,27 @@ def _scaled_scores(params, tokens, config, head: int, factor: float):
     return logits[..., EOS]
 
 
+def two_sided(auc):
+    """(max(AUC, 1 - AUC), +1 if AUC >= 0.5 else -1) of one AUC; (None, None) for None and
+    (nan, None) for nan (one class absent)."""
+    if auc is None:
+        return None, None
+    if math.isnan(auc):
+        return auc, None
+    return max(auc, 1.0 - auc), (1 if auc >= 0.5 else -1)
+
+
+def is_semantic(row: dict, threshold: float) -> bool:
+    """True when a head row's contribution separates the classes either way round:
+    max(AUC, 1 - AUC) >= threshold. False where the AUC is not defined."""
+    auc = row.get("auc_two_sided")
+    return auc is not None and bool(auc >= threshold)
+
+
 def head_semantics(params: dict, tokens, targets, mask, config) -> list[dict]:
-    """One dict per head: {"head", "auc_alone", "solo": metrics, "scaled": metrics}.
+    """One dict per head: {"head", "auc_alone", "auc_two_sided", "auc_sign", "solo": metrics,
+    "scaled": metrics}; auc_alone is the raw AUC of c_h, auc_two_sided = max(AUC, 1 - AUC)
+    and auc_sign = +1 if AUC >= 0.5 else -1 (see two_sided).
 
     tokens [B, T], targets [B, T, V], mask [B, T]. Heads are those of layer 0. With an
     exact decomposition (one layer, attention-only) the solo and scaled scores come from the
@@ -54,10 +78,13 @@ def head_semantics(params: dict, tokens, targets, mask, config) -> list[dict]:
             auc_alone = None
             solo = ablated_logits(params, tokens, config, [g == h for g in range(H)])[..., EOS]
             scaled = _scaled_scores(params, tokens, config, h, float(H))
+        auc_two_sided, auc_sign = two_sided(auc_alone)
         rows.append(
             {
                 "head": h,
                 "auc_alone": auc_alone,
+                "auc_two_sided": auc_two_sided,
+                "auc_sign": auc_sign,
                 "solo": eos_metrics(solo, targets, mask),
                 "scaled": eos_metrics(scaled, targets, mask),
             }
