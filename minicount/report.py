@@ -409,6 +409,26 @@ def _numbers(results: dict, stats: dict) -> str:
     ])  # fmt: skip
 
 
+def _l2(results: dict) -> str:
+    l2 = results.get("l2") or {}
+    verdicts = l2.get("verdicts") or {}
+    if not verdicts:
+        return ""
+    strengths = list(verdicts)
+    names = [n for n, v in results["verdicts"].items() if not v["label"].startswith("n/a")
+             and any(n in verdicts[k] for k in strengths)]  # fmt: skip
+    rows = [[n] + [verdicts[k].get(n, "–") for k in strengths] for n in names]
+    agree = all(len({verdicts[k].get(n) for k in strengths}) == 1 for n in names)
+    return "\n".join([
+        "## Does the verdict hang on the L2 penalty?", "",
+        f"The fitted weights use an L2 penalty of {l2.get('used')} on the weights (never on the "
+        "bias). Refitted at each strength below (the best uniform weighting does not depend on "
+        "it), the verdicts are " + ("the same at every strength." if agree else
+        "not the same at every strength: read the cells that change with care."), "",
+        table(["cell"] + [f"L2 = {k}" for k in strengths], rows), "",
+    ])  # fmt: skip
+
+
 def _claims(results: dict) -> str:
     rows = [[c["claim"], c["status"], c["rule"], c["evidence"]] for c in results["claims"]]
     return "\n".join([
@@ -449,6 +469,7 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
     """The report as Markdown."""
     return "\n".join([
         "# Do attention heads compete or cooperate when counting? — minicount sweep", "",
-        _short_answer(results), _verdicts(results), _numbers(results, stats), _claims(results),
+        _short_answer(results), _verdicts(results), _l2(results), _numbers(results, stats),
+        _claims(results),
         _what_was_run(results), _figures(figures), GLOSSARY,
     ])  # fmt: skip

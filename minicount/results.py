@@ -125,6 +125,23 @@ def _min_heads_for(a: dict, target: float):
     return min(sizes) if sizes else None
 
 
+def l2_key(l2: float) -> str:
+    return f"{l2:.0e}".replace("e-0", "e-")
+
+
+def l2_columns(agg: dict, uniform_l_acc) -> dict:
+    """gap and n_eff of the fitted weights refitted at each L2 strength of the check."""
+    out = {}
+    for entry in agg.get("l2_check") or []:
+        k = l2_key(entry["l2"])
+        fitted = _get(entry, "fitted", "l_acc")
+        out[f"gap_l2_{k}"] = (
+            None if fitted is None or uniform_l_acc is None else (fitted - uniform_l_acc)
+        )
+        out[f"n_eff_fitted_l2_{k}"] = entry.get("n_eff_fitted")
+    return out
+
+
 def model_row(knobs: dict, seed: int, step: int, a: dict, heads: list[dict]) -> dict:
     """One row per model at one snapshot."""
     agg = a.get("aggregation") or {}
@@ -155,6 +172,7 @@ def model_row(knobs: dict, seed: int, step: int, a: dict, heads: list[dict]) -> 
         "linear_label_l_acc": _get(a, "linear", "labels", "l_acc"),
         "linear_decision_agreement": _get(a, "linear", "decision_agreement"),
         "long_l_acc": None,
+        **l2_columns(agg, uniform_best.get("l_acc")),
     }  # fmt: skip
 
 
@@ -202,6 +220,25 @@ def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
         "w_02": log_summary(_values(heads, "w_02")),
         "top_counting": mean_ci([float(r["counting"]) for r in top]),
     }  # fmt: skip
+    for k in models[0]:
+        if k.startswith(("gap_l2_", "n_eff_fitted_l2_")):
+            out[k] = mean_ci(_values(models, k))
+    return out
+
+
+def l2_verdicts(stats: dict) -> dict:
+    """The verdict of each cell with the fitted weights refitted at every L2 strength of the
+    check: {l2 label: {cell: label}}; the conclusions hold when the labels agree."""
+    labels = sorted({k[len("gap_l2_"):] for s in stats.values() for k in s if
+                     k.startswith("gap_l2_")}, key=float)  # fmt: skip
+    out = {}
+    for l2 in labels:
+        out[l2] = {}
+        for name, s in stats.items():
+            if f"gap_l2_{l2}" not in s:
+                continue
+            at = {**s, "gap": s[f"gap_l2_{l2}"], "n_eff_fitted": s[f"n_eff_fitted_l2_{l2}"]}
+            out[l2][name] = verdict(at)["label"]
     return out
 
 
@@ -399,6 +436,7 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
         "statistics": {n: _plain(s) for n, s in stats.items()},
         "verdicts": verdicts,
         "claims": claims(stats),
+        "l2": {"used": l2_used(finals), "verdicts": l2_verdicts(stats)},
         "short_answer": short_answer(verdicts, stats),
         "thresholds": {"semantic_auc": SEMANTIC_AUC, "balanced_w01": list(BALANCED_W01),
                        "suppressed_w02": SUPPRESSED_W02, "gap": GAP,
@@ -410,6 +448,16 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     atomic_write(out / "results.json", json.dumps(_plain(results), indent=1, allow_nan=False))
     atomic_write(out / "report.md", report.render(results, stats, drawn))
     return results
+
+
+def l2_used(finals: dict):
+    """The L2 strength of the fitted weights, as the analyses state it."""
+    for record in finals.values():
+        for a in record.get("members", []):
+            value = _get(a, "aggregation", "l2")
+            if value is not None:
+                return value
+    return None
 
 
 def _plain(obj):
