@@ -250,9 +250,10 @@ def _weights(plt, spec, models, heads, stats):
 
 def _phase(plt, spec, models, heads, stats):
     """Heat maps over the first two knobs the sweep varies (others averaged)."""
-    from .sweep import KNOBS
+    from dataclasses import fields
 
-    varied = [k for k in KNOBS if len({getattr(c, k) for c in spec.cells}) > 1]
+    knobs = [f.name for f in fields(spec.cells[0])]
+    varied = [k for k in knobs if len({getattr(c, k) for c in spec.cells}) > 1]
     if len(varied) < 2:
         return None
     kx, ky = varied[:2]

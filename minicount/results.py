@@ -398,8 +398,6 @@ def csv_text(rows: list[dict]) -> str:
 
 def collect(spec, out: Path) -> tuple[list[dict], list[dict], dict]:
     """All model rows, all head rows and each cell's final analysis record, from the folder."""
-    from .sweep import load_snapshots
-
     models, heads, finals = [], [], {}
     for name, cell in zip(spec.names, spec.cells, strict=True):
         folder = out / "cells" / cell.key()
@@ -408,6 +406,11 @@ def collect(spec, out: Path) -> tuple[list[dict], list[dict], dict]:
             heads.extend(snap["heads"])
         finals[name] = json.loads((folder / "analysis.json").read_text())
     return models, heads, finals
+
+
+def load_snapshots(folder: Path) -> list[dict]:
+    """The snapshot records (step_*.json) of a cell folder, in step order."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
 
 
 def final_rows(rows: list[dict], spec) -> dict[str, list[dict]]:

@@ -9,7 +9,6 @@ through the sweep (minicount/sweep.py), which trains, analyses and writes the re
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 
 from .results import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02  # noqa: F401 (re-exported)
@@ -90,19 +89,4 @@ def preset(name: str, **overrides) -> SweepSpec:
     return spec
 
 
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Limit BLAS to n threads while the study runs (small matrices: more threads mostly spin,
-    and on a shared machine they slow everything down). A no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        n = None
-    if n is None:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
-__all__ = ["PRESETS", "Cell", "SweepSpec", "blas_threads", "preset"]
+__all__ = ["PRESETS", "Cell", "SweepSpec", "preset"]

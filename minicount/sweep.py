@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from pathlib import Path
 
@@ -45,7 +45,9 @@ from .checkpoint import load_checkpoint
 from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, param_shapes
+from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
+from .threads import blas_threads
 from .train import train
 
 # ----------------------------------------------------------------------------- what is run
@@ -335,8 +337,6 @@ def final_extras(params: dict, cell: Cell, spec: SweepSpec, device: str) -> dict
 
 def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say) -> None:
     """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
-    from .results import snapshot_rows
-
     folder.mkdir(parents=True, exist_ok=True)
     ck = folder / "model.npz"
     remove_stale_temporaries(ck)
@@ -366,11 +366,6 @@ def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, 
                     "seconds": {"train": t1 - t0, "analysis": t2 - t1}}  # fmt: skip
         atomic_write(path, json.dumps(jsonable(snapshot), allow_nan=False))
         say(step, t1 - t0, t2 - t1, models)
-
-
-def load_snapshots(folder: Path) -> list[dict]:
-    """The snapshot records of a cell folder, in step order."""
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
 
 
 # ----------------------------------------------------------------------------- the folder
@@ -419,25 +414,47 @@ def _difference(held, wanted: dict) -> str:
     return "different " + ", ".join(keys) if keys else "different settings"
 
 
-@dataclass
 class Progress:
-    """One line per snapshot with the elapsed time and an estimate of what is left."""
+    """Progress of a sweep: in a terminal, a tqdm bar over model-steps (rate and ETA) with a
+    line per snapshot above it; otherwise (a log file, CI) plain time-stamped lines, each
+    with the time spent and an estimate of what is left."""
 
-    total_model_steps: float
-    enabled: bool = True
-    done: float = 0.0
-    t0: float = field(default_factory=time.perf_counter)
+    def __init__(self, total_model_steps: float, *, enabled: bool = True):
+        self.total, self.enabled, self.done = total_model_steps, enabled, 0.0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=int(total_model_steps), unit=" model-steps",
+                                unit_scale=True, dynamic_ncols=True, leave=True)  # fmt: skip
+
+    def advance(self, model_steps: float) -> None:
+        self.done += model_steps
+        if self.bar is not None:
+            self.bar.update(int(model_steps))
 
     def line(self, text: str) -> None:
-        if self.enabled:
-            print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}{self.eta()}", file=sys.stderr,
+                  flush=True)  # fmt: skip
 
     def eta(self) -> str:
-        if self.done <= 0:
+        if self.done <= 0 or self.done >= self.total:
             return ""
         spent = time.perf_counter() - self.t0
-        left = spent * (self.total_model_steps - self.done) / self.done
-        return f", about {left:.0f}s left"
+        return f" (about {spent * (self.total - self.done) / self.done:.0f}s left)"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_sweep(
@@ -453,9 +470,6 @@ def run_sweep(
 ) -> dict:
     """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
     figures=False skips the PNGs (the tables and the report are written all the same)."""
-    from .results import summarise
-    from .study import blas_threads
-
     device = resolve_device(device)
     for cell in spec.cells:
         check_cell(cell)
@@ -483,6 +497,7 @@ def run_sweep(
         )
         atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
         bar.line(f"done: {out / 'report.md'}")
+        bar.close()
         return results
 
 
@@ -494,18 +509,18 @@ def _run_reported(
     M = len(spec.seeds)
     before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
     last = [max(before, default=0)]
-    bar.done += last[0] * M
+    bar.advance(last[0] * M)
     if before:
         bar.line(f"{label}: resuming after step {last[0]}")
 
     def say(step, train_s, analysis_s, models):
-        bar.done += (step - last[0]) * M
+        bar.advance((step - last[0]) * M)
         last[0] = step
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
             f"(min {np.min(l_acc):.3f}) over {M} seeds; train {train_s:.1f}s, analysis "
-            f"{analysis_s:.1f}s" + bar.eta()
+            f"{analysis_s:.1f}s"
         )
 
     run_cell(cell, name, spec, folder, device, say)

@@ -8,6 +8,7 @@ threads that wait for each other's turn on a core lose more than they gain).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,3 +33,18 @@ def pool(n_threads: int) -> ThreadPoolExecutor:
     if n_threads not in _pools:
         _pools[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="minicount")
     return _pools[n_threads]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Limit BLAS to n threads while the study runs (small matrices: more threads mostly spin,
+    and on a shared machine they slow everything down). A no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        n = None
+    if n is None:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
