@@ -26,7 +26,7 @@ import numpy as np
 from ..backend import array_module, device_of, to_device, to_numpy
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
 from ..layers import bce_with_logits_forward
-from ..layers.attention import causal_softmax
+from ..layers.attention import SHIFT_FREE, causal_mask, causal_softmax
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..model import check_params
 from . import aggregation as aggregation_module
@@ -42,10 +42,10 @@ from .attention_stats import (
     query_sums,
 )
 from .attribution import exactness_problem
-from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list
+from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list, removed_keys
 from .scoring import METRICS
 
-CHUNK_BYTES = 256 * 2**20  # about this much memory for one chunk of the forward pass
+CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
 ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
 
 
@@ -116,6 +116,18 @@ def _attention_sums(pattern, tok, real) -> dict:
     return out
 
 
+def _softmax_without(scores, removed):
+    """causal_softmax(where(removed, -inf, scores)) [..., T, T], but without the -inf, which
+    would send it down its slow path (a shift of every row by its maximum)."""
+    xp = array_module(scores)
+    if not max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:
+        return causal_softmax(xp.where(removed, -xp.inf, scores))
+    pattern = xp.exp(scores)  # [..., T, T]
+    pattern *= causal_mask(scores.shape[-1], xp) & ~removed
+    pattern *= (1.0 / pattern.sum(axis=-1))[..., None]
+    return pattern
+
+
 def _edited_contributions(params, scores, v, u, tok, pattern) -> dict:
     """Each head's EOS part under every intervention, [M, b, H, T] (cross: see below).
 
@@ -124,11 +136,11 @@ def _edited_contributions(params, scores, v, u, tok, pattern) -> dict:
     """
     vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
     w01 = force_weight(scores, tok, ZERO, ONE, 1.0)  # [M, b, H, T, T]
-    ideal = force_weight(w01, tok, ZERO, TWO, 0.0)
+    no_twos = removed_keys(tok, TWO, scores.shape[-1])  # [b, 1, T, T] w_02 = 0
     out = {
         "w01": _value_contributions(causal_softmax(w01), vu),
-        "w02": _value_contributions(causal_softmax(force_weight(scores, tok, ZERO, TWO, 0.0)), vu),
-        "ideal": _value_contributions(causal_softmax(ideal), vu),
+        "w02": _value_contributions(_softmax_without(scores, no_twos), vu),
+        "ideal": _value_contributions(_softmax_without(w01, no_twos), vu),
     }
     # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
     v_read = v @ u.swapaxes(-1, -2)[:, None, None]
@@ -267,6 +279,7 @@ def _ablation_all(c, offset, fill_eos, at: Positions, H: int, subsets: bool):
     AUC does not change when a row is shifted by a constant, so mean ablation (zero
     ablation plus the fills of the ablated heads) reuses zero ablation's AUC.
     """
+    xp = array_module(c)
     sets = head_sets(H, subsets=subsets)
     unique = sorted({kept for _, kept in sets}, key=lambda k: (len(k), k))
     index = {kept: i for i, kept in enumerate(unique)}
@@ -279,7 +292,8 @@ def _ablation_all(c, offset, fill_eos, at: Positions, H: int, subsets: bool):
     per_mode = {"zero": [], "mean": []}
     step = max(1, ROW_BYTES // (48 * N * M))
     for i in range(0, len(unique), step):
-        zero = offset[:, None] + keep_d[i : i + step].astype(c.dtype) @ c  # [M, s, N]
+        kept = xp.einsum("sh,mhn->msn", keep_d[i : i + step].astype(c.dtype), c)  # [M, s, N]
+        zero = offset[:, None] + kept  # [M, s, N] (einsum: a broadcast matmul is slow here)
         per_mode["zero"].append(at.metrics(zero))
         mean = at.metrics(zero + fill_shift[:, i : i + step, None], auc=False)  # [M, s]
         mean["roc_auc"] = per_mode["zero"][-1]["roc_auc"]

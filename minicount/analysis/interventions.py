@@ -20,6 +20,7 @@ from itertools import combinations
 
 from ..backend import array_module, device_of, to_device
 from ..data import EOS, ONE, TWO, ZERO
+from ..layers.attention import SHIFT_FREE
 from .hooks import check_single, run_with_cache
 from .scoring import eos_metrics, metric_change
 
@@ -32,13 +33,26 @@ def _log_mean_exp(scores, keys):
 
     0 where a query has no such key (callers leave those queries alone)."""
     xp = array_module(scores)
+    count = keys.sum(axis=-1)  # [..., T]
+    if max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:  # exp cannot overflow
+        total = (xp.exp(scores) * keys).sum(axis=-1)  # [..., T]
+        return xp.log(xp.where(count > 0, total / xp.maximum(count, 1), 1.0))  # [..., T]
     masked = xp.where(keys, scores, -xp.inf)  # [..., T, T]
     top = masked.max(axis=-1, keepdims=True)  # [..., T, 1]
     top = xp.where(xp.isfinite(top), top, 0.0)
     total = xp.exp(masked - top).sum(axis=-1)  # [..., T]
-    count = keys.sum(axis=-1)  # [..., T]
     mean = xp.where(count > 0, total / xp.maximum(count, 1), 1.0)  # [..., T]
     return xp.log(mean) + xp.where(count > 0, top[..., 0], 0.0)
+
+
+def removed_keys(tokens, b: int, T: int):
+    """[B, 1, T, T]: the keys that forcing w_ab = 0 removes, those of token b, for every
+    query that sees another key. tokens [B, T]."""
+    xp = array_module(tokens)
+    visible = xp.tril(xp.ones((T, T), dtype=bool))  # [T, T] key j <= query t
+    is_b = (visible & (tokens == b)[:, None, :])[:, None]  # [B, 1, T, T]
+    others = (visible & ~is_b).any(axis=-1, keepdims=True)  # [B, 1, T, 1]
+    return is_b & others
 
 
 def force_weight(scores, tokens, a: int, b: int, w: float):
@@ -51,8 +65,7 @@ def force_weight(scores, tokens, a: int, b: int, w: float):
     is_a = (visible & (tokens == a)[:, None, :])[:, None]  # [B, 1, T, T]
     is_b = (visible & (tokens == b)[:, None, :])[:, None]  # [B, 1, T, T]
     if w == 0:
-        others = (visible & ~is_b).any(axis=-1, keepdims=True)  # [B, 1, T, 1]
-        return xp.where(is_b & others, -xp.inf, scores)  # [..., B, H, T, T]
+        return xp.where(removed_keys(tokens, b, T), -xp.inf, scores)  # [..., B, H, T, T]
     shift = _log_mean_exp(scores, is_a) - _log_mean_exp(scores, is_b) + math.log(w)  # [.., T]
     shift = xp.where(is_a.any(-1) & is_b.any(-1), shift, 0.0)  # [..., B, H, T]
     return xp.where(is_b, scores + shift[..., None], scores)  # [..., B, H, T, T]
