@@ -589,6 +589,53 @@ def gpu_rows(torch, cupy, args) -> list:
     return rows
 
 
+# --------------------------------------------------------------------------- analysis
+
+ANALYSIS_HEADS, ANALYSIS_MODELS, ANALYSIS_EVAL = (4, 8), 8, 1024  # the default study's sizes
+
+
+def analysis_rows(args) -> list:
+    """analyze_model on each member in turn vs analyze_ensemble on all of them at once
+    (M = 8 seeds, n_eval 1024 held-out strings of up to 32 symbols, d_model 32, d_head 8)."""
+    from minicount.analysis import analyze_ensemble, analyze_model
+    from minicount.data import DataConfig, eval_set
+
+    rows = []
+    reps = 1 if args.quick else 3
+    tokens, targets, mask = eval_set(DataConfig(max_len=MAX_LEN, n_eval=ANALYSIS_EVAL))
+    for H in ANALYSIS_HEADS:
+        config = mc.ModelConfig(n_heads=H)
+        params = mc.init_ensemble(config, range(ANALYSIS_MODELS))
+        members = [{k: v[i] for k, v in params.items()} for i in range(ANALYSIS_MODELS)]
+
+        def loop(config=config, members=members):
+            return [analyze_model(m, tokens, targets, mask, config) for m in members]
+
+        def ensemble(config=config, params=params):
+            return analyze_ensemble(params, tokens, targets, mask, config)
+
+        r = time_rounds({"per-model loop": loop, "analyze_ensemble": ensemble}, reps, 0)
+        loop_ms, ens_ms = r["per-model loop"]["median_ms"], r["analyze_ensemble"]["median_ms"]
+        rows.append(
+            {
+                "name": f"analysis of an ensemble (H={H})",
+                "device": "cpu",
+                "models": ANALYSIS_MODELS,
+                "loop_ms": loop_ms,
+                "ensemble_ms": ens_ms,
+                "speedup": loop_ms / ens_ms,
+                "detail": r,
+            }
+        )
+        print(
+            f"  analysis H={H} M={ANALYSIS_MODELS} n_eval={ANALYSIS_EVAL}: per-model loop "
+            f"{loop_ms / 1e3:7.2f} s   analyze_ensemble {ens_ms / 1e3:7.2f} s   "
+            f"speed-up {loop_ms / ens_ms:5.2f}x",
+            flush=True,
+        )
+    return rows
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -610,6 +657,11 @@ def parse_args(argv=None):
         default="wall",
         help="wall: elapsed time (default); cpu: CPU time of the process, summed over "
         "its threads (steadier on a shared machine, but not a latency)",
+    )
+    p.add_argument(
+        "--analysis",
+        action="store_true",
+        help="only the analysis section: analyze_model per member vs analyze_ensemble",
     )
     p.add_argument("--memory-probe", choices=("minicount", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", type=int, default=None, help=argparse.SUPPRESS)
@@ -656,10 +708,13 @@ def main(argv=None) -> int:
     print(f"  load average before: {load_before[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     rows = []
-    if args.device in ("cpu", "all"):
+    if args.analysis:
+        print("analysis (NumPy: per-model loop vs analyze_ensemble)")
+        rows += analysis_rows(args)
+    elif args.device in ("cpu", "all"):
         print("CPU (NumPy vs PyTorch eager)")
         rows += cpu_rows(torch, args)
-    if args.device in ("gpu", "all"):
+    if args.device in ("gpu", "all") and not args.analysis:
         print("GPU (CuPy vs PyTorch eager CUDA)")
         rows += gpu_rows(torch, cupy, args)
     load_after = os.getloadavg()

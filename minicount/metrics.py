@@ -95,3 +95,107 @@ def evaluate(params: dict, tokens, targets, mask, config, *, chunk: int = 1024) 
         return metrics_from_logits(logits, targets, mask)
     per = [metrics_from_logits(logits[i], targets, mask) for i in range(M)]
     return {k: np.array([p[k] for p in per]) for k in per[0]}
+
+
+# ------------------------------------------------------------ many score rows at once
+
+
+def _sorted_with_labels(scores, labels):
+    """Each row of scores [R, N] sorted, with labels [R, N] carried along: (values, labels).
+
+    float32 scores are sorted as int64 keys (order-preserving integer image of the float,
+    shifted left one bit, the label in the lowest bit): one plain sort, no argsort. Any
+    other dtype is sorted in float64 through argsort.
+    """
+    xp = array_module(scores)
+    if scores.dtype == xp.float32:
+        bits = xp.ascontiguousarray(scores + xp.float32(0.0)).view(xp.int32)  # -0.0 -> +0.0
+        # negative floats order backwards as integers: flip their 31 low bits
+        ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(xp.int64)  # [R, N]
+        keys = xp.sort((ordered << 1) | labels.astype(xp.int64), axis=-1)  # [R, N]
+        return keys >> 1, (keys & 1).astype(bool)
+    values = scores.astype(xp.float64)  # [R, N]
+    order = xp.argsort(values, axis=-1)  # [R, N]
+    return xp.take_along_axis(values, order, -1), xp.take_along_axis(labels, order, -1)
+
+
+def _auc_rows(s, y):
+    """ROC AUC of each row of scores [R, N] against labels [R, N] (bool): float64 [R]."""
+    xp = array_module(s)
+    R, N = s.shape
+    values, lab = _sorted_with_labels(s, y)  # [R, N] each
+    # tie groups, numbered over the flattened rows (a new row always starts a group)
+    starts = xp.ones((R, N), dtype=bool)  # [R, N]
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    flat = starts.ravel()  # [R*N]
+    group = xp.cumsum(flat, dtype=xp.int32) - 1  # [R*N] group of each element
+    first = xp.flatnonzero(flat)  # [G] flat index of each group's first element
+    last = xp.empty_like(first)  # [G] flat index of each group's last element
+    last[:-1], last[-1] = first[1:] - 1, R * N - 1
+    # average 1-based rank of a group's elements in the flattened rows; a row's own ranks
+    # are these less the row's offset r * N
+    avg_rank = (first + last) * 0.5 + 1.0  # [G]
+    pos_rank_sum = (avg_rank[group].reshape(R, N) * lab).sum(axis=-1)  # [R]
+    n_pos = lab.sum(axis=-1).astype(xp.float64)  # [R]
+    n_neg = N - n_pos  # [R]
+    offset = xp.arange(R, dtype=xp.float64) * N  # [R]
+    u = pos_rank_sum - n_pos * offset - n_pos * (n_pos + 1) / 2.0  # [R]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), xp.nan)  # [R]
+
+
+def roc_auc_batched(scores, labels, *, block: int = 2**18):
+    """ROC AUC of every row: scores [..., N], labels [N] or [..., N] -> float64 [...].
+
+    The same number as ``roc_auc`` on each row (average ranks, ties one half; nan where a
+    class is absent), computed for many rows at once on the module of the scores, in
+    blocks of about ``block`` elements (small blocks stay in cache and bound the memory).
+    """
+    xp = array_module(scores)
+    lead, N = scores.shape[:-1], scores.shape[-1]
+    s = scores.reshape(-1, N)  # [R, N]
+    R = s.shape[0]
+    y = xp.broadcast_to(xp.asarray(labels).astype(bool), scores.shape).reshape(R, N)  # [R, N]
+    if N == 0:
+        return xp.full(lead, xp.nan)
+    rows = max(1, block // N)
+    parts = [_auc_rows(s[i : i + rows], y[i : i + rows]) for i in range(0, R, rows)]
+    return (xp.concatenate(parts) if parts else xp.zeros(0)).reshape(lead)
+
+
+def sequence_bounds(mask):
+    """(starts [B], ends [B]): where each sequence's real positions lie among mask's True
+    entries taken in row-major order, i.e. in ``x[..., mask]``. mask [B, T]."""
+    xp = array_module(mask)
+    ends = xp.cumsum(mask.sum(axis=-1))  # [B]
+    return ends - mask.sum(axis=-1), ends
+
+
+def accuracies_batched(scores, labels, starts, ends):
+    """(l_acc [...], s_acc [...]) of the decisions scores > 0 on the real positions.
+
+    scores [..., N] and labels [N] at the real positions (``x[..., mask]``); starts/ends [B]
+    from ``sequence_bounds``: a sequence is right when none of its positions is wrong.
+    """
+    xp = array_module(scores)
+    wrong = (scores > 0) != xp.asarray(labels).astype(bool)  # [..., N]
+    l_acc = 1.0 - wrong.mean(axis=-1)  # [...]
+    seen = xp.cumsum(wrong, axis=-1, dtype=xp.int32)  # [..., N] wrong positions so far
+    seen = xp.concatenate([xp.zeros(seen.shape[:-1] + (1,), xp.int32), seen], axis=-1)
+    wrong_per_seq = seen[..., ends] - seen[..., starts]  # [..., B]
+    return l_acc, (wrong_per_seq == 0).mean(axis=-1)
+
+
+def metrics_from_scores_batched(scores, labels, mask) -> dict:
+    """l-acc, s-acc and ROC AUC of many score arrays at once: scores [..., B, T], labels and
+    mask [B, T] -> {"l_acc", "s_acc", "roc_auc"}: float64 arrays [...] on the scores' module.
+
+    Each entry equals ``metrics_from_scores`` on that score array (up to float rounding).
+    """
+    xp = array_module(scores)
+    mask = xp.asarray(mask).astype(bool)  # [B, T]
+    y = xp.asarray(labels).astype(bool)[mask]  # [N]
+    real = scores[..., mask]  # [..., N]
+    starts, ends = sequence_bounds(mask)
+    l_acc, s_acc = accuracies_batched(real, y, starts, ends)
+    return {"l_acc": l_acc, "s_acc": s_acc, "roc_auc": roc_auc_batched(real, y)}

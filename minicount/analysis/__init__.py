@@ -9,9 +9,10 @@
     interventions     force_weight_hook, intervention_study (edited attention / values)
     linear            linear_fit (linear read-outs of the head contributions)
     analyze           analyze_model: all of the above as one JSON-ready dict
+    ensemble          analyze_ensemble: analyze_model for all members of an ensemble at once
 
-Every function takes a single model's params (slice an ensemble: {k: v[i] for k, v in ...})
-and edits activations only through the forward pass's hooks.
+Every function but analyze_ensemble takes a single model's params (slice an ensemble:
+{k: v[i] for k, v in ...}) and edits activations only through the forward pass's hooks.
 """
 
 from .ablation import ablated_logits, ablation_study, result_means
@@ -19,13 +20,14 @@ from .aggregation import aggregation_weights, fit_logistic
 from .analyze import analyze_model, jsonable
 from .attention_stats import attention_stats, score_table
 from .attribution import eos_contributions, head_logit_contributions
+from .ensemble import analyze_ensemble
 from .interventions import force_weight_hook, intervention_study
 from .linear import linear_fit
 from .patterns import attention_patterns, plot_patterns
 from .semantics import head_semantics
 
 __all__ = [
-    "ablated_logits", "ablation_study", "aggregation_weights", "analyze_model",
+    "ablated_logits", "ablation_study", "aggregation_weights", "analyze_ensemble", "analyze_model",
     "attention_patterns", "attention_stats", "eos_contributions", "fit_logistic",
     "force_weight_hook", "head_logit_contributions", "head_semantics", "intervention_study",
     "jsonable", "linear_fit", "plot_patterns", "result_means", "score_table",

@@ -29,15 +29,17 @@ def result_name(layer: int = 0) -> str:
 
 
 def result_means(params: dict, tokens, mask, config, *, layer: int = 0):
-    """Each head's mean output over the real positions: [n_heads, d_model].
+    """Each head's mean output over the real positions: float64 [n_heads, d_model].
 
-    tokens [B, T], mask [B, T] (True at real positions).
+    tokens [B, T], mask [B, T] (True at real positions). Summed in float64, so that the
+    mean does not depend on the order of the sum (analyze_ensemble sums in chunks).
     """
     check_single(params)
     _, cache = run_with_cache(params, tokens, config, [result_name(layer)])
     result = cache[result_name(layer)]  # [B, H, T, d_model]
-    m = to_device(mask, device_of(result)).astype(result.dtype)[:, None, :, None]  # [B, 1, T, 1]
-    return (result * m).sum(axis=(0, 2)) / m.sum(axis=(0, 2))  # [H, d_model]
+    xp = array_module(result)
+    m = to_device(mask, device_of(result)).astype(xp.float64)[:, None, :, None]  # [B, 1, T, 1]
+    return (result.astype(xp.float64) * m).sum(axis=(0, 2)) / m.sum(axis=(0, 2))  # [H, d_model]
 
 
 def ablation_hook(keep, fill=None):
@@ -101,9 +103,9 @@ def _subset_scorer(params, tokens, config, fill, layer):
     if exactness_problem(config) is None:
         c, offset = eos_contributions(params, tokens, config)  # [H, B, T], [B, T]
         xp = array_module(c)
-        fill_eos = (
-            xp.zeros(H, dtype=c.dtype) if fill is None else fill @ params["unembed.W_U"][:, EOS]
-        )  # [H]
+        fill_eos = xp.zeros(H, dtype=c.dtype)  # [H]
+        if fill is not None:  # the scores stay in the model's dtype
+            fill_eos = (fill @ params["unembed.W_U"][:, EOS]).astype(c.dtype)  # [H]
 
         def score(kept):
             keep = xp.asarray([h in kept for h in range(H)])  # [H]

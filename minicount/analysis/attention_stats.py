@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import array_module, to_numpy
 from ..data import BOS, ONE, TWO, ZERO, V
 from ..layers import layernorm_forward
 from .hooks import check_single
@@ -59,11 +59,12 @@ def score_table(params: dict, config, *, layer: int = 0):
 
 
 def exact_weights(S) -> dict:
-    """{"w_01", "w_02", "w_0bos"}: each [n_heads, 3] over the query tokens 0, 1, 2, from S."""
-    S = np.asarray(to_numpy(S), dtype=np.float64)  # [H, V, V]
+    """{"w_01", "w_02", "w_0bos"}: each [..., n_heads, 3] over the query tokens 0, 1, 2, from
+    S [..., n_heads, V, V]."""
+    S = np.asarray(to_numpy(S), dtype=np.float64)  # [..., H, V, V]
     q = list(QUERY_TOKENS)
-    out = {name: np.exp(S[:, q, b] - S[:, q, a]) for name, (a, b) in PAIRS.items()}
-    out["w_0bos"] = np.exp(S[:, q, BOS] - S[:, q, ZERO])
+    out = {name: np.exp(S[..., q, b] - S[..., q, a]) for name, (a, b) in PAIRS.items()}
+    out["w_0bos"] = np.exp(S[..., q, BOS] - S[..., q, ZERO])
     return out
 
 
@@ -91,31 +92,45 @@ def measured_weights(pattern, tokens, mask) -> dict:
     return out
 
 
+def query_sums(values, ok, tok, real):
+    """Sums of values [..., B, H, T] over the real positions of each query token where ok
+    [B, 1, T], and how many positions each sum has: (sums [..., H, 3], counts [3]).
+
+    Positions left out may hold nan or inf: they are replaced by 0, not multiplied by it.
+    """
+    xp = array_module(values)
+    sums, counts = [], []
+    for q in QUERY_TOKENS:
+        sel = ok & ((tok == q) & real)[:, None]  # [B, 1, T]
+        sums.append(xp.where(sel, values, 0.0).sum(axis=(-3, -1)))  # [..., H]
+        counts.append(sel.sum())
+    return xp.stack(sums, axis=-1), xp.stack(counts)  # [..., H, 3], [3]
+
+
+def means_from_sums(link, sums, counts):
+    """sums [..., H, 3] / counts [3] (nan where a count is 0), then ``link`` if given."""
+    xp = array_module(sums)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = xp.where(counts > 0, sums / xp.maximum(counts, 1), xp.nan)  # [..., H, 3]
+    return link(mean) if link is not None else mean
+
+
 def _mean_by_query(link, values, ok, tok, real):
     """Average values [B, H, T] over the real positions of each query token (where ok), -> [H, 3].
 
     With link = np.exp the average is taken of the logs (a geometric mean of the ratios)."""
-    H = values.shape[1]
-    out = np.full((H, len(QUERY_TOKENS)), np.nan)
-    for i, q in enumerate(QUERY_TOKENS):
-        sel = np.broadcast_to(ok & ((tok == q) & real)[:, None], values.shape)  # [B, H, T]
-        for h in range(H):
-            v = values[:, h][sel[:, h]]
-            if v.size:
-                m = v.mean()
-                out[h, i] = link(m) if link is not None else m
-    return out
+    return means_from_sums(link, *query_sums(values, ok, tok, real))
 
 
 def _row_nanmean(x) -> np.ndarray:
-    """Mean of each row of [H, k] ignoring nan; nan for a row with no number."""
+    """Mean of each row of [..., H, k] ignoring nan; nan for a row with no number."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=1)
+        return np.nanmean(x, axis=-1)
 
 
 def _geo_mean(w) -> np.ndarray:
-    """Per head, the geometric mean of [H, 3] ratios over the query tokens (nan ignored)."""
+    """Per head, the geometric mean of [..., H, 3] ratios over the query tokens (nan ignored)."""
     with np.errstate(divide="ignore"):
         return np.exp(_row_nanmean(np.log(np.asarray(w, dtype=np.float64))))
 

@@ -20,6 +20,7 @@ from itertools import combinations
 
 from ..backend import array_module, device_of, to_device
 from ..data import EOS, ONE, TWO, ZERO
+from ..layers.attention import SHIFT_FREE
 from .hooks import check_single, run_with_cache
 from .scoring import eos_metrics, metric_change
 
@@ -27,46 +28,64 @@ SWAP_ALL_PAIRS_UP_TO = 4  # heads; above this only roll_values and mean_values a
 
 
 def _log_mean_exp(scores, keys):
-    """log of the mean of exp(score) over the keys where ``keys`` is True: [B, T, T] -> [B, T].
+    """log of the mean of exp(score) over the keys where ``keys`` is True:
+    scores [..., T, T], keys broadcastable to them -> [..., T].
 
     0 where a query has no such key (callers leave those queries alone)."""
     xp = array_module(scores)
-    masked = xp.where(keys, scores, -xp.inf)  # [B, T, T]
-    top = masked.max(axis=-1, keepdims=True)  # [B, T, 1]
+    count = keys.sum(axis=-1)  # [..., T]
+    if max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:  # exp cannot overflow
+        total = (xp.exp(scores) * keys).sum(axis=-1)  # [..., T]
+        return xp.log(xp.where(count > 0, total / xp.maximum(count, 1), 1.0))  # [..., T]
+    masked = xp.where(keys, scores, -xp.inf)  # [..., T, T]
+    top = masked.max(axis=-1, keepdims=True)  # [..., T, 1]
     top = xp.where(xp.isfinite(top), top, 0.0)
-    total = xp.exp(masked - top).sum(axis=-1)  # [B, T]
-    count = keys.sum(axis=-1)  # [B, T]
-    mean = xp.where(count > 0, total / xp.maximum(count, 1), 1.0)  # [B, T]
+    total = xp.exp(masked - top).sum(axis=-1)  # [..., T]
+    mean = xp.where(count > 0, total / xp.maximum(count, 1), 1.0)  # [..., T]
     return xp.log(mean) + xp.where(count > 0, top[..., 0], 0.0)
+
+
+def removed_keys(tokens, b: int, T: int):
+    """[B, 1, T, T]: the keys that forcing w_ab = 0 removes, those of token b, for every
+    query that sees another key. tokens [B, T]."""
+    xp = array_module(tokens)
+    visible = xp.tril(xp.ones((T, T), dtype=bool))  # [T, T] key j <= query t
+    is_b = (visible & (tokens == b)[:, None, :])[:, None]  # [B, 1, T, T]
+    others = (visible & ~is_b).any(axis=-1, keepdims=True)  # [B, 1, T, 1]
+    return is_b & others
+
+
+def force_weight(scores, tokens, a: int, b: int, w: float):
+    """Scores [..., B, H, T, T] with w_ab set to ``w`` in every head at once (see
+    force_weight_hook); tokens [B, T] on the scores' device. Each head's edit reads only
+    that head's scores, so this equals editing the heads one by one."""
+    xp = array_module(scores)
+    T = scores.shape[-1]
+    visible = xp.tril(xp.ones((T, T), dtype=bool))  # [T, T] key j <= query t
+    is_a = (visible & (tokens == a)[:, None, :])[:, None]  # [B, 1, T, T]
+    is_b = (visible & (tokens == b)[:, None, :])[:, None]  # [B, 1, T, T]
+    if w == 0:
+        return xp.where(removed_keys(tokens, b, T), -xp.inf, scores)  # [..., B, H, T, T]
+    shift = _log_mean_exp(scores, is_a) - _log_mean_exp(scores, is_b) + math.log(w)  # [.., T]
+    shift = xp.where(is_a.any(-1) & is_b.any(-1), shift, 0.0)  # [..., B, H, T]
+    return xp.where(is_b, scores + shift[..., None], scores)  # [..., B, H, T, T]
 
 
 def force_weight_hook(tokens, head: int, a: int, b: int, w: float):
     """A hook for hook_attn_scores [B, H, T, T] that sets head ``head``'s w_ab to ``w``.
 
     tokens [B, T] are the sequences of the run (the hook needs the key tokens).
-    w > 0 shifts the b-keys' scores by log(mean_a exp) − log(mean_b exp) + log w per query;
-    w = 0 removes the b-keys for every query that sees another key.
+    w > 0 shifts the b-keys' scores by log(mean_a exp) − log(mean_b exp) + log w per query
+    (only where the query sees keys of both tokens); w = 0 removes the b-keys for every
+    query that sees another key.
     """
     if w < 0:
         raise ValueError(f"a relative attention weight must be >= 0, got {w}")
 
     def hook(scores):
-        xp = array_module(scores)
-        T = scores.shape[-1]
         tok = to_device(tokens, device_of(scores))
-        visible = xp.tril(xp.ones((T, T), dtype=bool))  # [T, T] key j <= query t
-        is_a = visible & (tok == a)[:, None, :]  # [B, T, T]
-        is_b = visible & (tok == b)[:, None, :]  # [B, T, T]
-        s = scores[:, head]  # [B, T, T]
-        if w == 0:
-            others = (visible & ~is_b).any(axis=-1, keepdims=True)  # [B, T, 1]
-            edited = xp.where(is_b & others, -xp.inf, s)  # [B, T, T]
-        else:
-            shift = _log_mean_exp(s, is_a) - _log_mean_exp(s, is_b) + math.log(w)  # [B, T]
-            shift = xp.where(is_a.any(-1) & is_b.any(-1), shift, 0.0)  # [B, T]
-            edited = xp.where(is_b, s + shift[..., None], s)  # [B, T, T]
         out = scores.copy()
-        out[:, head] = edited
+        out[:, head] = force_weight(scores[:, head : head + 1], tok, a, b, w)[:, 0]  # [B, T, T]
         return out
 
     return hook

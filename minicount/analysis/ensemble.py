@@ -1,0 +1,524 @@
+"""analyze_ensemble: every instrument of analyze_model for all M members of an ensemble at once.
+
+For a one-layer, attention-only model without LayerNorm the EOS score is a sum of paths,
+
+    s = offset + Σ_h c_h          (offset = direct path + b_U[EOS], c_h = head h's part)
+
+so one forward pass over the ensemble (chunked over the batch) gives everything the
+instruments need, with the model axis [M] kept in front of every array:
+
+    ablation        subset S keeps heads keep[S]:  s_S = offset + keep[S] @ c (+ the fill of
+                    the ablated heads in mean mode, a constant per subset)
+    semantics       c_h alone, offset + c_h, offset + H c_h
+    interventions   an edit of head h's attention changes only c_h: s' = s - c_h + c'_h, and
+                    c'_h for every head comes from one edited softmax; head h reading head
+                    g's values contributes pattern_h @ (v_g · W_O[h] W_U[:, EOS])
+    attention       score tables [M, H, V, V] (NoPE) and masked sums over the patterns
+
+Other configs are refused: there the heads do not add up, and each member needs
+analyze_model's hooked forward passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module, device_of, to_device, to_numpy
+from ..data import BOS, EOS, ONE, TWO, ZERO, V
+from ..layers import bce_with_logits_forward
+from ..layers.attention import SHIFT_FREE, causal_mask, causal_softmax
+from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
+from ..model import check_params
+from . import aggregation as aggregation_module
+from . import linear as linear_module
+from .ablation import MODES, head_sets
+from .analyze import jsonable
+from .attention_stats import (
+    PAIRS,
+    _geo_mean,
+    _row_nanmean,
+    exact_weights,
+    means_from_sums,
+    query_sums,
+)
+from .attribution import exactness_problem
+from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list, removed_keys
+from .scoring import METRICS
+
+CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
+ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
+
+
+def check_ensemble(params: dict, config) -> int:
+    """M, or a ValueError saying why these params cannot be analysed all at once."""
+    M = check_params(params, config)
+    if M is None:
+        raise ValueError(
+            "analyze_ensemble needs ensemble params (a leading model axis [M] on every "
+            "array); for a single model use analyze_model"
+        )
+    if M == 0:
+        raise ValueError("analyze_ensemble got an empty ensemble (M = 0)")
+    problem = exactness_problem(config)
+    if problem is not None:
+        raise ValueError(
+            f"analyze_ensemble needs the exact head decomposition, and {problem}; "
+            "run analyze_model on each member instead"
+        )
+    return M
+
+
+# ---------------------------------------------------------------- the forward pass
+
+
+def _eos_readouts(params: dict):
+    """(u [M, H, d_head], w [M, d_model]): W_O[h] @ W_U[:, EOS] per head, and W_U[:, EOS]."""
+    w = params["unembed.W_U"][..., EOS]  # [M, d_model]
+    u = (params["blocks.0.attn.W_O"] @ w[:, None, :, None])[..., 0]  # [M, H, d_head]
+    return u, w
+
+
+def _offset(params: dict, tokens, w):
+    """The direct path read out at EOS plus b_U[EOS]: [M, b, T] for tokens [b, T].
+
+    Taken from a table per token (and per position), so that equal tokens get bitwise
+    equal offsets: ROC AUC counts ties, and a matmul over all positions may round equal
+    rows differently."""
+    per_token = (params["embed.W_E"] @ w[..., None])[..., 0]  # [M, V, d] @ [M, d, 1] -> [M, V]
+    offset = per_token[:, tokens] + params["unembed.b_U"][:, EOS][:, None, None]  # [M, b, T]
+    if "pos_embed.W_pos" in params:
+        T = tokens.shape[-1]
+        per_position = (params["pos_embed.W_pos"][:, :T] @ w[..., None])[..., 0]  # [M, T]
+        offset = offset + per_position[:, None, :]  # [M, b, T]
+    return offset
+
+
+def _value_contributions(pattern, vu):
+    """pattern [M, b, H, T, T] @ vu [M, b, H, T] -> [M, b, H, T]: each head's EOS part."""
+    return (pattern @ vu[..., None])[..., 0]
+
+
+def _attention_sums(pattern, tok, real) -> dict:
+    """Masked sums behind the measured w_01, w_02 and BOS weight (see measured_weights):
+    name -> (sums [M, H, 3], counts [3]). pattern [M, b, H, T, T], tok and real [b, T]."""
+    xp = array_module(pattern)
+    one_hot = ((tok[..., None] == xp.arange(V)) & real[..., None]).astype(xp.float64)  # [b, T, V]
+    on_token = pattern.astype(xp.float64) @ one_hot[:, None]  # [M, b, H, T, V]
+    seen = xp.cumsum(one_hot, axis=1)[:, None]  # [b, 1, T, V] keys of each token so far
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_key = on_token / seen  # [M, b, H, T, V] mean weight on one key of each token
+        for name, (a, b) in PAIRS.items():
+            log_ratio = xp.log(per_key[..., b]) - xp.log(per_key[..., a])  # [M, b, H, T]
+            ok = (seen[..., a] > 0) & (seen[..., b] > 0)  # [b, 1, T]
+            out[name] = query_sums(log_ratio, ok, tok, real)
+    out["bos_weight"] = query_sums(on_token[..., BOS], seen[..., BOS] > 0, tok, real)
+    return out
+
+
+def _softmax_without(scores, removed):
+    """causal_softmax(where(removed, -inf, scores)) [..., T, T], but without the -inf, which
+    would send it down its slow path (a shift of every row by its maximum)."""
+    xp = array_module(scores)
+    if not max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:
+        return causal_softmax(xp.where(removed, -xp.inf, scores))
+    pattern = xp.exp(scores)  # [..., T, T]
+    pattern *= causal_mask(scores.shape[-1], xp) & ~removed
+    pattern *= (1.0 / pattern.sum(axis=-1))[..., None]
+    return pattern
+
+
+def _edited_contributions(params, scores, v, u, tok, pattern) -> dict:
+    """Each head's EOS part under every intervention, [M, b, H, T] (cross: see below).
+
+    scores [M, b, H, T, T] before the softmax, v [M, b, H, T, d_head], u [M, H, d_head].
+    "cross" [M, b, H, T, G]: head h with its own pattern reading head g's value vectors.
+    """
+    vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
+    w01 = force_weight(scores, tok, ZERO, ONE, 1.0)  # [M, b, H, T, T]
+    no_twos = removed_keys(tok, TWO, scores.shape[-1])  # [b, 1, T, T] w_02 = 0
+    out = {
+        "w01": _value_contributions(causal_softmax(w01), vu),
+        "w02": _value_contributions(_softmax_without(scores, no_twos), vu),
+        "ideal": _value_contributions(_softmax_without(w01, no_twos), vu),
+    }
+    # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
+    v_read = v @ u.swapaxes(-1, -2)[:, None, None]
+    cross = pattern @ v_read.transpose(0, 1, 4, 3, 2)  # [M, b, H, T, T] @ [M, b, H, T, G]
+    H = cross.shape[2]
+    if H <= SWAP_ALL_PAIRS_UP_TO:
+        out["cross"] = cross  # [M, b, H, T, G]
+    else:  # only the mean over heads and the roll are asked for
+        xp = array_module(cross)
+        nxt = ((xp.arange(H) + 1) % H)[None, None, :, None, None]  # [1, 1, H, 1, 1]
+        out["mean"] = cross.mean(axis=-1)  # [M, b, H, T]
+        out["roll"] = xp.take_along_axis(cross, nxt, axis=-1)[..., 0]  # [M, b, H, T]
+    return out
+
+
+def _chunk(params, tokens, mask, config, edits: bool) -> dict:
+    """One forward pass over a chunk of b sequences (tokens, mask [b, T]), and what the
+    instruments need from it, every array with the model axis in front."""
+    from .hooks import run_with_cache
+
+    p = "blocks.0."
+    names = [p + "attn.hook_pattern", p + "attn.hook_z", p + "attn.hook_v"]
+    if edits:
+        names.append(p + "attn.hook_attn_scores")
+    logits, cache = run_with_cache(params, tokens, config, names)  # [M, b, T, V]
+    xp = array_module(logits)
+    u, w = _eos_readouts(params)  # [M, H, d_head], [M, d_model]
+    z = cache[p + "attn.hook_z"]  # [M, b, H, T, d_head]
+    pattern = cache[p + "attn.hook_pattern"]  # [M, b, H, T, T]
+    real = mask.astype(bool)  # [b, T]
+    out = {
+        "logits": logits,
+        "c": (z @ u[:, None, :, :, None])[..., 0],  # [M, b, H, T]
+        "offset": _offset(params, tokens, w),  # [M, b, T]
+        # Σ of z over the real positions, in float64: the mean-ablation means
+        "z_sum": (z.astype(xp.float64) * real[:, None, :, None]).sum(axis=(1, 3)),  # [M, H, dh]
+        "attention": _attention_sums(pattern, tokens, real),
+    }
+    if edits:
+        scores, v = cache[p + "attn.hook_attn_scores"], cache[p + "attn.hook_v"]
+        out["edits"] = _edited_contributions(params, scores, v, u, tokens, pattern)
+    return out
+
+
+def _chunk_size(M: int, H: int, T: int, edits: bool) -> int:
+    """Sequences per chunk so that the [M, b, H, T, T] arrays stay near CHUNK_BYTES."""
+    per_sequence = M * H * T * (T * 8 * (3 + 6 * edits) + H * 8 * edits)
+    return max(1, CHUNK_BYTES // per_sequence)
+
+
+def _forward_all(params, tokens, mask, config, edits: bool) -> dict:
+    """_chunk over the whole batch: per-position arrays joined on the batch axis, the
+    attention sums added up; c and the edited parts as [M, H, B, T]."""
+    M, (B, T) = params["embed.W_E"].shape[0], tokens.shape
+    xp = array_module(params["embed.W_E"])
+    size = _chunk_size(M, config.n_heads, T, edits)
+    parts = [
+        _chunk(params, tokens[i : i + size], mask[i : i + size], config, edits)
+        for i in range(0, B, size)
+    ]
+    heads_first = lambda a: a.transpose(0, 2, 1, *range(3, a.ndim))  # noqa: E731 [M, H, b, ...]
+    out = {
+        "logits": xp.concatenate([q["logits"] for q in parts], axis=1),  # [M, B, T, V]
+        "c": heads_first(xp.concatenate([q["c"] for q in parts], axis=1)),  # [M, H, B, T]
+        "offset": xp.concatenate([q["offset"] for q in parts], axis=1),  # [M, B, T]
+        "z_sum": sum(q["z_sum"] for q in parts),  # [M, H, d_head]
+        "attention": {
+            name: tuple(sum(q["attention"][name][i] for q in parts) for i in range(2))
+            for name in parts[0]["attention"]
+        },
+    }
+    if edits:
+        out["edits"] = {
+            k: heads_first(xp.concatenate([q["edits"][k] for q in parts], axis=1))
+            for k in parts[0]["edits"]
+        }  # [M, H, B, T] (cross: [M, H, B, T, G])
+    return out
+
+
+# ------------------------------------------------------------------ measuring scores
+
+
+class Positions:
+    """The real positions of the held-out batch, where every score row is measured."""
+
+    def __init__(self, targets, mask, device: str):
+        self.mask = to_device(np.asarray(to_numpy(mask), dtype=bool), device)  # [B, T]
+        labels = np.asarray(to_numpy(targets))[..., EOS] > 0.5  # [B, T]
+        self.labels = to_device(labels, device)[self.mask]  # [N]
+        self.starts, self.ends = sequence_bounds(self.mask)  # [B] each
+
+    def real(self, a):
+        """a [..., B, T] -> [..., N] at the real positions."""
+        return a[..., self.mask]
+
+    def metrics(self, scores, *, auc: bool = True) -> dict:
+        """l_acc, s_acc (and roc_auc) of score rows [..., N]: float64 host arrays [...]."""
+        lead, N = scores.shape[:-1], scores.shape[-1]
+        flat = scores.reshape(-1, N)  # [R, N]
+        rows = max(1, ROW_BYTES // (48 * N))
+        out = {k: [] for k in METRICS if auc or k != "roc_auc"}
+        for i in range(0, flat.shape[0], rows):
+            block = flat[i : i + rows]  # [r, N]
+            l_acc, s_acc = accuracies_batched(block, self.labels, self.starts, self.ends)
+            out["l_acc"].append(to_numpy(l_acc))
+            out["s_acc"].append(to_numpy(s_acc))
+            if auc:
+                out["roc_auc"].append(to_numpy(roc_auc_batched(block, self.labels)))
+        return {k: np.concatenate(v).reshape(lead) for k, v in out.items()}
+
+
+def _row(metrics: dict, index) -> dict:
+    """{l_acc, s_acc, roc_auc} of one row of batched metrics."""
+    return {k: metrics[k][index] for k in METRICS}
+
+
+# ---------------------------------------------------------------------- instruments
+
+
+def _top_metrics(logits, targets, mask, at: Positions) -> dict:
+    """metrics_from_logits for every member: each value [M]."""
+    tgt = to_device(np.asarray(to_numpy(targets)), device_of(logits)).astype(logits.dtype)
+    loss, _ = bce_with_logits_forward(logits, tgt, at.mask)  # [M]
+    out = at.metrics(at.real(logits[..., EOS]))
+    all_right = ((logits > 0) == (tgt > 0.5)).all(axis=-1)  # [M, B, T]
+    out["next_set_acc"] = to_numpy(at.real(all_right).mean(axis=-1))
+    out["loss"] = to_numpy(loss)
+    return out
+
+
+def _ablation_all(c, offset, fill_eos, at: Positions, H: int, subsets: bool):
+    """The ablation study of every member: ([{"zero": rows, "mean": rows}] (no "means"),
+    zero ablation's metrics [M, S] of every distinct kept set, kept set -> its index S).
+
+    c [M, H, N], offset [M, N], fill_eos [M, H] (each head's mean output read out at EOS).
+    AUC does not change when a row is shifted by a constant, so mean ablation (zero
+    ablation plus the fills of the ablated heads) reuses zero ablation's AUC.
+    """
+    xp = array_module(c)
+    sets = head_sets(H, subsets=subsets)
+    unique = sorted({kept for _, kept in sets}, key=lambda k: (len(k), k))
+    index = {kept: i for i, kept in enumerate(unique)}
+    keep = np.zeros((len(unique), H), dtype=bool)  # [S, H]
+    for i, kept in enumerate(unique):
+        keep[i, list(kept)] = True
+    keep_d = to_device(keep, device_of(c))
+    fill_shift = (fill_eos @ (~keep_d).T.astype(fill_eos.dtype)).astype(c.dtype)  # [M, S]
+    M, N = offset.shape
+    per_mode = {"zero": [], "mean": []}
+    step = max(1, ROW_BYTES // (48 * N * M))
+    for i in range(0, len(unique), step):
+        kept = xp.einsum("sh,mhn->msn", keep_d[i : i + step].astype(c.dtype), c)  # [M, s, N]
+        zero = offset[:, None] + kept  # [M, s, N] (einsum: a broadcast matmul is slow here)
+        per_mode["zero"].append(at.metrics(zero))
+        mean = at.metrics(zero + fill_shift[:, i : i + step, None], auc=False)  # [M, s]
+        mean["roc_auc"] = per_mode["zero"][-1]["roc_auc"]
+        per_mode["mean"].append(mean)
+    per_mode = {
+        mode: {k: np.concatenate([p[k] for p in parts], axis=1) for k in METRICS}
+        for mode, parts in per_mode.items()
+    }  # mode -> metric -> [M, S]
+    results = []
+    for m in range(M):
+        results.append(
+            {
+                mode: [
+                    {"kind": kind, "kept": list(kept), **_row(per_mode[mode], (m, index[kept]))}
+                    for kind, kept in sets
+                ]
+                for mode in MODES
+            }
+        )
+    return results, per_mode["zero"], index
+
+
+def _semantics_all(c, offset, at: Positions, zero_metrics, index) -> list[list[dict]]:
+    """head_semantics of every member. c [M, H, N], offset [M, N]; solo = the zero-ablation
+    row that keeps only head h."""
+    M, H = c.shape[:2]
+    auc_alone = to_numpy(roc_auc_batched(c, at.labels))  # [M, H]
+    scaled = at.metrics(offset[:, None] + H * c)  # [M, H]
+    return [
+        [
+            {
+                "head": h,
+                "auc_alone": auc_alone[m, h],
+                "solo": _row(zero_metrics, (m, index[(h,)])),
+                "scaled": _row(scaled, (m, h)),
+            }
+            for h in range(H)
+        ]
+        for m in range(M)
+    ]
+
+
+def _intervention_scores(tokens, c, base, edits, H: int, xp):
+    """(names and heads, scores [M, K, N]) for intervention_list, in its order."""
+    total = c.sum(axis=1)  # [M, N] the unedited score less the offset
+    rows, runs = [], intervention_list(tokens, H)
+    for name, heads, _ in runs:
+        if name == "force_w01=1":
+            (h,) = heads
+            rows.append(base + edits["w01"][:, h] - c[:, h])
+        elif name == "force_w02=0":
+            (h,) = heads
+            rows.append(base + edits["w02"][:, h] - c[:, h])
+        elif name == "all_heads_ideal":
+            rows.append(base - total + edits["ideal"].sum(axis=1))
+        elif name == "mean_values":
+            mean = edits["mean"] if "mean" in edits else edits["cross"].mean(axis=2)
+            rows.append(base - total + mean.sum(axis=1))
+        elif name == "roll_values":
+            if "roll" in edits:
+                roll = edits["roll"].sum(axis=1)  # [M, N]
+            else:
+                roll = sum(edits["cross"][:, h, (h + 1) % H] for h in range(H))
+            rows.append(base - total + roll)
+        elif name == "swap_values":
+            i, j = heads
+            cross = edits["cross"]  # [M, H, G, N]: head h reading head g's values
+            swapped = cross[:, i, j] + cross[:, j, i] - c[:, i] - c[:, j]  # [M, N]
+            rows.append(base + swapped)
+        else:
+            raise ValueError(f"analyze_ensemble does not know the intervention {name!r}")
+    return [(name, heads) for name, heads, _ in runs], xp.stack(rows, axis=1)
+
+
+def _interventions_all(tokens, c, base_score, edits, at: Positions, H: int) -> list[list[dict]]:
+    """intervention_study of every member. c [M, H, N], base_score [M, N] (the model's own
+    EOS score), edits: the edited contributions at the real positions."""
+    xp = array_module(c)
+    runs, scores = _intervention_scores(tokens, c, base_score, edits, H, xp)  # [M, K, N]
+    edited = at.metrics(scores)  # [M, K]
+    base = at.metrics(base_score)  # [M]
+    results = []
+    for m in range(c.shape[0]):
+        b = _row(base, m)
+        rows = [{"name": "none", "heads": [], **b, "delta": {k: b[k] - b[k] for k in METRICS}}]
+        for k, (name, heads) in enumerate(runs):
+            e = _row(edited, (m, k))
+            delta = {key: e[key] - b[key] for key in METRICS}
+            rows.append({"name": name, "heads": list(heads), **e, "delta": delta})
+        results.append(rows)
+    return results
+
+
+def _attention_all(params, sums: dict, config) -> list[dict]:
+    """attention_stats of every member from the summed pattern statistics."""
+    measured = {
+        "w_01": means_from_sums(np.exp, *(to_numpy(a) for a in sums["w_01"])),
+        "w_02": means_from_sums(np.exp, *(to_numpy(a) for a in sums["w_02"])),
+        "bos_weight": means_from_sums(None, *(to_numpy(a) for a in sums["bos_weight"])),
+    }  # each [M, H, 3]
+    exact = not config.pos_emb  # one layer (checked): the table is exact without positions
+    if exact:
+        e = params["embed.W_E"][:, None]  # [M, 1, V, d_model]
+        q = e @ params["blocks.0.attn.W_Q"]  # [M, H, V, d_head]
+        k = e @ params["blocks.0.attn.W_K"]  # [M, H, V, d_head]
+        table = exact_weights((q @ k.swapaxes(-1, -2)) / np.sqrt(config.d_head))  # [M, H, V, V]
+        w = {name: table[name] for name in PAIRS}  # [M, H, 3]
+    else:
+        w = {name: measured[name] for name in PAIRS}
+    bos = _row_nanmean(measured["bos_weight"])  # [M, H]
+    geo = {name: _geo_mean(w[name]) for name in PAIRS}  # [M, H]
+    return [
+        {
+            "exact": exact,
+            "per_query": {
+                **{k: v[m].tolist() for k, v in w.items()},
+                "bos_weight": measured["bos_weight"][m].tolist(),
+            },
+            "w_01": geo["w_01"][m].tolist(),
+            "w_02": geo["w_02"][m].tolist(),
+            "bos_weight": bos[m].tolist(),
+            "measured": {name: measured[name][m].tolist() for name in PAIRS},
+        }
+        for m in range(measured["bos_weight"].shape[0])
+    ]
+
+
+def _contributions_all(c, at: Positions) -> dict:
+    """contribution_summary of every member from c [M, H, N]: each value [M, H]."""
+    c = to_numpy(c).astype(np.float64)  # [M, H, N]
+    y = to_numpy(at.labels)  # [N]
+    return {"mean_pos": c[..., y].mean(-1), "mean_neg": c[..., ~y].mean(-1), "std": c.std(-1)}
+
+
+def _aggregation_all(c, offset, targets, mask, l2: float) -> list[dict]:
+    """aggregation_from_contributions of every member. c [M, H, B, T], offset [M, B, T].
+
+    A loop over members until aggregation.aggregation_batched exists; then that.
+    """
+    if hasattr(aggregation_module, "aggregation_batched"):
+        return aggregation_module.aggregation_batched(c, offset, targets, mask, l2=l2)
+    return [
+        aggregation_module.aggregation_from_contributions(c[m], offset[m], targets, mask, l2=l2)
+        for m in range(c.shape[0])
+    ]
+
+
+def _linear_all(c, offset, targets, mask, l2: float) -> list[dict]:
+    """linear_fit_from_contributions of every member. c [M, H, B, T], offset [M, B, T].
+
+    A loop over members until linear.linear_fit_batched exists; then that.
+    """
+    if hasattr(linear_module, "linear_fit_batched"):
+        return linear_module.linear_fit_batched(c, offset, targets, mask, l2=l2)
+    return [
+        linear_module.linear_fit_from_contributions(c[m], offset[m], targets, mask, l2=l2)
+        for m in range(c.shape[0])
+    ]
+
+
+# ------------------------------------------------------------------------------ all
+
+
+def analyze_ensemble(
+    params: dict,
+    tokens,
+    targets,
+    mask,
+    config,
+    *,
+    subsets: bool = True,
+    interventions: bool = True,
+    l2: float = 1e-4,
+) -> list[dict]:
+    """analyze_model for every member of an ensemble, all members computed together.
+
+    params: an ensemble (a leading [M] on every array); tokens [B, T], targets [B, T, V],
+    mask [B, T]: one held-out batch shared by all members (host or device). Returns a list
+    of M JSON-ready dicts, entry i equal (up to float rounding) to
+    ``analyze_model({k: v[i] ...}, tokens, targets, mask, config, ...)``. Raises ValueError
+    for a single model, an empty ensemble, or a config whose heads do not add up to the
+    logits (n_layers > 1, layernorm, mlp).
+    """
+    M = check_ensemble(params, config)
+    H = config.n_heads
+    device = device_of(params["embed.W_E"])
+    xp = array_module(params["embed.W_E"])
+    tokens = to_device(np.asarray(to_numpy(tokens)), device)  # [B, T]
+    at = Positions(targets, mask, device)
+    run = _forward_all(params, tokens, at.mask, config, interventions)
+    c, offset = run["c"], run["offset"]  # [M, H, B, T], [M, B, T]
+    c_real, offset_real = at.real(c), at.real(offset)  # [M, H, N], [M, N]
+    n_real = float(at.mask.sum())
+    W_O = params["blocks.0.attn.W_O"].astype(xp.float64)  # [M, H, d_head, d_model]
+    means = (run["z_sum"][..., None, :] @ W_O)[..., 0, :] / n_real  # [M, H, d_model]
+    W_U_eos = params["unembed.W_U"][..., EOS].astype(xp.float64)  # [M, d_model]
+    fill_eos = (means @ W_U_eos[..., None])[..., 0]  # [M, H]
+
+    metrics = _top_metrics(run["logits"], targets, mask, at)  # each [M]
+    ablation, zero_metrics, index = _ablation_all(c_real, offset_real, fill_eos, at, H, subsets)
+    semantics = _semantics_all(c_real, offset_real, at, zero_metrics, index)
+    attention = _attention_all(params, run["attention"], config)
+    summary = _contributions_all(c_real, at)
+    aggregation = _aggregation_all(c, offset, targets, mask, l2)
+    linear = _linear_all(c, offset, targets, mask, l2)
+    if interventions:
+        edits = {k: at.real(xp.moveaxis(v, -1, 2) if k == "cross" else v)
+                 for k, v in run["edits"].items()}  # [M, H, N] (cross: [M, H, G, N])  # fmt: skip
+        base_score = at.real(run["logits"][..., EOS])  # [M, N]
+        edited = _interventions_all(tokens, c_real, base_score, edits, at, H)
+    results = []
+    for m in range(M):
+        out = {
+            "config": config.to_dict(),
+            "metrics": {k: v[m] for k, v in metrics.items()},
+            "exact": True,
+            "exact_problem": None,
+            "attention": attention[m],
+            "ablation": ablation[m],
+            "semantics": semantics[m],
+            "contributions": {k: v[m] for k, v in summary.items()},
+            "aggregation": aggregation[m],
+            "linear": linear[m],
+        }
+        if interventions:
+            out["interventions"] = edited[m]
+        results.append(jsonable(out))
+    return results

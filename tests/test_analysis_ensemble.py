@@ -1,0 +1,195 @@
+"""analyze_ensemble against analyze_model on every member, and the batched metrics under it.
+
+The equality tests run in float64, where the batched and the per-model paths may differ
+only by rounding (1e-12 relative); one test compares a float32 ensemble, where a decision
+on a score within rounding of 0 may flip, with a looser tolerance.
+"""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minicount as mc
+from minicount.analysis import (
+    ablated_logits,
+    analyze_ensemble,
+    analyze_model,
+    result_means,
+)
+from minicount.analysis.scoring import eos_metrics
+from minicount.data import DataConfig, eval_set
+from minicount.metrics import (
+    metrics_from_scores,
+    metrics_from_scores_batched,
+    roc_auc,
+    roc_auc_batched,
+)
+
+
+def assert_same(ref, got, *, rtol, atol, path="result"):
+    """Every leaf of got equals ref's: same keys, lengths, None where None, numbers close."""
+    if isinstance(ref, dict):
+        assert isinstance(got, dict), path
+        assert list(got) == list(ref), f"{path}: keys {list(got)} != {list(ref)}"
+        for k in ref:
+            assert_same(ref[k], got[k], rtol=rtol, atol=atol, path=f"{path}.{k}")
+    elif isinstance(ref, list):
+        assert isinstance(got, list) and len(got) == len(ref), f"{path}: {got!r} vs {ref!r}"
+        for i, (r, g) in enumerate(zip(ref, got, strict=True)):
+            assert_same(r, g, rtol=rtol, atol=atol, path=f"{path}[{i}]")
+    elif ref is None or isinstance(ref, (bool, str)):
+        assert got == ref and type(got) is type(ref), f"{path}: {got!r} != {ref!r}"
+    else:
+        assert isinstance(got, (int, float)) and not isinstance(got, bool), f"{path}: {got!r}"
+        assert abs(got - ref) <= atol + rtol * abs(ref), f"{path}: {got!r} != {ref!r}"
+
+
+def members(params):
+    M = params["embed.W_E"].shape[0]
+    return [{k: v[i] for k, v in params.items()} for i in range(M)]
+
+
+def held_out(bos=True, n_eval=96, max_len=10):
+    return eval_set(DataConfig(max_len=max_len, n_eval=n_eval, bos=bos))
+
+
+def test_the_comparer_can_fail():
+    assert_same({"a": [1.0, None]}, {"a": [1.0, None]}, rtol=0, atol=0)
+    for bad in ({"a": [1.1, None]}, {"a": [1.0, 0.0]}, {"b": [1.0, None]}, {"a": [1.0]}):
+        with pytest.raises(AssertionError):
+            assert_same({"a": [1.0, None]}, bad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "n_heads, pos_emb, bos",
+    [(1, False, True), (2, True, False), (3, False, False), (4, True, True), (8, False, True)],
+)
+def test_ensemble_equals_each_member_alone(n_heads, pos_emb, bos):
+    config = mc.ModelConfig(d_model=16, n_heads=n_heads, d_head=4, pos_emb=pos_emb, n_ctx=16)
+    params = mc.init_ensemble(config, [3, 4], dtype=np.float64)
+    tokens, targets, mask = held_out(bos, n_eval=48 if n_heads == 8 else 96)
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    assert len(got) == 2
+    for i, member in enumerate(members(params)):
+        ref = analyze_model(member, tokens, targets, mask, config)
+        assert_same(ref, got[i], rtol=1e-7, atol=1e-9, path=f"member {i}")
+
+
+def test_options_are_passed_on():
+    config = mc.ModelConfig(d_model=16, n_heads=2, d_head=4)
+    params = mc.init_ensemble(config, [0, 1], dtype=np.float64)
+    tokens, targets, mask = held_out()
+    kw = {"subsets": False, "interventions": False, "l2": 1e-2}
+    got = analyze_ensemble(params, tokens, targets, mask, config, **kw)
+    assert "interventions" not in got[0]
+    assert {row["kind"] for row in got[0]["ablation"]["zero"]} == {"only", "leave_out"}
+    ref = analyze_model(members(params)[1], tokens, targets, mask, config, **kw)
+    assert_same(ref, got[1], rtol=1e-7, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    config = mc.ModelConfig(d_model=16, n_heads=2, d_head=4)
+    params, _ = mc.train(
+        config, seed=[0, 1, 2], steps=50, batch_size=64, max_len=10, n_eval=64, eval_every=50
+    )
+    return config, params
+
+
+def test_trained_ensemble_in_float64(trained):
+    config, params = trained
+    params = mc.model.to_dtype(params, np.float64)
+    tokens, targets, mask = held_out()
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    for i, member in enumerate(members(params)):
+        ref = analyze_model(member, tokens, targets, mask, config)
+        assert_same(ref, got[i], rtol=1e-7, atol=1e-9, path=f"member {i}")
+
+
+def test_trained_ensemble_in_float32(trained):
+    # a decision on a score within float32 rounding of 0 may flip: allow a few positions
+    config, params = trained
+    tokens, targets, mask = held_out()
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    for i, member in enumerate(members(params)):
+        ref = analyze_model(member, tokens, targets, mask, config)
+        assert_same(ref, got[i], rtol=1e-3, atol=3e-3, path=f"member {i}")
+
+
+def test_subsets_match_the_hooked_forward_pass():
+    # every subset, both modes, against ablated_logits (a forward pass with the heads
+    # replaced), not against the decomposition both analyses share
+    config = mc.ModelConfig(d_model=16, n_heads=3, d_head=4, pos_emb=True, n_ctx=16)
+    params = mc.init_ensemble(config, [5, 6], dtype=np.float64)
+    tokens, targets, mask = held_out(n_eval=64)
+    got = analyze_ensemble(params, tokens, targets, mask, config, interventions=False)
+    for i, member in enumerate(members(params)):
+        means = result_means(member, tokens, mask, config)
+        rows = {
+            mode: {tuple(r["kept"]): r for r in got[i]["ablation"][mode] if r["kind"] == "subset"}
+            for mode in ("zero", "mean")
+        }
+        for r in range(4):
+            for kept in combinations(range(3), r):
+                keep = [h in kept for h in range(3)]
+                for mode, fill in (("zero", None), ("mean", means)):
+                    logits = ablated_logits(member, tokens, config, keep, fill=fill)
+                    want = eos_metrics(logits[..., mc.data.EOS], targets, mask)
+                    assert_same(want, {k: rows[mode][kept][k] for k in want}, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("change", [{"n_layers": 2}, {"layernorm": True}, {"mlp": True}])
+def test_inexact_configs_are_refused(change):
+    config = mc.ModelConfig(d_model=16, n_heads=2, d_head=4, **change)
+    params = mc.init_ensemble(config, [0, 1])
+    tokens, targets, mask = held_out(n_eval=8)
+    with pytest.raises(ValueError, match="exact.*" + next(iter(change))):
+        analyze_ensemble(params, tokens, targets, mask, config)
+
+
+def test_single_models_and_empty_ensembles_are_refused():
+    config = mc.ModelConfig(d_model=16, n_heads=2, d_head=4)
+    tokens, targets, mask = held_out(n_eval=8)
+    with pytest.raises(ValueError, match="leading model axis"):
+        analyze_ensemble(mc.init_params(config, 0), tokens, targets, mask, config)
+    empty = {k: v[:0] for k, v in mc.init_ensemble(config, [0]).items()}
+    with pytest.raises(ValueError, match="empty"):
+        analyze_ensemble(empty, tokens, targets, mask, config)
+
+
+# ------------------------------------------------------------------ batched metrics
+
+
+@given(
+    st.integers(1, 5),
+    st.integers(1, 40),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**32 - 1),
+)
+def test_batched_auc_equals_roc_auc_with_ties(rows, n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    scores = (rng.integers(-3, 4, (rows, n)) * rng.choice([0.5, 1e-3, 1e30])).astype(dtype)
+    scores[rng.random((rows, n)) < 0.2] *= -0.0  # -0.0 ties with +0.0
+    labels = rng.random(n) < rng.random()
+    got = roc_auc_batched(scores, labels)
+    want = np.array([roc_auc(s, labels) for s in scores])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)  # nan where a class is absent
+    per_row = rng.random((rows, n)) < 0.5  # labels per row too
+    want = np.array([roc_auc(s, y) for s, y in zip(scores, per_row, strict=True)])
+    np.testing.assert_allclose(roc_auc_batched(scores, per_row, block=7), want, atol=1e-12)
+
+
+@given(st.integers(1, 6), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_batched_metrics_equal_metrics_from_scores(B, T, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-2, 3, (3, B, T)).astype(np.float32)
+    labels, mask = rng.random((B, T)) < 0.5, rng.random((B, T)) < 0.7
+    mask[0, 0] = True
+    got = metrics_from_scores_batched(scores, labels, mask)
+    for i in range(3):
+        want = metrics_from_scores(scores[i], labels, mask)
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k][i], v, rtol=0, atol=1e-12, err_msg=k)
