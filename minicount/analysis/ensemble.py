@@ -44,6 +44,7 @@ from .attention_stats import (
 from .attribution import exactness_problem
 from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list, removed_keys
 from .scoring import METRICS
+from .semantics import two_sided
 
 CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
 ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
@@ -327,6 +328,8 @@ def _semantics_all(c, offset, at: Positions, zero_metrics, index) -> list[list[d
             {
                 "head": h,
                 "auc_alone": auc_alone[m, h],
+                "auc_two_sided": two_sided(float(auc_alone[m, h]))[0],
+                "auc_sign": two_sided(float(auc_alone[m, h]))[1],
                 "solo": _row(zero_metrics, (m, index[(h,)])),
                 "scaled": _row(scaled, (m, h)),
             }
