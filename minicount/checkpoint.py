@@ -95,8 +95,9 @@ def check_writable(path) -> Path:
     """Make sure a checkpoint can be written at path (creating its folder) before any work is
     done that would need it; returns the .npz path. OSError naming the path if not: a
     directory, a device or a pipe cannot hold one."""
-    path = npz_path(path)
+    given, path = Path(path), npz_path(path)
     try:
+        resolve_target(given)  # '/dev/null' or a folder: not 'next to it' as /dev/null.npz
         target = resolve_target(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(target.parent, os.W_OK):
