@@ -16,6 +16,7 @@ parameter; a checkpoint is never written over with non-finite parameters.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 
 from . import __version__, limits
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
-from .checkpoint import check_writable, load_checkpoint, save
+from .checkpoint import check_writable, load_checkpoint, npz_path, save
 from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
 from .metrics import evaluate
 from .model import ModelConfig, init_ensemble, init_params
@@ -508,6 +509,17 @@ def train_with_config(
         return _train_loop(*args)
 
 
+def _file_identity(checkpoint):
+    """(inode, mtime) of the checkpoint file, or None: every save makes a new file."""
+    if not checkpoint:
+        return None
+    try:
+        st = os.stat(npz_path(checkpoint))
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     """train_with_config once its checks are done."""
     ensemble = tc.is_ensemble
@@ -515,6 +527,7 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     run = resume_run(resume, config, tc, device) if resume else fresh_run(config, tc, opt, device)
     params, history = run.params, run.history
     last_saved = (resume, run.step) if resume else None  # named if training has to stop
+    before = _file_identity(checkpoint)  # an older run's file, not to be named as this run's
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     log(
@@ -566,5 +579,8 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
                 between_steps(run.step)
         finish()
     except KeyboardInterrupt:  # only this run's own checkpoint is worth resuming from
-        raise Interrupted(last_saved[0] if last_saved else None) from None
+        own = last_saved[0] if last_saved else None
+        if checkpoint and _file_identity(checkpoint) not in (None, before):
+            own = npz_path(checkpoint)  # replaced by a save the interrupt cut short
+        raise Interrupted(own) from None
     return to_numpy(params), history
