@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -87,16 +88,24 @@ def _json_text(obj, **options) -> str:
     return json.dumps(clean(obj), allow_nan=False, **options)
 
 
-def _on_signals_interrupt() -> None:
-    """Make SIGTERM and SIGHUP stop training as Ctrl-C does (main thread only)."""
+@contextlib.contextmanager
+def _signals_interrupt():
+    """While the block runs, SIGTERM and SIGHUP stop it as Ctrl-C does (main thread only)."""
     import signal
+    import threading
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        names = []
+    old = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in old.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -309,9 +318,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         config, tc = model_config_from_args(a), train_config_from_args(a)
         out = check_writable(a.out)
-    _on_signals_interrupt()
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
+        with _signals_interrupt(), np.errstate(over="ignore", invalid="ignore"):
+            # (errstate: a NonFiniteError says it better than NumPy's warnings)
             params, history = train_with_config(
                 config, tc, progress=True, checkpoint=out, resume=a.resume
             )
