@@ -436,6 +436,17 @@ def check_output(path) -> Path:
     return resolve_target(path)
 
 
+def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
+    """Refuse a model whose (finite but huge) weights overflow its logits: the instruments'
+    least-squares fits would fail inside LAPACK."""
+    from .model import forward
+
+    with np.errstate(all="ignore"):
+        logits = forward(params, tokens[:64], config)
+    if not np.isfinite(logits).all():
+        raise ValueError(f"model {member}'s logits overflow (weights too large); cannot analyse it")
+
+
 def _analysis_json(a: argparse.Namespace) -> str:
     """The analysis of a.checkpoint as JSON text."""
     from .analysis import analyze_model
@@ -457,6 +468,8 @@ def _analysis_json(a: argparse.Namespace) -> str:
     if a.member is not None and a.member >= len(members):
         raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
     chosen = range(len(members)) if a.member is None else [a.member]
+    for i in chosen:
+        _check_logits_finite(members[i], tokens, config, i)
     result = {
         "checkpoint": str(a.checkpoint),
         "n_eval": a.n_eval,

@@ -323,6 +323,15 @@ def test_non_finite_parameters_are_refused_by_load_eval_and_analyze(tmp_path, me
         one_error_line(err, "blocks.0.attn.W_Q", "NaN or inf")
     with pytest.raises(ValueError, match="NaN or inf"):
         mc.save(tmp_path / "no.npz", params, TINY)
+    huge = mc.init_params(TINY, 0)  # finite, but the logits overflow
+    huge["embed.W_E"] *= 1e30
+    huge["unembed.W_U"] *= 1e38
+    mc.save(tmp_path / "huge.npz", huge, TINY)
+    code, out, err = run_cli(["eval", tmp_path / "huge.npz", "--n-eval", "8"])
+    assert code == 0 and json.loads(out)["held_out"]["loss"] is None  # valid JSON: null
+    code, _, err = run_cli(["analyze", tmp_path / "huge.npz", "--n-eval", "8"])
+    assert code == 2
+    one_error_line(err, "overflow")
 
 
 def test_every_json_output_is_valid_json(run_dir, tmp_path):
