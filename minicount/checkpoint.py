@@ -50,7 +50,7 @@ def npz_path(path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def _all_finite(arrays: dict) -> list[str]:
+def _non_finite_names(arrays: dict) -> list[str]:
     """The names of the arrays that hold a NaN or an infinity."""
     return [k for k, v in arrays.items() if not np.isfinite(to_numpy(v)).all()]
 
@@ -81,7 +81,7 @@ def save(
             if k != "step":
                 arrays["opt:" + k] = to_numpy(v)
         arrays["meta:opt_step"] = np.array(int(opt_state["step"]))
-    bad = _all_finite({k: v for k, v in arrays.items() if k.startswith(("param:", "opt:"))})
+    bad = _non_finite_names({k: v for k, v in arrays.items() if k.startswith(("param:", "opt:"))})
     if bad:
         raise ValueError(f"refusing to save {path}: {bad} hold NaN or inf")
     try:
@@ -98,6 +98,9 @@ def check_writable(path) -> Path:
     given, path = Path(path), npz_path(path)
     try:
         resolve_target(given)  # '/dev/null' or a folder: not 'next to it' as /dev/null.npz
+    except OSError as e:
+        raise OSError(f"cannot write the checkpoint {given}: {e.strerror or e}") from None
+    try:
         target = resolve_target(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(target.parent, os.W_OK):
@@ -240,7 +243,7 @@ def _read_arrays(zf, members, config: ModelConfig, path: Path) -> dict:
                     f"{path}: {key} is {dtype} {got}; the config needs floating {shape} "
                     "(or [M, *shape] for an ensemble)"
                 )
-            if lead and lead[0] > limits.MAX_ENSEMBLE:
+            if lead:
                 limits.check_ensemble(lead[0])
             if leading and leading[0] != lead:
                 raise ValueError(f"{path}: {key} has leading axes {lead}, others {leading[0]}")
@@ -388,7 +391,7 @@ def load_checkpoint(path) -> dict:
         check_params(params, config)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    bad = _all_finite(arrays)
+    bad = _non_finite_names(arrays)
     if bad:
         raise ValueError(f"{path}: {', '.join(bad[:5])} hold NaN or inf; refusing a broken model")
     opt_state = None

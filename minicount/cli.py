@@ -415,10 +415,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 def cmd_analyze(a: argparse.Namespace) -> int:
     """Print the analysis, or write it to --out atomically, holding a lock on it meanwhile."""
-    from .safeio import atomic_write, exclusive_lock
+    from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
 
     if a.out is not None:
         with exclusive_lock(check_output(a.out), what="output"):
+            remove_stale_temporaries(a.out)  # of killed writes: a live one would hold the lock
             text = _analysis_json(a)
             atomic_write(a.out, text)
         print(a.out)
