@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -48,18 +49,63 @@ def _float(text: str) -> float:
 
 
 def _seeds(text: str) -> list[int]:
-    """'3' -> [3]; '0,1,5' -> [0, 1, 5]; '0-7' -> [0, ..., 7]."""
+    """'3' -> [3]; '0,1,5' -> [0, 1, 5]; '0-7' -> [0, ..., 7]; at most MAX_ENSEMBLE seeds,
+    counted before a range is expanded."""
+    from .limits import MAX_ENSEMBLE
+
     try:
         if "-" in text.strip("-"):
-            lo, hi = text.split("-")
-            seeds = list(range(int(lo), int(hi) + 1))
+            lo, hi = (int(x) for x in text.split("-"))
+            count = hi - lo + 1
         else:
             seeds = [int(s) for s in text.split(",")]
+            lo, count = min(seeds), len(seeds)
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds look like 3, 0,1,5 or 0-7; got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
+    if lo < 0:
         raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
-    return seeds
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a seed range lo-hi needs lo <= hi, got {text!r}")
+    if count > MAX_ENSEMBLE:
+        raise argparse.ArgumentTypeError(
+            f"{count:,} seeds is over the limit of {MAX_ENSEMBLE} models in one run"
+        )
+    return list(range(lo, hi + 1)) if "-" in text.strip("-") else seeds
+
+
+def _json_text(obj, **options) -> str:
+    """obj as valid JSON: NaN and infinities (an undefined ROC AUC, say) become null."""
+
+    def clean(x):
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False, **options)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """While the block runs, SIGTERM and SIGHUP stop it as Ctrl-C does (main thread only)."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        names = []
+    old = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in old.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -258,7 +304,7 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
 
 def cmd_train(a: argparse.Namespace) -> int:
     from .backend import resolve_device
-    from .checkpoint import npz_path
+    from .checkpoint import check_writable
     from .train import train_with_config, versions
 
     if a.fused_kernel:
@@ -268,23 +314,25 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
-        out = npz_path(a.out if "out" in given else a.resume)
+        out = check_writable(a.out if "out" in given else a.resume)
     else:
         config, tc = model_config_from_args(a), train_config_from_args(a)
-        out = npz_path(a.out)
+        out = check_writable(a.out)
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # a NonFiniteError says it better
+        with _signals_interrupt(), np.errstate(over="ignore", invalid="ignore"):
+            # (errstate: a NonFiniteError says it better than NumPy's warnings)
             params, history = train_with_config(
                 config, tc, progress=True, checkpoint=out, resume=a.resume
             )
-    except KeyboardInterrupt:
-        hint = f"; continue with: python -m minicount train --resume {out}" if out.exists() else ""
+    except KeyboardInterrupt as e:
+        ck = getattr(e, "checkpoint", None)  # this run's own, never an older run's file
+        hint = f"; continue with: python -m minicount train --resume {ck}" if ck else ""
         print(f"minicount train: interrupted{hint}", file=sys.stderr)
         return 130
     final = history["eval"][-1]
     result = {k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}
     result.update(seeds=list(tc.seeds), versions=versions(resolve_device(tc.device)))
-    print(json.dumps(result))
+    print(_json_text(result))
     print(f"checkpoint: {out}", file=sys.stderr)
     return 0
 
@@ -295,22 +343,34 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .data import DataConfig, eval_set
     from .metrics import evaluate
 
-    ck = load_checkpoint(a.checkpoint)
+    ck = load_checkpoint(a.checkpoint)  # refuses NaN or inf parameters
     config, info = ck["config"], ck["info"]
     train_info = info.get("train", {})
     max_len = a.max_len or train_info.get("max_len", 32)
     bos = train_info.get("bos", True) if not a.no_bos else False
     data = DataConfig(max_len=max_len, bos=bos, n_eval=a.n_eval, eval_seed=a.eval_seed)
+    _check_eval_memory(ck, a.n_eval, 2 * max_len + int(bos))
     params = to_device(ck["params"], a.device)
     result = {}
     for name, long in (("held_out", False), ("long", True)):
         tokens, targets, mask = eval_set(data, long=long)
         if config.pos_emb and tokens.shape[-1] > config.n_ctx:
             continue  # positional embeddings stop at n_ctx
-        m = evaluate(params, tokens, targets, mask, config)
+        with np.errstate(all="ignore"):  # huge but finite weights: metrics say it
+            m = evaluate(params, tokens, targets, mask, config)
         result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
-    print(json.dumps(result, indent=2))
+    print(_json_text(result, indent=2))
     return 0
+
+
+def _check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
+    """Refuse (naming the limit) an evaluation that needs more memory than there is."""
+    from . import limits
+    from .model import n_models
+
+    M = n_models(ck["params"], ck["config"]) or 1
+    need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
+    limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
 
 
 def _heads(text: str) -> list[int]:
@@ -387,6 +447,42 @@ def members_of(params: dict) -> list[dict]:
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
+    """Print the analysis, or write it to --out atomically, holding a lock on it meanwhile."""
+    from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
+
+    if a.out is not None:
+        with exclusive_lock(check_output(a.out), what="output"):
+            remove_stale_temporaries(a.out)  # of killed writes: a live one would hold the lock
+            text = _analysis_json(a)
+            atomic_write(a.out, text)
+        print(a.out)
+    else:
+        print(_analysis_json(a))
+    return 0
+
+
+def check_output(path) -> Path:
+    """The regular file that --out names (symlinks followed), or an error if it cannot be one."""
+    from .safeio import resolve_target
+
+    if not str(path):
+        raise ValueError("--out is empty: name a file")
+    return resolve_target(path)
+
+
+def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
+    """Refuse a model whose (finite but huge) weights overflow its logits: the instruments'
+    least-squares fits would fail inside LAPACK."""
+    from .model import forward
+
+    with np.errstate(all="ignore"):
+        logits = forward(params, tokens[:64], config)
+    if not np.isfinite(logits).all():
+        raise ValueError(f"model {member}'s logits overflow (weights too large); cannot analyse it")
+
+
+def _analysis_json(a: argparse.Namespace) -> str:
+    """The analysis of a.checkpoint as JSON text."""
     from .analysis import analyze_model
     from .backend import to_device
     from .checkpoint import load_checkpoint
@@ -399,11 +495,14 @@ def cmd_analyze(a: argparse.Namespace) -> int:
         bos=train_info.get("bos", True),
         n_eval=a.n_eval,
     )
+    _check_eval_memory(ck, a.n_eval, data.max_len + int(data.bos))
     tokens, targets, mask = eval_set(data)
     members = members_of(ck["params"])
     if a.member is not None and a.member >= len(members):
         raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
     chosen = range(len(members)) if a.member is None else [a.member]
+    for i in chosen:
+        _check_logits_finite(members[i], tokens, config, i)
     result = {
         "checkpoint": str(a.checkpoint),
         "n_eval": a.n_eval,
@@ -416,13 +515,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
             for i in chosen
         ],
     }
-    text = json.dumps(result, indent=1, allow_nan=False)
-    if a.out:
-        Path(a.out).write_text(text)
-        print(a.out)
-    else:
-        print(text)
-    return 0
+    return _json_text(result, indent=1)
 
 
 def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -655,6 +748,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ValueError, TypeError, OSError, MemoryError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, OSError) and e.filename and e.strerror:
+            message = f"{e.filename}: {e.strerror}"
         if isinstance(e, MemoryError):
             message = f"out of memory ({message}): ask for a smaller model, batch or ensemble"
         print(f"minicount {args.command}: error: {message}", file=sys.stderr)

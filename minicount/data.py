@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .limits import MAX_STRING_LEN
 from .threads import default_threads, pool
 
 # token ids
@@ -35,6 +36,14 @@ def check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_batch_memory(n_strings: int, n_pos: int) -> None:
+    """Refuse (ValueError naming the limit) a batch of n_strings x n_pos too big for memory:
+    tokens, targets, mask and the sampler's work arrays, about 80 bytes a position."""
+    from .limits import check_memory
+
+    check_memory(80 * n_strings * n_pos, f"a batch of {n_strings} strings of {n_pos}")
 
 
 def check_probs(probs) -> np.ndarray:
@@ -141,6 +150,7 @@ def sample_strings(
     min_len = check_int("min_len", min_len, 1)
     if min_len > max_len:
         raise ValueError(f"min_len must be <= max_len={max_len}, got {min_len}")
+    check_batch_memory(max(64, 3 * n), max_len)  # the first round of rejection sampling
     cdf = np.cumsum(check_probs(probs))
     kept_sym, kept_len, have = [], [], 0
     while have < n:  # rounds of rejection sampling, each one vectorised over many strings
@@ -231,6 +241,7 @@ def sample_batches(
     """
     rngs = list(rngs)
     M, T = len(rngs), max_len + int(bos)
+    check_batch_memory(M * check_int("batch_size", batch_size, 1), T)
     tokens = np.empty((M, batch_size, T), dtype=np.int64)
     targets = np.empty((M, batch_size, T, V), dtype=np.float32)
     mask = np.empty((M, batch_size, T), dtype=bool)
@@ -263,6 +274,9 @@ class DataConfig:
         check_int("max_len", self.max_len, 1)
         check_int("n_eval", self.n_eval, 1)
         check_int("eval_seed", self.eval_seed, 0)
+        if self.max_len > MAX_STRING_LEN:
+            raise ValueError(f"max_len={self.max_len} is over the limit of {MAX_STRING_LEN}")
+        check_batch_memory(self.n_eval, 2 * self.max_len + 1)  # the long held-out set
         check_probs(self.probs)
 
 

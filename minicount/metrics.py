@@ -81,8 +81,9 @@ def evaluate(params: dict, tokens, targets, mask, config, *, chunk: int = 1024) 
     host; it is moved to the parameters' device.
     """
     from .backend import device_of, to_device
-    from .model import forward, n_models
+    from .model import check_batch, forward, n_models
 
+    check_batch(*(np.asarray(to_numpy(a)) for a in (tokens, targets, mask)), params, config)
     device = device_of(params["embed.W_E"])
     M = n_models(params, config)
     pieces = []

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from . import layers
+from . import layers, limits
 from .backend import device_of
 from .data import V
 
@@ -52,12 +52,20 @@ class ModelConfig:
         for name in ("pos_emb", "layernorm", "mlp"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"ModelConfig.{name} must be True or False")
+        if self.d_vocab != V:
+            raise ValueError(
+                f"ModelConfig.d_vocab must be {V} (the Count01 tokens 0, 1, 2, BOS, EOS, PAD), "
+                f"got {self.d_vocab}"
+            )
+        limits.check_model(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a ModelConfig must be a dict of fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -123,6 +131,10 @@ def init_params(config: ModelConfig, seed: int = 0, xp=np, dtype=np.float32) -> 
 
 def init_ensemble(config: ModelConfig, seeds, xp=np, dtype=np.float32) -> dict:
     """M models stacked on a leading axis: member i is exactly ``init_params(config, seeds[i])``."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("an ensemble needs at least one seed, got none")
+    limits.check_ensemble(len(seeds))
     members = [init_params(config, s, np, dtype) for s in seeds]
     return {k: xp.asarray(np.stack([m[k] for m in members])) for k in members[0]}
 
@@ -241,7 +253,24 @@ def _check_hooks(hooks, config: ModelConfig) -> dict:
     for name, fn in hooks.items():
         if not callable(fn):
             raise ValueError(f"hook {name!r} must be a function activation -> activation")
-    return hooks
+    return {name: _shape_checked(name, fn) for name, fn in hooks.items()}
+
+
+def _shape_checked(name: str, fn):
+    """fn, refusing (ValueError naming the hook) a result that is not an array of its input's
+    shape: a wrong one would surface later as NumPy's broadcasting words, or not at all."""
+
+    def hook(a):
+        out = fn(a)
+        if not hasattr(out, "shape") or tuple(out.shape) != tuple(a.shape):
+            got = f"shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+            raise ValueError(
+                f"hook {name!r} must return an array of its input's shape "
+                f"{tuple(a.shape)}, got {got}"
+            )
+        return out
+
+    return hook
 
 
 def _check_targets(targets, mask, tokens, params: dict, config: ModelConfig):
@@ -269,6 +298,13 @@ def _check_targets(targets, mask, tokens, params: dict, config: ModelConfig):
         raise ValueError(f"mask must be bool (True at real positions), got dtype {mask.dtype}")
     if not bool(mask.any(axis=(-2, -1)).all()):
         raise ValueError("mask marks no real position: the loss would be 0/0")
+
+
+def check_batch(tokens, targets, mask, params: dict, config: ModelConfig) -> None:
+    """ValueError saying what is wrong if tokens [..., B, T], targets [..., B, T, V] and mask
+    [..., B, T] (host arrays) do not make a batch for params."""
+    tokens = _check_tokens(tokens, config)
+    _check_targets(targets, mask, tokens, params, config)
 
 
 def forward_with_cache(params: dict, tokens, config: ModelConfig, *, hooks=None, check=True):

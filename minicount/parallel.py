@@ -154,12 +154,15 @@ def loss_and_grads_sliced(
     if trim_padding and tokens.shape == mask.shape == targets.shape[:-1]:
         tokens, targets, mask = sort_by_length(tokens, targets, mask)
 
+    errors = np.geterr()  # NumPy's errstate is per thread: the workers take the caller's
+
     def run(start):
         s = slice(start, start + step)
         T = positions_in_use(mask[..., s, :]) if trim_padding else tokens.shape[-1]
-        return _slice_loss_and_grads(
-            params, tokens[..., s, :T], targets[..., s, :T, :], mask[..., s, :T], config, n
-        )
+        with np.errstate(**errors):
+            return _slice_loss_and_grads(
+                params, tokens[..., s, :T], targets[..., s, :T, :], mask[..., s, :T], config, n
+            )
 
     starts = range(0, B, step)[::-1]  # the longest strings first: threads finish together
     with _one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads

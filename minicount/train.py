@@ -16,6 +16,7 @@ parameter; a checkpoint is never written over with non-finite parameters.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import time
@@ -23,14 +24,24 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from . import __version__
+from . import __version__, limits
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
-from .checkpoint import check_writable, load_checkpoint, save
+from .checkpoint import check_writable, load_checkpoint, npz_path, save
 from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
 from .metrics import evaluate
 from .model import ModelConfig, init_ensemble, init_params
 from .optim import AdamW, clip_grads, lr_at
 from .parallel import loss_and_grads_sliced
+from .safeio import exclusive_lock, remove_stale_temporaries, resolve_target
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, SIGTERM, SIGHUP); ``checkpoint`` is this run's own
+    last checkpoint (a path), or None if it wrote none."""
+
+    def __init__(self, checkpoint=None):
+        super().__init__()
+        self.checkpoint = checkpoint
 
 
 class NonFiniteError(ValueError):
@@ -104,6 +115,7 @@ class TrainConfig:
         self.seeds = tuple(check_int("seed", s, 0) for s in seeds)
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
+        limits.check_ensemble(len(self.seeds))
         self.probs = tuple(check_probs(self.probs).tolist())
         if self.data_seed is not None:
             self.data_seed = check_int("data_seed", self.data_seed, 0)
@@ -135,6 +147,7 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        self.data  # noqa: B018 (checks max_len against its limit)
 
     @property
     def data(self) -> DataConfig:
@@ -179,6 +192,19 @@ def check_fits(config: ModelConfig, tc: TrainConfig) -> None:
             f"n_ctx={config.n_ctx} is too small for max_len={tc.max_len} "
             f"(needs at least {tc.max_len + int(tc.bos)})"
         )
+
+
+def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
+    """Refuse (one-line ValueError naming the limit) a run that needs more memory than there is."""
+    need = limits.training_bytes(
+        config,
+        len(tc.seeds),
+        tc.batch_size,
+        tc.max_len + int(tc.bos),
+        tc.n_eval,
+        np.dtype(tc.dtype).itemsize,
+    )
+    limits.check_memory(need, f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size}")
 
 
 def versions(device: str = "cpu") -> dict:
@@ -319,6 +345,11 @@ def _non_finite(a, ensemble: bool) -> str:
     return kind
 
 
+def _kind(name: str) -> str:
+    """'AdamW moment' for an optimiser state key (m.<name>, v.<name>), else 'parameter'."""
+    return "AdamW moment" if name.startswith(("m.", "v.")) else "parameter"
+
+
 def non_finite_error(
     step: int, loss, grads: dict, params: dict, ensemble: bool, checkpoint=None
 ) -> NonFiniteError:
@@ -334,7 +365,7 @@ def non_finite_error(
     loss_ok = loss is None or bool(np.isfinite(loss).all())
     if bad_params:
         names = list(bad_params)
-        what = "; ".join(f"parameter {k} is {v}" for k, v in bad_params.items())
+        what = "; ".join(f"{_kind(k)} {k} is {v}" for k, v in bad_params.items())
     elif not loss_ok:
         biggest = max(params, key=lambda k: float(np.abs(params[k]).max()))
         names = [biggest]
@@ -367,11 +398,12 @@ def check_step(step: int, loss, grads: dict, params: dict, ensemble: bool, check
 
 
 def save_run(path, run: RunState, config: ModelConfig, tc: TrainConfig, device: str, last=None):
-    """Checkpoint the run; refuses (NonFiniteError) to write non-finite parameters over a good
-    checkpoint. ``last`` is the previous checkpoint, named in the error. Returns
+    """Checkpoint the run; refuses (NonFiniteError) to write non-finite parameters or AdamW
+    moments over a good checkpoint. ``last`` is the previous checkpoint, named in the error. Returns
     (path, step), the new last good checkpoint."""
-    if not _all_finite(run.params.values()):
-        raise non_finite_error(run.step, None, {}, run.params, tc.is_ensemble, last)
+    arrays = {**run.params, **{k: v for k, v in run.opt_state.items() if k != "step"}}
+    if not _all_finite(arrays.values()):
+        raise non_finite_error(run.step, None, {}, arrays, tc.is_ensemble, last)
     path = save(
         path, run.params, config, opt_state=run.opt_state, info=checkpoint_info(tc, run, device)
     )
@@ -381,6 +413,29 @@ def save_run(path, run: RunState, config: ModelConfig, tc: TrainConfig, device: 
 def _summary(metrics: dict, key: str) -> str:
     v = np.asarray(metrics[key])
     return f"{float(v):.4f}" if v.ndim == 0 else f"{v.mean():.4f} (min {v.min():.4f})"
+
+
+def train_step(run: RunState, opt: AdamW, config: ModelConfig, tc: TrainConfig, device, last):
+    """One optimiser step of run, in place: sample, forward, backward, check, clip, update.
+    ``last`` is the last good checkpoint, named if the step is not finite."""
+    step, ensemble = run.step, tc.is_ensemble
+    tokens, targets, mask = sample_batches(
+        tc.batch_size, tc.max_len, run.rngs, bos=tc.bos, probs=tc.probs
+    )
+    if not ensemble or tc.data_seed is not None:  # one batch: [B, T], shared by all models
+        tokens, targets, mask = tokens[0], targets[0], mask[0]
+    targets = targets.astype(np.dtype(tc.dtype))
+    tokens, targets, mask = to_device((tokens, targets, mask), device)
+    loss, grads = loss_and_grads_sliced(run.params, tokens, targets, mask, config)
+    loss = to_numpy(loss)
+    check_step(step + 1, loss, grads, run.params, ensemble, last)
+    if tc.grad_clip:
+        clip_grads(grads, tc.grad_clip, ensemble)
+    lr = lr_at(step, lr=tc.lr, total_steps=tc.steps, warmup=tc.warmup, schedule=tc.schedule)
+    opt.step(run.params, grads, run.opt_state, lr=lr)
+    run.step = step + 1
+    run.history["step"].append(step + 1)
+    run.history["loss"].append(loss.tolist())
 
 
 def train(
@@ -437,19 +492,42 @@ def train_with_config(
     callback=None,
     resume=None,
 ):
-    """The loop behind ``train``, driven by a TrainConfig."""
+    """The loop behind ``train``, driven by a TrainConfig. While it runs it holds a lock on
+    the checkpoint, so that a second run writing the same file fails at once (OutputLocked);
+    Ctrl-C (or SIGTERM, SIGHUP on the command line) raises Interrupted."""
     if not isinstance(config, ModelConfig) or not isinstance(tc, TrainConfig):
         raise ValueError("train_with_config needs a ModelConfig and a TrainConfig")
     check_fits(config, tc)
+    check_memory(config, tc)
     device = resolve_device(tc.device)
-    if checkpoint:
-        check_writable(checkpoint)  # now, not after hours of training
-    dtype = np.dtype(tc.dtype)
+    args = (config, tc, device, progress, checkpoint, callback, resume)
+    if not checkpoint:
+        return _train_loop(*args)
+    path = check_writable(checkpoint)  # now, not after hours of training
+    with exclusive_lock(resolve_target(path), what="checkpoint"):
+        remove_stale_temporaries(path)  # of killed saves: a live writer would hold the lock
+        return _train_loop(*args)
+
+
+def _file_identity(checkpoint):
+    """(inode, mtime) of the checkpoint file, or None: every save makes a new file."""
+    if not checkpoint:
+        return None
+    try:
+        st = os.stat(npz_path(checkpoint))
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
+    """train_with_config once its checks are done."""
     ensemble = tc.is_ensemble
     opt = AdamW(lr=tc.lr, beta1=tc.beta1, beta2=tc.beta2, weight_decay=tc.weight_decay)
     run = resume_run(resume, config, tc, device) if resume else fresh_run(config, tc, opt, device)
-    params, state, rngs, history = run.params, run.opt_state, run.rngs, run.history
+    params, history = run.params, run.history
     last_saved = (resume, run.step) if resume else None  # named if training has to stop
+    before = _file_identity(checkpoint)  # an older run's file, not to be named as this run's
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     log(
@@ -483,34 +561,26 @@ def train_with_config(
         if evaluating and callback is not None:
             callback(step, params, history)
 
-    for step in range(run.step, tc.steps):
-        tokens, targets, mask = sample_batches(
-            tc.batch_size, tc.max_len, rngs, bos=tc.bos, probs=tc.probs
-        )
-        if not ensemble or tc.data_seed is not None:  # one batch: [B, T], shared by all models
-            tokens, targets, mask = tokens[0], targets[0], mask[0]
-        tokens, targets, mask = to_device((tokens, targets.astype(dtype), mask), device)
-        loss, grads = loss_and_grads_sliced(params, tokens, targets, mask, config)
-        loss = to_numpy(loss)
-        check_step(step + 1, loss, grads, params, ensemble, last_saved)
-        if tc.grad_clip:
-            clip_grads(grads, tc.grad_clip, ensemble)
-        opt.step(
-            params,
-            grads,
-            state,
-            lr=lr_at(step, lr=tc.lr, total_steps=tc.steps, warmup=tc.warmup, schedule=tc.schedule),
-        )
-        run.step = step + 1
-        history["step"].append(step + 1)
-        history["loss"].append(loss.tolist())
-        if run.step < tc.steps:
-            between_steps(run.step)
-    if not history["eval"] or history["eval"][-1]["step"] != tc.steps:
+    def finish():
+        """After the last step: evaluate and checkpoint, unless that step already did."""
+        if history["eval"] and history["eval"][-1]["step"] == tc.steps:
+            return
         if not _all_finite(params.values()):
             raise non_finite_error(run.step, None, {}, params, ensemble, last_saved)
         run_eval(tc.steps)
         run_save()
         if callback is not None:
             callback(tc.steps, params, history)
+
+    try:
+        while run.step < tc.steps:
+            train_step(run, opt, config, tc, device, last_saved)
+            if run.step < tc.steps:
+                between_steps(run.step)
+        finish()
+    except KeyboardInterrupt:  # only this run's own checkpoint is worth resuming from
+        own = last_saved[0] if last_saved else None
+        if checkpoint and _file_identity(checkpoint) not in (None, before):
+            own = npz_path(checkpoint)  # replaced by a save the interrupt cut short
+        raise Interrupted(own) from None
     return to_numpy(params), history
