@@ -483,7 +483,8 @@ def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
 
 def _analysis_json(a: argparse.Namespace) -> str:
     """The analysis of a.checkpoint as JSON text."""
-    from .analysis import analyze_model
+    from .analysis import analyze_ensemble, analyze_model
+    from .analysis.attribution import exactness_problem
     from .backend import to_device
     from .checkpoint import load_checkpoint
     from .data import DataConfig, eval_set
@@ -503,17 +504,17 @@ def _analysis_json(a: argparse.Namespace) -> str:
     chosen = range(len(members)) if a.member is None else [a.member]
     for i in chosen:
         _check_logits_finite(members[i], tokens, config, i)
+    if exactness_problem(config) is None:  # every chosen member in one pass
+        stacked = {k: np.stack([members[i][k] for i in chosen]) for k in members[0]}
+        analyses = analyze_ensemble(to_device(stacked, a.device), tokens, targets, mask, config)
+    else:
+        analyses = [analyze_model(to_device(members[i], a.device), tokens, targets, mask, config)
+                    for i in chosen]  # fmt: skip
     result = {
         "checkpoint": str(a.checkpoint),
         "n_eval": a.n_eval,
         "max_len": data.max_len,
-        "members": [
-            {
-                "member": i,
-                **analyze_model(to_device(members[i], a.device), tokens, targets, mask, config),
-            }
-            for i in chosen
-        ],
+        "members": [{"member": i, **r} for i, r in zip(chosen, analyses, strict=True)],
     }
     return _json_text(result, indent=1)
 
