@@ -335,11 +335,45 @@ def final_extras(params: dict, cell: Cell, spec: SweepSpec, device: str) -> dict
     }
 
 
+def donor(cell: Cell, spec: SweepSpec, out: Path) -> tuple[Cell, str] | None:
+    """The finished cell of this sweep that is the same run stopped earlier (every knob equal
+    but fewer steps; the learning rate is constant, so its last checkpoint is this cell's
+    state at that step), the longest such; None if there is none."""
+    same = [(c, n) for c, n in zip(spec.cells, spec.names, strict=True)
+            if replace(c, steps=cell.steps) == cell and c.steps < cell.steps
+            and (out / "cells" / c.key() / "analysis.json").exists()]  # fmt: skip
+    return max(same, key=lambda cn: cn[0].steps) if same else None
+
+
+def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: Path) -> None:
+    """Begin a cell with no checkpoint of its own from its donor (see ``donor``): the donor's
+    snapshots that this cell also takes, relabelled, then the donor's last checkpoint (copied
+    last, so that a kill in between leaves a cell that simply trains from the start)."""
+    found = donor(cell, spec, out)
+    if found is None or (folder / "model.npz").exists():
+        return
+    source, _ = found
+    src = out / "cells" / source.key()
+    wanted = set(snapshot_steps(cell.steps, spec.first_snapshot))
+    for snap in load_snapshots(src):
+        path = folder / SNAPSHOT.format(snap["step"])
+        if snap["step"] not in wanted or path.exists():
+            continue
+        for row in snap["models"] + snap["heads"]:
+            row.update(name=name, steps=cell.steps)
+        for row in snap["models"]:
+            row["long_l_acc"] = None  # measured at a cell's last step only
+        snap["seconds"] = {"train": 0.0, "analysis": 0.0}  # counted where they were spent
+        atomic_write(path, json.dumps(snap, allow_nan=False))
+    atomic_write(folder / "model.npz", (src / "model.npz").read_bytes())
+
+
 def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say) -> None:
     """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     ck = folder / "model.npz"
     remove_stale_temporaries(ck)
+    start_from_donor(cell, name, spec, folder.parent.parent, folder)
     config = cell.model_config()
     data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
     held_out = None

@@ -221,3 +221,19 @@ def test_run_sweep_api_without_figures(tmp_path):
     results = run_sweep(spec, tmp_path, progress=False, figures=False)
     assert set(results["verdicts"]) == {"tiny"}
     assert not (tmp_path / "figures").exists() or not list((tmp_path / "figures").glob("*.png"))
+
+
+def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path):
+    common = ["sweep", *TINY, "--no-figures"]
+    assert main(common + ["--set", "steps=20,40", "--out", str(tmp_path / "both")]) == 0
+    assert main(common + ["--set", "steps=40", "--out", str(tmp_path / "alone")]) == 0
+    both = [r for r in read_csv(tmp_path / "both" / "models.csv") if r["steps"] == "40"]
+    alone = read_csv(tmp_path / "alone" / "models.csv")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "name"} for r in rows]  # noqa: E731
+    assert strip(both) == strip(alone)
+    shared = json.loads(
+        (tmp_path / "both" / "sweep.json").read_text()
+    )  # the 40-step cell took its first snapshots from the 20-step one
+    long_key = Cell(**{**shared["cells"][1]}).key()
+    first = json.loads((tmp_path / "both" / "cells" / long_key / "step_0000010.json").read_text())
+    assert first["seconds"]["train"] == 0.0
