@@ -382,12 +382,16 @@ def _verdicts(results: dict) -> str:
         rows.append([name, v["label"], rules or "–"])
     return "\n".join([
         "## Verdicts: compete or cooperate?", "",
-        "Rules, over the seeds of one cell at its last step: **A** most heads carry the count "
-        "(fraction of semantic heads > 0.75); **B** some carry none (< 0.5); **C** equal weights "
-        f"lose accuracy (fitted − best uniform l-acc > {GAP}); **D** one head carries the "
-        "decision (n_eff of fitted weights < 1.5). D → one head dominates; A without C → "
-        "pseudo-ensemble with equal weights; A with C → cooperate, weighted unequally (the "
-        "paper's picture); B with C → a few heads dominate; otherwise undecided.", "",
+        "Rules, over the seeds of one cell at its last step (mean and 95% bootstrap interval; "
+        "a rule holds when the whole interval lies beyond its cut-off, fails when it lies "
+        "wholly on the other side, straddles otherwise): **A** most heads carry the count "
+        f"(share of semantic heads > 0.75); **C** equal weights lose accuracy (fitted − best "
+        f"uniform l-acc > {GAP}); **D** one head carries the decision (n_eff of the fitted "
+        "weights < 1.5). D → *compete: one head carries the decision*. Without D: A and C → "
+        "*every head counts, weighted unequally* (the paper's picture); A without C → *a "
+        "pseudo-ensemble with equal weights*; C without A → *some heads count, weighted "
+        "unequally*; neither → *some heads count, equal weights suffice*. A rule the verdict "
+        "needs that straddles its cut-off makes it *undecided*.", "",
         table(["cell", "verdict", "rules (value [95% interval] → holds?)"], rows), "",
     ])  # fmt: skip
 

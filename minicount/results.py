@@ -250,42 +250,52 @@ def _rule(text: str, stat: Interval, cut: float, above: bool) -> dict:
             "shown": stat.fmt()}  # fmt: skip
 
 
+LABELS = {
+    "one": "compete: one head carries the decision",
+    "ensemble": "cooperate: a pseudo-ensemble with equal weights",
+    "weighted": "cooperate: every head counts, weighted unequally",
+    "subset": "cooperate in part: some heads count, weighted unequally",
+    "subset_equal": "some heads count, equal weights suffice",
+    "undecided": "undecided",
+}
+
+
 def verdict(stats: dict) -> dict:
     """Compete or cooperate, for one cell: a label, the rules that produced it (each with its
-    interval and whether the interval clears the cut-off) and a sentence a reader can quote.
+    interval and whether the interval clears its cut-off) and a sentence a reader can quote.
 
-    The rules (intervals are bootstrap 95% over seeds; a rule whose interval straddles its
-    cut-off is undecided):
-        A  most heads carry the count:        mean fraction of semantic heads   > 0.75
-        B  some heads carry no count:          mean fraction of semantic heads   < 0.5
-        C  equal weights lose accuracy:        mean gap (fitted - best uniform)  > GAP
-        D  one head carries the decision:      mean n_eff of the fitted weights  < 1.5
-    Labels: A and not C -> "cooperate: a pseudo-ensemble with equal weights";
-            A and C     -> "cooperate, weighted unequally" (the paper's picture);
-            D           -> "one head dominates";  B and C -> "a few heads dominate";
-            otherwise "undecided", naming the rules whose intervals straddle their cut-off.
+    Three rules over the seeds (bootstrap 95% intervals); a rule holds when the whole interval
+    lies beyond its cut-off, fails when the whole interval lies on the other side, and is
+    open when the interval straddles the cut-off:
+        A  most heads carry the count:     mean share of semantic heads      > 0.75
+        C  equal weights lose accuracy:    mean gap (fitted - best uniform)  > GAP
+        D  one head carries the decision:  mean n_eff of the fitted weights  < DOMINANT_N_EFF
+    Labels: D holds -> one head; D fails and A holds -> every head counts, weighted unequally
+    (C holds; the paper's picture) or a pseudo-ensemble with equal weights (C fails); D fails
+    and A fails -> some heads count, weighted unequally (C holds) or equal weights suffice
+    (C fails); a rule the label needs that is open -> undecided, naming it.
     """
     if stats["n_heads"] == 1:
         return {"label": "n/a (one head)", "rules": [], "sure": True,
                 "sentence": "one head: nothing to compete or cooperate with."}  # fmt: skip
-    A = _rule("fraction of semantic heads > 0.75", stats["semantic_fraction"], 0.75, True)
-    B = _rule("fraction of semantic heads < 0.5", stats["semantic_fraction"], 0.5, False)
+    A = _rule("share of semantic heads > 0.75", stats["semantic_fraction"], 0.75, True)
     C = _rule(f"gap fitted − best uniform l-acc > {GAP}", stats["gap"], GAP, True)
     D = _rule(f"n_eff of fitted weights < {DOMINANT_N_EFF}", stats["n_eff_fitted"],
               DOMINANT_N_EFF, False)  # fmt: skip
-    rules = [A, B, C, D]
+    rules = [A, C, D]
     if D["holds"]:
-        label = "one head dominates"
-    elif A["holds"] and C["holds"] is False:
-        label = "cooperate: a pseudo-ensemble with equal weights"
-    elif A["holds"] and C["holds"]:
-        label = "cooperate, weighted unequally"
-    elif B["holds"] and C["holds"]:
-        label = "a few heads dominate"
+        key, needed = "one", [D]
+    elif D["holds"] is False and A["holds"] is not None and C["holds"] is not None:
+        key = {
+            (True, True): "weighted",
+            (True, False): "ensemble",
+            (False, True): "subset",
+            (False, False): "subset_equal",
+        }[A["holds"], C["holds"]]
+        needed = rules
     else:
-        label = "undecided"
-    open_rules = [r["rule"] for r in rules if r["holds"] is None]
-    sure = label != "undecided" and not (label.startswith("cooperate") and A["holds"] is None)
+        key, needed = "undecided", rules
+    open_rules = [r["rule"] for r in needed if r["holds"] is None]
     s = stats
     sentence = (
         f"{s['semantic_fraction'].fmt(pct=True)} of heads carry the count alone; equal weights "
@@ -294,8 +304,9 @@ def verdict(stats: dict) -> dict:
         f"weights spread over n_eff {s['n_eff_fitted'].fmt(2)} of {s['n_heads']} heads"
     )
     if open_rules:
-        sentence += "; near the cut-off: " + "; ".join(open_rules)
-    return {"label": label, "rules": rules, "sure": sure, "sentence": sentence + "."}
+        sentence += "; not decided by these seeds: " + "; ".join(open_rules)
+    return {"label": LABELS[key], "key": key, "rules": rules, "sure": key != "undecided",
+            "sentence": sentence + "."}  # fmt: skip
 
 
 def claims(stats_by_cell: dict) -> list[dict]:
@@ -353,8 +364,21 @@ def claims(stats_by_cell: dict) -> list[dict]:
 
 
 def short_answer(verdicts: dict, stats_by_cell: dict) -> list[str]:
-    """A few plain sentences, one per cell with several heads."""
-    out = []
+    """A few plain sentences: a tally over the cells with several heads, then one per cell."""
+    multi = [n for n in verdicts if stats_by_cell[n]["n_heads"] > 1]
+    if not multi:
+        return []
+    tally: dict = {}
+    for n in multi:
+        tally.setdefault(verdicts[n]["label"], []).append(n)
+    out = [
+        "Over the "
+        + f"{len(multi)} cell(s) with several heads: "
+        + "; ".join(
+            f"{label} in {len(names)} ({', '.join(names)})" for label, names in tally.items()
+        )
+        + "."
+    ]
     for name, v in verdicts.items():
         if stats_by_cell[name]["n_heads"] == 1:
             continue

@@ -88,22 +88,26 @@ def _stats(semantic, gap, n_eff, H=4):
 
 
 @pytest.mark.parametrize(
-    "semantic, gap, n_eff, label",
+    "semantic, gap, n_eff, key",
     [
-        ((0.9, 1.0), (0.0, 0.005), (3.0, 3.5), "cooperate: a pseudo-ensemble with equal weights"),
-        ((0.9, 1.0), (0.03, 0.08), (2.0, 3.0), "cooperate, weighted unequally"),
-        ((0.2, 0.4), (0.03, 0.08), (1.1, 1.3), "one head dominates"),
-        ((0.2, 0.4), (0.03, 0.08), (1.7, 2.2), "a few heads dominate"),
+        ((0.9, 1.0), (0.0, 0.005), (3.0, 3.5), "ensemble"),
+        ((0.9, 1.0), (0.03, 0.08), (2.0, 3.0), "weighted"),
+        ((0.2, 0.4), (0.03, 0.08), (1.1, 1.3), "one"),
+        ((0.4, 0.7), (0.03, 0.08), (1.7, 2.2), "subset"),
+        ((0.4, 0.7), (0.0, 0.008), (1.7, 2.2), "subset_equal"),
         ((0.6, 0.9), (0.03, 0.08), (2.0, 3.0), "undecided"),
         ((0.9, 1.0), (0.0, 0.05), (2.0, 3.0), "undecided"),
+        ((0.9, 1.0), (0.03, 0.08), (1.2, 2.0), "undecided"),
     ],
 )
-def test_verdict_rules(semantic, gap, n_eff, label):
+def test_verdict_rules(semantic, gap, n_eff, key):
     v = verdict(_stats(semantic, gap, n_eff))
-    assert v["label"] == label
+    assert v["key"] == key
     assert all("rule" in r and "holds" in r for r in v["rules"])
-    if label == "undecided":
-        assert "near the cut-off" in v["sentence"] and not v["sure"]
+    if key == "undecided":
+        assert "not decided by these seeds" in v["sentence"] and not v["sure"]
+    else:
+        assert v["sure"]
 
 
 def test_a_claim_is_mixed_when_cells_disagree_and_by_construction_is_labelled():
