@@ -636,6 +636,33 @@ def analysis_rows(args) -> list:
     return rows
 
 
+def gpu_analysis_rows(args) -> list:
+    """analyze_ensemble on --analysis-models default models on the GPU (one warm-up on 8)."""
+    import cupy
+
+    from minicount.analysis import analyze_ensemble
+    from minicount.backend import to_device
+    from minicount.data import DataConfig, eval_set
+
+    tokens, targets, mask = eval_set(DataConfig(max_len=MAX_LEN, n_eval=ANALYSIS_EVAL))
+    config = mc.ModelConfig(n_heads=4)
+    rows = []
+    for M in (8, args.analysis_models):
+        params = to_device(mc.init_ensemble(config, range(M)), "gpu")
+        cupy.cuda.Device().synchronize()
+        t0 = time.perf_counter()
+        analyze_ensemble(params, tokens, targets, mask, config)
+        cupy.cuda.Device().synchronize()
+        seconds = time.perf_counter() - t0
+        print(f"  analyze_ensemble on the GPU, H=4 M={M} n_eval={ANALYSIS_EVAL}: {seconds:.1f} s",
+              flush=True)  # fmt: skip
+        rows.append({"name": "analysis on the GPU (H=4)", "device": "gpu", "models": M,
+                     "ensemble_ms": 1e3 * seconds})  # fmt: skip
+        del params
+        cupy.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -652,6 +679,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--repeats", type=int, default=40, help="timed rounds per row (%(default)s)")
     p.add_argument(
+        "--analysis-models",
+        type=int,
+        default=1000,
+        help="models analysed at once by --analysis --device gpu (%(default)s)",
+    )
+    p.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -661,7 +694,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--analysis",
         action="store_true",
-        help="only the analysis section: analyze_model per member vs analyze_ensemble",
+        help="only the analysis section: analyze_model per member vs analyze_ensemble "
+        "(with --device gpu: analyze_ensemble on --analysis-models models)",
     )
     p.add_argument("--memory-probe", choices=("minicount", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", type=int, default=None, help=argparse.SUPPRESS)
@@ -708,7 +742,10 @@ def main(argv=None) -> int:
     print(f"  load average before: {load_before[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     rows = []
-    if args.analysis:
+    if args.analysis and args.device == "gpu":
+        print("analysis (CuPy: analyze_ensemble on many models)")
+        rows += gpu_analysis_rows(args)
+    elif args.analysis:
         print("analysis (NumPy: per-model loop vs analyze_ensemble)")
         rows += analysis_rows(args)
     elif args.device in ("cpu", "all"):

@@ -171,7 +171,11 @@ def _log_steps(ax, steps) -> None:
     from matplotlib.ticker import NullFormatter
 
     ax.set_xscale("log")
-    ax.set_xticks(steps, [str(s) for s in steps], fontsize=7)
+    shown = []
+    for s in sorted(steps, reverse=True):  # the last step always; skip labels that would touch
+        if not shown or shown[-1] / s >= 1.4:
+            shown.append(s)
+    ax.set_xticks(shown, [str(s) for s in shown], fontsize=7)
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

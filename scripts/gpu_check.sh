@@ -5,7 +5,8 @@
 #    checkpoints, analysis; the fast paths and the fused CUDA kernel against the plain path;
 #    the tutorials with MINICOUNT_DEVICE=gpu),
 # 2. the benchmark's GPU rows (minicount on CuPy beside PyTorch on CUDA when installed),
-# 3. a quick study on the GPU (reproduce --quick --device gpu).
+# 3. a quick study on the GPU (reproduce --quick --device gpu),
+# 4. the analysis benchmark on the GPU: analyze_ensemble on 1,000 default models.
 # Logs go to OUTDIR (default: runs/gpu_check); each step has its own time limit.
 set -uo pipefail
 out=${1:-runs/gpu_check}
@@ -17,4 +18,5 @@ timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ -rs --duratio
 status=${PIPESTATUS[0]}
 timeout 200 python3 bench/bench.py --device gpu --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
 timeout 90 python3 -m minicount reproduce --quick --device gpu --out "$out/study_quick" 2>&1 | tail -5 | tee "$out/study_quick.txt"
+timeout 180 python3 bench/bench.py --analysis --device gpu --analysis-models 1000 2>&1 | tee "$out/bench_analysis.txt"
 exit $status

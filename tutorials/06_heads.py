@@ -761,8 +761,10 @@ save_figure(fig, "06_interventions.png")
 # ## 9. So: compete or cooperate?
 #
 # The numbers above, gathered per seed. The thresholds are those of the study's report
-# (`minicount.study`): a head is **semantic** if its AUC alone is at least 0.9, a
-# **counting head** if it is also balanced and suppresses the 2s.
+# (`minicount.results`, described in `docs/method.md`): a head is **semantic** if its
+# contribution alone separates the classes in either direction, max(AUC, 1 − AUC) ≥ 0.9
+# (a head with AUC near 0 counts just as well, with the opposite sign), and a **counting
+# head** if it is also balanced and suppresses the 2s.
 
 # %%
 print(
@@ -772,7 +774,7 @@ print(
 summaries = []
 for i, seed in enumerate(SEEDS):
     agg, sem, stat = aggregations[i], semantics[i], stats[i]
-    auc = [r["auc_alone"] for r in sem]
+    auc = [max(r["auc_alone"], 1 - r["auc_alone"]) for r in sem]  # either direction
     semantic = sum(a >= SEMANTIC_AUC for a in auc)
     counting = sum(
         a >= SEMANTIC_AUC and BALANCED_W01[0] <= w01 <= BALANCED_W01[1] and w02 < SUPPRESSED_W02
