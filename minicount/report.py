@@ -442,9 +442,10 @@ def _claims(results: dict) -> str:
     rows = [[c["claim"], c["status"], c["rule"], c["evidence"]] for c in results["claims"]]
     return "\n".join([
         "## Against the paper's claims", "",
-        "Each claim is tested in every cell with several heads: 'supported' when every cell's "
-        "interval clears the rule, 'not supported' when none does, 'mixed' when cells differ, "
-        "'undecided' when intervals straddle. A claim that holds in this model by its "
+        "Each claim is tested in every cell with several heads by its rule: *supported* when "
+        "every cell's interval clears the cut-off, *not supported* when every cell's interval "
+        "lies on the other side, *undecided* when intervals straddle it, and *mixed* with the "
+        "count of each when cells differ. A claim that holds in this model by its "
         "construction is labelled so.", "",
         table(["claim", "status", "rule", "evidence per cell (mean [95% interval])"], rows), "",
     ])  # fmt: skip

@@ -311,16 +311,21 @@ def verdict(stats: dict) -> dict:
 
 def claims(stats_by_cell: dict) -> list[dict]:
     """The paper's claims (SPEC §4), each with a status over the cells with several heads:
-    'supported', 'not supported', 'mixed' (cells disagree), 'undecided' (intervals straddle)
-    or 'by construction'; every entry names its rule and per-cell evidence."""
+    'supported' or 'not supported' (every cell's interval on one side of the rule's cut-off),
+    'undecided' (every interval straddles it), counts of each when cells differ, or 'by
+    construction'; every entry names its rule and per-cell evidence."""
     multi = {n: s for n, s in stats_by_cell.items() if s["n_heads"] > 1}
     if not multi:
         return []
 
     def status(decisions):
-        if any(d is None for d in decisions):
-            return "undecided" if all(d is None for d in decisions) else "mixed"
-        return "supported" if all(decisions) else "not supported" if not any(decisions) else "mixed"
+        counts = {"supported": sum(d is True for d in decisions),
+                  "not supported": sum(d is False for d in decisions),
+                  "undecided": sum(d is None for d in decisions)}  # fmt: skip
+        for word, k in counts.items():
+            if k == len(decisions):
+                return word
+        return "mixed: " + ", ".join(f"{k} {word}" for word, k in counts.items() if k)
 
     def entry(claim, rule, key, cut, above, fmt_kw=None):
         decisions, evidence = [], []

@@ -121,5 +121,5 @@ def test_a_claim_is_mixed_when_cells_disagree_and_by_construction_is_labelled():
     }
     out = {c["claim"]: c for c in claims(stats)}
     first = next(c for c in out.values() if c["claim"].startswith("Every head"))
-    assert first["status"] == "mixed"
+    assert first["status"] == "mixed: 1 supported, 1 not supported"
     assert any(c["status"] == "by construction" for c in out.values())
