@@ -426,14 +426,26 @@ def _l2(results: dict) -> str:
     strengths = list(verdicts)
     names = [n for n, v in results["verdicts"].items() if not v["label"].startswith("n/a")
              and any(n in verdicts[k] for k in strengths)]  # fmt: skip
-    rows = [[n] + [verdicts[k].get(n, "–") for k in strengths] for n in names]
-    agree = all(len({verdicts[k].get(n) for k in strengths}) == 1 for n in names)
+
+    def cell(entry):
+        if entry is None:
+            return "–"
+        mark = "" if entry["fit_ok"] else " ‡"
+        return f"{entry['label']} (fitted l-acc {entry['fitted_l_acc']:.3f}{mark})"
+
+    rows = [[n] + [cell(verdicts[k].get(n)) for k in strengths] for n in names]
+    ok = [[verdicts[k][n]["label"] for k in strengths if n in verdicts[k]
+           and verdicts[k][n]["fit_ok"]] for n in names]  # fmt: skip
+    agree = all(len(set(labels)) <= 1 for labels in ok)
     return "\n".join([
         "## Does the verdict hang on the L2 penalty?", "",
-        f"The fitted weights use an L2 penalty of {l2.get('used')} on the weights (never on the "
-        "bias). Refitted at each strength below (the best uniform weighting does not depend on "
-        "it), the verdicts are " + ("the same at every strength." if agree else
-        "not the same at every strength: read the cells that change with care."), "",
+        f"The fitted weights carry an L2 penalty of {l2.get('used')} on the weights (never on "
+        "the bias). Below, every cell is refitted at each strength (the best uniform weighting "
+        "does not depend on it). ‡ marks a strength at which the penalty costs the fitted "
+        f"weighting more than {2 * GAP} l-acc against the trained model: there the gap "
+        "measures the penalty, not the heads. Where the fit is not so crippled the verdicts "
+        + ("are the same at every strength." if agree else "differ: read those cells with "
+           "care."), "",
         table(["cell"] + [f"L2 = {k}" for k in strengths], rows), "",
     ])  # fmt: skip
 

@@ -139,6 +139,7 @@ def l2_columns(agg: dict, uniform_l_acc) -> dict:
             None if fitted is None or uniform_l_acc is None else (fitted - uniform_l_acc)
         )
         out[f"n_eff_fitted_l2_{k}"] = entry.get("n_eff_fitted")
+        out[f"fitted_l_acc_l2_{k}"] = fitted
     return out
 
 
@@ -221,24 +222,28 @@ def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
         "top_counting": mean_ci([float(r["counting"]) for r in top]),
     }  # fmt: skip
     for k in models[0]:
-        if k.startswith(("gap_l2_", "n_eff_fitted_l2_")):
+        if k.startswith(("gap_l2_", "n_eff_fitted_l2_", "fitted_l_acc_l2_")):
             out[k] = mean_ci(_values(models, k))
     return out
 
 
 def l2_verdicts(stats: dict) -> dict:
     """The verdict of each cell with the fitted weights refitted at every L2 strength of the
-    check: {l2 label: {cell: label}}; the conclusions hold when the labels agree."""
+    check: {l2 label: {cell: {"label", "fitted_l_acc", "fit_ok"}}}. fit_ok is False where the
+    penalty costs the fitted weighting more than 2 GAP of l-acc against the trained model:
+    there the gap measures the penalty, not the heads."""
     labels = sorted({k[len("gap_l2_"):] for s in stats.values() for k in s if
                      k.startswith("gap_l2_")}, key=float)  # fmt: skip
     out = {}
     for l2 in labels:
         out[l2] = {}
         for name, s in stats.items():
-            if f"gap_l2_{l2}" not in s:
+            if f"gap_l2_{l2}" not in s or f"fitted_l_acc_l2_{l2}" not in s:
                 continue
             at = {**s, "gap": s[f"gap_l2_{l2}"], "n_eff_fitted": s[f"n_eff_fitted_l2_{l2}"]}
-            out[l2][name] = verdict(at)["label"]
+            fitted = s[f"fitted_l_acc_l2_{l2}"].value
+            out[l2][name] = {"label": verdict(at)["label"], "fitted_l_acc": fitted,
+                             "fit_ok": bool(s["l_acc"].value - fitted <= 2 * GAP)}  # fmt: skip
     return out
 
 
