@@ -237,3 +237,45 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
     long_key = Cell(**{**shared["cells"][1]}).key()
     first = json.loads((tmp_path / "both" / "cells" / long_key / "step_0000010.json").read_text())
     assert first["seconds"]["train"] == 0.0
+
+
+def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(
+    tmp_path, monkeypatch
+):
+    """A full disk while the report is written: the previous report stays whole, nothing
+    half-written or temporary is left, COMPLETE is not written; the rerun completes."""
+    import errno
+
+    import minicount.report as report
+
+    argv = ["sweep", "--set", "n_heads=2", "--steps", "10", *TINY, "--no-figures",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    before = (tmp_path / "report.md").read_text()
+    (tmp_path / "cells" / "stale.json.abc.tmp").write_text("left by a killed writer")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "render", full_disk)
+    assert main(argv) == 2
+    assert not (tmp_path / COMPLETE).exists()
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.undo()
+    # the disk fills while report.md's temporary file is renamed into place
+    import minicount.safeio as safeio
+
+    real_replace = os.replace
+
+    def replace_fails_for_the_report(src, dst):
+        if str(dst).endswith("report.md"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(safeio.os, "replace", replace_fails_for_the_report)
+    assert main(argv) == 2
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / COMPLETE).exists()
+    monkeypatch.undo()
+    assert main(argv) == 0 and (tmp_path / COMPLETE).exists()
