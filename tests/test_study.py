@@ -184,7 +184,7 @@ def test_analyze_checkpoint(tmp_path, capsys):
         config, steps=2, seed=[0, 1], batch_size=8, max_len=6, eval_every=0, n_eval=16
     )
     ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
-    assert main(["analyze", str(ck), "--n-eval", "24", "--member", "1"]) == 0
+    assert main(["analyze", str(ck), "--n-eval", "24", "--member", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [m["member"] for m in result["members"]] == [1]
     assert result["members"][0]["exact"] and len(result["members"][0]["semantics"]) == 2
@@ -239,9 +239,7 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
     assert first["seconds"]["train"] == 0.0
 
 
-def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(
-    tmp_path, monkeypatch
-):
+def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp_path, monkeypatch):
     """A full disk while the report is written: the previous report stays whole, nothing
     half-written or temporary is left, COMPLETE is not written; the rerun completes."""
     import errno
@@ -279,3 +277,19 @@ def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / COMPLETE).exists()
     monkeypatch.undo()
     assert main(argv) == 0 and (tmp_path / COMPLETE).exists()
+
+
+def test_analyze_prints_a_summary_table_by_default(tmp_path, capsys):
+    config = mc.ModelConfig(n_heads=3, d_model=16, d_head=4)
+    params, _ = mc.train(config, steps=5, seed=[0, 1], batch_size=8, max_len=6, eval_every=0,
+                         n_eval=16)  # fmt: skip
+    ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
+    assert main(["analyze", str(ck), "--n-eval", "24"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("model ") >= 2 and "weight share" in text
+    table = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(table) == 2 * 3  # one line per head of each model
+    assert main(["analyze", str(ck), "--n-eval", "24", "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    auc = parsed["members"][1]["semantics"][2]["auc_two_sided"]
+    assert f"{auc:.3f}" in table[5]
