@@ -293,3 +293,26 @@ def test_analyze_prints_a_summary_table_by_default(tmp_path, capsys):
     parsed = json.loads(capsys.readouterr().out)
     auc = parsed["members"][1]["semantics"][2]["auc_two_sided"]
     assert f"{auc:.3f}" in table[5]
+
+
+def test_figures_have_titles_labelled_axes_and_legends(quick_run):
+    """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
+    legend wherever it draws more than one setting."""
+    from minicount import report
+    from minicount.results import cell_statistics, collect, final_rows
+
+    spec = preset("quick")
+    models, heads, finals = collect(spec, quick_run)
+    fm, fh = final_rows(models, spec), final_rows(heads, spec)
+    stats = {n: cell_statistics(fm[n], fh[n]) for n in spec.names}
+    for name, _, draw in report.FIGURES:
+        fig = draw(report._plt(), spec, models, heads, stats)
+        if fig is None:
+            continue
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        titled = fig._suptitle is not None or all(ax.get_title() for ax in axes)
+        assert titled, name
+        assert all(ax.get_title() or ax.get_ylabel() for ax in axes), name  # what is plotted
+        assert any(ax.get_xlabel() for ax in axes), name
+        if name in ("accuracy.png", "training.png", "roles.png", "ratios.png", "heads.png"):
+            assert any(ax.get_legend() is not None for ax in axes), name
