@@ -101,6 +101,9 @@ def test_mlp(lead, B, T, d, d_mlp, seed):
         "W_out": r.standard_normal(lead + (d_mlp, d)),
         "b_out": r.standard_normal(lead + (d,)),
     }
+    # ... though a draw may land close enough (seed 37503 did): skip those
+    pre = inputs["x"] @ inputs["W_in"][..., None, :, :] + inputs["b_in"][..., None, None, :]
+    assume(np.abs(pre).min() > 1e-3)
     check(layers.mlp_forward, layers.mlp_backward, inputs, seed)
 
 
