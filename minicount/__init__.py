@@ -28,5 +28,6 @@ from .train import NonFiniteError, TrainConfig, train  # noqa: E402
 __all__ = [
     "ModelConfig", "TrainConfig", "backend", "backward", "data", "evaluate", "forward",
     "forward_with_cache", "init_ensemble", "init_params", "layers", "load", "load_checkpoint",
-    "loss_and_grads", "metrics", "names", "param_shapes", "save", "train", "NonFiniteError", "__version__",
+    "loss_and_grads", "metrics", "names", "param_shapes", "save", "train", "NonFiniteError",
+    "__version__",
 ]  # fmt: skip
