@@ -81,7 +81,7 @@ def members(run_dir):
 # ---------------------------------------------------------------- 1. bounded loading
 
 HOSTILE = r"""
-import io, json, sys, time, zipfile
+import io, json, pathlib, sys, time, zipfile
 import numpy as np
 import minicount as mc
 
@@ -122,7 +122,12 @@ for name in ("config", "layers", "shape", "bomb"):
     except ValueError as e:
         print(name, round(time.perf_counter() - start, 3), str(e)[-160:])
 import resource
-print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+# VmHWM: this process's own peak (KiB). ru_maxrss would also keep the peak of the pytest
+# process it was forked from, which exec does not reset on Linux
+status = pathlib.Path("/proc/self/status")
+lines = status.read_text().splitlines() if status.exists() else []
+hwm = [line.split()[1] for line in lines if line.startswith("VmHWM:")]
+print("peak", hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
