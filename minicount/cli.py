@@ -403,7 +403,7 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
         command=" ".join(["python -m minicount"] + a.argv),
         threads=a.threads or None,
         figures=not a.no_figures,
-        path=_path(a),
+        train_path=_path(a),
     )
     print(out / "report.md")
     return 0

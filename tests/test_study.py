@@ -237,3 +237,14 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
     long_key = Cell(**{**shared["cells"][1]}).key()
     first = json.loads((tmp_path / "both" / "cells" / long_key / "step_0000010.json").read_text())
     assert first["seconds"]["train"] == 0.0
+
+
+def test_fused_kernel_option_is_saved_with_each_cell(tmp_path):
+    """--fused-kernel reaches the training of every cell as TrainConfig.path (on the CPU the
+    fused path hands attention to the fast one), and each cell's checkpoint records it."""
+    import minicount as mc
+
+    args = ["sweep", "--set", "n_heads=1", "--steps", "10", *TINY, "--no-figures"]
+    assert main(args + ["--fused-kernel", "--out", str(tmp_path)]) == 0
+    (ck,) = (tmp_path / "cells").glob("*/model.npz")
+    assert mc.load_checkpoint(ck)["info"]["train"]["path"] == "fused"
