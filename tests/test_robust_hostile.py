@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import minicount as mc
@@ -178,6 +178,9 @@ def test_random_member_sets_and_truncations_are_refused(members, data):
             damaged[name] = payload[: data.draw(st.integers(0, max(0, len(payload) - 1)))]
         elif what == "swap":
             other = data.draw(st.sampled_from(names))
+            # two arrays of one shape (W_Q and W_K, a parameter and its AdamW moment) swap
+            # undetectably: no checksum tells them apart, so only swaps that can be seen
+            assume(name == other or len(members[name]) != len(members[other]))
             damaged[name], damaged[other] = members[other], members[name]
     with tempfile.TemporaryDirectory() as folder:
         path = write_zip(Path(folder) / "d.npz", damaged)
