@@ -170,7 +170,9 @@ def test_random_member_sets_and_truncations_are_refused(members, data):
         if what == "drop":
             damaged.pop(name, None)
         elif what == "rename":
-            damaged[data.draw(st.text(min_size=1, max_size=12)) + ".npy"] = damaged.pop(name, b"")
+            # (zipfile cuts a name at NUL, and an empty name cannot be written at all)
+            new = data.draw(st.text(min_size=1, max_size=12).filter(lambda t: "\x00" not in t))
+            damaged[new + ".npy"] = damaged.pop(name, b"")
         elif what == "add":
             damaged[data.draw(st.sampled_from(["param:x.npy", "opt:m.y.npy", "junk"]))] = b"x"
         elif what == "truncate" and name in damaged:
