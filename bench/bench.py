@@ -47,10 +47,9 @@ import numpy as np  # noqa: E402
 
 import minicount as mc  # noqa: E402
 from minicount.data import V, sample_batch  # noqa: E402
-from minicount.layers import attention_cuda  # noqa: E402
+from minicount.fast.train_step import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
-from minicount.parallel import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
 from minicount.threads import default_threads  # noqa: E402
 
 CONFIG = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one layer, attention only, NoPE
@@ -183,11 +182,18 @@ def batches(M: int | None, seed: int = 0):
 
 
 def minicount_step(
-    M: int | None, xp, n_threads: int | None, plain: bool = False, trim_padding: bool = True
+    M: int | None,
+    xp,
+    n_threads: int | None,
+    plain: bool = False,
+    trim_padding: bool = True,
+    attention: str = "fast",
 ):
     """(fwd_bwd, step) closures for minicount on xp (numpy or cupy) with M models (None: one).
 
-    plain: model.loss_and_grads_all on the whole batch instead of the sliced training path.
+    plain: model.loss_and_grads_all on the whole batch (the textbook step, with the textbook
+    attention) instead of the sliced training path; attention: the sliced path's attention
+    ("fast", or "fused" for the CUDA kernel).
     """
     params = mc.init_params(CONFIG, 0, xp) if M is None else mc.init_ensemble(CONFIG, range(M), xp)
     tokens, targets, mask = (xp.asarray(a) for a in batches(M))
@@ -198,7 +204,14 @@ def minicount_step(
         if plain:
             return loss_and_grads_all(params, tokens, targets, mask, CONFIG)
         return loss_and_grads_sliced(
-            params, tokens, targets, mask, CONFIG, n_threads=n_threads, trim_padding=trim_padding
+            params,
+            tokens,
+            targets,
+            mask,
+            CONFIG,
+            n_threads=n_threads,
+            trim_padding=trim_padding,
+            attention=attention,
         )
 
     def step():
@@ -462,19 +475,6 @@ def cpu_rows(torch, args) -> list:
     return rows
 
 
-def with_fused_kernel(f):
-    """f run with minicount's fused CUDA attention kernel switched on (attention_cuda.py)."""
-
-    def run():
-        attention_cuda.use_fused_kernel(True)
-        try:
-            return f()
-        finally:
-            attention_cuda.use_fused_kernel(False)
-
-    return run
-
-
 def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
     """Host-side sampling of M members' batches (one generator each) plus the copy to the GPU."""
     from minicount.data import sample_batches
@@ -516,7 +516,7 @@ def gpu_rows(torch, cupy, args) -> list:
     for M in Ms:
         n_reps = reps if M < 256 else max(3, reps // 4)
         mc_fb, mc_step = minicount_step(None if M == 1 else M, cupy, 1)
-        fused_fb, fused_step = with_fused_kernel(mc_fb), with_fused_kernel(mc_step)
+        fused_fb, fused_step = minicount_step(None if M == 1 else M, cupy, 1, attention="fused")
         peaks = {"minicount": peak_mib(mc_step)}
         try:
             peaks["minicount_fused"] = peak_mib(fused_step)

@@ -3,12 +3,14 @@
 Public API (see README.md):
     ModelConfig, init_params, init_ensemble, forward, loss_and_grads,
     train, TrainConfig, save, load, evaluate (minicount.metrics.evaluate),
-    data (Count01: encode, decode, sample_batch, ...), backend (NumPy / CuPy).
+    data (Count01: encode, decode, sample_batch, ...), backend (NumPy / CuPy),
+    names (act_name, param_name: TransformerLens names). The textbook layers are in
+    minicount.layers, their fast paths in minicount.fast.
 """
 
 __version__ = "0.1.0"
 
-from . import analysis, backend, data, layers, metrics  # noqa: E402
+from . import analysis, backend, data, layers, metrics, names  # noqa: E402
 from .checkpoint import load, load_checkpoint, save  # noqa: E402
 from .metrics import evaluate  # noqa: E402
 from .model import (  # noqa: E402
@@ -24,7 +26,8 @@ from .model import (  # noqa: E402
 from .train import NonFiniteError, TrainConfig, train  # noqa: E402
 
 __all__ = [
-    "ModelConfig", "TrainConfig", "analysis", "backend", "backward", "data", "evaluate", "forward",
-    "forward_with_cache", "init_ensemble", "init_params", "layers", "load", "load_checkpoint",
-    "loss_and_grads", "metrics", "param_shapes", "save", "train", "NonFiniteError", "__version__",
+    "ModelConfig", "TrainConfig", "analysis", "backend", "backward", "data", "evaluate",
+    "forward", "forward_with_cache", "init_ensemble", "init_params", "layers", "load",
+    "load_checkpoint", "loss_and_grads", "metrics", "names", "param_shapes", "save", "train",
+    "NonFiniteError", "__version__",
 ]  # fmt: skip

@@ -267,7 +267,13 @@ def train_config_from_args(a: argparse.Namespace):
         checkpoint_every=a.checkpoint_every,
         data_seed=a.data_seed,
         n_eval=a.n_eval,
+        path=_path(a),
     )
+
+
+def _path(a: argparse.Namespace) -> str:
+    """TrainConfig.path asked for on the command line: 'fused' with --fused-kernel, else 'fast'."""
+    return "fused" if getattr(a, "fused_kernel", False) else "fast"
 
 
 def given_train_options(argv: list[str]) -> set[str]:
@@ -311,17 +317,17 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .backend import resolve_device
     from .checkpoint import check_writable
     from .train import train_with_config, versions
 
-    if a.fused_kernel:
-        from .layers import attention_cuda
-
-        attention_cuda.use_fused_kernel(True)  # CuPy arrays only; NumPy takes the plain path
     if a.resume:
         given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
+        if a.fused_kernel:  # a path may change on resume (only rounding differs)
+            tc = replace(tc, path="fused")
         out = check_writable(a.out if "out" in given else a.resume)
     else:
         config, tc = model_config_from_args(a), train_config_from_args(a)
@@ -395,10 +401,6 @@ def _heads(text: str) -> list[int]:
 def _sweep_run(spec, a: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    if a.fused_kernel:
-        from .layers import attention_cuda
-
-        attention_cuda.use_fused_kernel(True)  # CuPy arrays only; NumPy takes the plain path
     out = Path(a.out)
     run_sweep(
         spec,
@@ -409,6 +411,7 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
         command=" ".join(["python -m minicount"] + a.argv),
         threads=a.threads or None,
         figures=not a.no_figures,
+        train_path=_path(a),
     )
     print(out / "report.md")
     return 0
@@ -558,7 +561,8 @@ def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
         "--fused-kernel",
         action="store_true",
         help="on the GPU, train attention through the fused CUDA kernel wherever no hook "
-        "reads it (layers/attention_cuda.py; checked against the plain path)",
+        "reads it (TrainConfig.path='fused', fast/attention_cuda.py; checked against the "
+        "textbook layers/attention.py)",
     )
 
 
@@ -731,7 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fused-kernel",
         action="store_true",
         help="on the GPU, run the attention core as one fused CUDA kernel "
-        "(layers/attention_cuda.py; checked against the plain path)",
+        "(TrainConfig.path='fused', saved in the checkpoint; fast/attention_cuda.py, checked "
+        "against the textbook layers/attention.py)",
     )
     p.set_defaults(func=cmd_train)
 

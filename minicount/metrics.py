@@ -73,8 +73,13 @@ def metrics_from_scores(scores, labels, mask, *, logits=None, targets=None, loss
     return out
 
 
-def evaluate(params: dict, tokens, targets, mask, config, *, chunk: int = 1024) -> dict:
+def evaluate(
+    params: dict, tokens, targets, mask, config, *, chunk: int = 1024, attention: str = "fast"
+) -> dict:
     """Metrics of a model on a batch (run in chunks of ``chunk`` sequences).
+
+    ``attention`` is the forward pass's path (model.ATTENTION): "fast" unless asked, as
+    evaluation reads whole held-out sets; training passes its own TrainConfig.path.
 
     Keys: l_acc, s_acc, roc_auc, next_set_acc, loss. For an ensemble each value is a NumPy
     array [M] (one entry per member); for a single model a float. The batch may be on the
@@ -89,7 +94,7 @@ def evaluate(params: dict, tokens, targets, mask, config, *, chunk: int = 1024) 
     pieces = []
     for i in range(0, len(tokens), chunk):
         tok = to_device(np.asarray(to_numpy(tokens[i : i + chunk])), device)
-        pieces.append(to_numpy(forward(params, tok, config)))
+        pieces.append(to_numpy(forward(params, tok, config, attention=attention)))
     logits = np.concatenate(pieces, axis=-3)  # [..., B, T, V]
     targets, mask = np.asarray(to_numpy(targets)), np.asarray(to_numpy(mask))
     if M is None:

@@ -15,6 +15,15 @@ every function here works on both without a branch.
     blocks.{l}.mlp.W_out [d_mlp, d_model], b_out [d_model]
     ln_final.w/b         [d_model]                              (layernorm=True)
     unembed.W_U          [d_model, V], unembed.b_U [V]
+
+Names are built by minicount.names (``param_name("W_Q", layer=0)``, ``act_name("pattern",
+layer=0)``), as TransformerLens spells them.
+
+Which attention runs. Every function here that runs the forward pass takes
+``attention=``, a key of ATTENTION: "textbook" (the default: layers/attention.py, the
+version to read), "fast" (fast/attention.py) or "fused" (fast/attention_cuda.py, its core
+one CUDA kernel where it can run). All three give the same numbers up to rounding
+(tests/test_fast_paths.py); training picks one with ``TrainConfig.path``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ import numpy as np
 from . import layers, limits
 from .backend import device_of
 from .data import V
+from .fast import attention as fast_attention
+from .fast import attention_cuda
+from .names import ATTN_HOOKS, act_name, attn_hook, block, param_name
 
 
 @dataclass(frozen=True)
@@ -73,30 +85,34 @@ class ModelConfig:
         return cls(**d)
 
 
+def _block_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The parameters of one block, by short name (param_name(name, layer) makes them full)."""
+    shapes = {}
+    if c.layernorm:
+        shapes["ln1.w"] = shapes["ln1.b"] = (c.d_model,)
+    for W in ("W_Q", "W_K", "W_V"):
+        shapes[W] = (c.n_heads, c.d_model, c.d_head)
+    shapes["W_O"] = (c.n_heads, c.d_head, c.d_model)
+    if c.mlp:
+        if c.layernorm:
+            shapes["ln2.w"] = shapes["ln2.b"] = (c.d_model,)
+        shapes |= {"W_in": (c.d_model, c.d_mlp), "b_in": (c.d_mlp,),
+                   "W_out": (c.d_mlp, c.d_model), "b_out": (c.d_model,)}  # fmt: skip
+    return shapes
+
+
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape (for one model), in forward order."""
     c = config
-    shapes = {"embed.W_E": (c.d_vocab, c.d_model)}
+    shapes = {param_name("W_E"): (c.d_vocab, c.d_model)}
     if c.pos_emb:
-        shapes["pos_embed.W_pos"] = (c.n_ctx, c.d_model)
+        shapes[param_name("W_pos")] = (c.n_ctx, c.d_model)
     for l in range(c.n_layers):
-        p = f"blocks.{l}."
-        if c.layernorm:
-            shapes[p + "ln1.w"] = shapes[p + "ln1.b"] = (c.d_model,)
-        for W in ("W_Q", "W_K", "W_V"):
-            shapes[p + "attn." + W] = (c.n_heads, c.d_model, c.d_head)
-        shapes[p + "attn.W_O"] = (c.n_heads, c.d_head, c.d_model)
-        if c.mlp:
-            if c.layernorm:
-                shapes[p + "ln2.w"] = shapes[p + "ln2.b"] = (c.d_model,)
-            shapes[p + "mlp.W_in"] = (c.d_model, c.d_mlp)
-            shapes[p + "mlp.b_in"] = (c.d_mlp,)
-            shapes[p + "mlp.W_out"] = (c.d_mlp, c.d_model)
-            shapes[p + "mlp.b_out"] = (c.d_model,)
+        shapes |= {param_name(n, l): shape for n, shape in _block_shapes(c).items()}
     if c.layernorm:
         shapes["ln_final.w"] = shapes["ln_final.b"] = (c.d_model,)
-    shapes["unembed.W_U"] = (c.d_model, c.d_vocab)
-    shapes["unembed.b_U"] = (c.d_vocab,)
+    shapes[param_name("W_U")] = (c.d_model, c.d_vocab)
+    shapes[param_name("b_U")] = (c.d_vocab,)
     return shapes
 
 
@@ -145,24 +161,31 @@ def n_models(params: dict, config: ModelConfig) -> int | None:
     return None if W_E.ndim == 2 else W_E.shape[0]
 
 
-ATTN_HOOKS = (
-    "hook_q",
-    "hook_k",
-    "hook_v",
-    "hook_attn_scores",
-    "hook_pattern",
-    "hook_z",
-    "hook_result",
-)
+# attention path -> (forward, backward): the same computation, three implementations
+ATTENTION = {
+    "textbook": (layers.attention_forward, layers.attention_backward),
+    "fast": (fast_attention.attention_forward, fast_attention.attention_backward),
+    "fused": (attention_cuda.attention_forward, attention_cuda.attention_backward),
+}
+
+
+def check_attention(attention: str) -> str:
+    """attention itself if it names a path of ATTENTION, else a ValueError listing them."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
+    return attention
 
 
 def hook_names(config: ModelConfig) -> list[str]:
-    """Every activation name that ``forward(..., hooks=...)`` accepts, in forward order."""
-    names = ["hook_embed"]
+    """Every activation name that ``forward(..., hooks=...)`` accepts, in forward order.
+
+    hook_embed is the token embedding and hook_pos_embed (with pos_emb) the positional
+    embedding's part; block 0's hook_resid_pre is their sum.
+    """
+    names = [act_name("embed")] + ([act_name("pos_embed")] if config.pos_emb else [])
     for l in range(config.n_layers):
-        p = f"blocks.{l}."
-        names += [p + "hook_resid_pre"] + [p + "attn." + h for h in ATTN_HOOKS]
-        names += [p + "hook_resid_post"]
+        names += [act_name("resid_pre", l)] + [act_name(h, l) for h in ATTN_HOOKS]
+        names += [act_name("resid_post", l)]
     return names
 
 
@@ -307,116 +330,139 @@ def check_batch(tokens, targets, mask, params: dict, config: ModelConfig) -> Non
     _check_targets(targets, mask, tokens, params, config)
 
 
-def forward_with_cache(params: dict, tokens, config: ModelConfig, *, hooks=None, check=True):
+def _embed_forward(params: dict, tokens, config: ModelConfig, hook, cache: dict):
+    """The residual stream's start: token embedding (+ positional embedding) [..., B, T, d]."""
+    x, cache["embed"] = layers.embedding_forward(tokens, params[param_name("W_E")])
+    x = hook(act_name("embed"), x)  # [..., B, T, d_model]
+    if config.pos_emb:
+        pos, cache["pos_embed"] = layers.pos_embedding_forward(tokens, params[param_name("W_pos")])
+        x = x + hook(act_name("pos_embed"), pos)  # [..., B, T, d_model]
+    return x
+
+
+def _block_forward(params: dict, x, l: int, config: ModelConfig, hooks: dict, cache, attention):
+    """Block l: x + attention(ln1(x)), then + mlp(ln2(x)) with an MLP; [..., B, T, d] -> same."""
+    hook = lambda name, a: hooks[name](a) if name in hooks else a  # noqa: E731
+    p, W = block(l), lambda name: params[param_name(name, l)]  # noqa: E731
+    x = hook(act_name("resid_pre", l), x)
+    h = x
+    if config.layernorm:
+        h, cache[p + "ln1"] = layers.layernorm_forward(x, W("ln1.w"), W("ln1.b"))
+    attn_hooks = {
+        attn_hook(n): hooks[act_name(n, l)] for n in ATTN_HOOKS if act_name(n, l) in hooks
+    }
+    attention_forward = ATTENTION[attention][0]
+    attn_out, cache[p + "attn"] = attention_forward(
+        h, W("W_Q"), W("W_K"), W("W_V"), W("W_O"), hooks=attn_hooks
+    )
+    x = x + attn_out  # [..., B, T, d_model]
+    if config.mlp:
+        h = x
+        if config.layernorm:
+            h, cache[p + "ln2"] = layers.layernorm_forward(x, W("ln2.w"), W("ln2.b"))
+        mlp_out, cache[p + "mlp"] = layers.mlp_forward(
+            h, W("W_in"), W("b_in"), W("W_out"), W("b_out")
+        )
+        x = x + mlp_out  # [..., B, T, d_model]
+    return hook(act_name("resid_post", l), x)
+
+
+def forward_with_cache(
+    params: dict, tokens, config: ModelConfig, *, hooks=None, check=True, attention="textbook"
+):
     """The full forward pass. Returns logits [..., B, T, V] and a cache for ``backward``.
 
     ``hooks`` maps full activation names (e.g. ``blocks.0.attn.hook_pattern``) to functions
     applied in the forward pass; see layers/attention.py. Besides the attention hooks there
-    are ``hook_embed`` and ``blocks.{l}.hook_resid_pre`` / ``hook_resid_post`` [..., B, T, d_model]
-    (all names: ``hook_names(config)``). ``check=False`` skips the input checks (the
-    training loop, whose batches are drawn by minicount itself).
+    are ``hook_embed``, ``hook_pos_embed`` (with pos_emb) and ``blocks.{l}.hook_resid_pre`` /
+    ``hook_resid_post`` [..., B, T, d_model] (all names: ``hook_names(config)``).
+    ``check=False`` skips the input checks (the training loop, whose batches are drawn by
+    minicount itself). ``attention`` names the implementation (a key of ATTENTION); the
+    cache records it, so that ``backward`` takes the matching one.
     """
     if check:
         tokens = _check_tokens(tokens, config, params)
         hooks = _check_hooks(hooks, config)
     hooks = hooks or {}
     hook = lambda name, a: hooks[name](a) if name in hooks else a  # noqa: E731
-    c = config
-    cache = {}
-    x, cache["embed"] = layers.embedding_forward(tokens, params["embed.W_E"])  # [..., B, T, d]
-    if c.pos_emb:
-        x, cache["pos_embed"] = layers.pos_embedding_forward(x, params["pos_embed.W_pos"])
-    x = hook("hook_embed", x)
-    for l in range(c.n_layers):
-        p = f"blocks.{l}."
-        x = hook(p + "hook_resid_pre", x)
-        h = x
-        if c.layernorm:
-            h, cache[p + "ln1"] = layers.layernorm_forward(
-                x, params[p + "ln1.w"], params[p + "ln1.b"]
-            )
-        attn_hooks = {
-            k[len(p + "attn.") :]: f for k, f in hooks.items() if k.startswith(p + "attn.")
-        }
-        attn_out, cache[p + "attn"] = layers.attention_forward(
-            h, *(params[p + "attn." + W] for W in ("W_Q", "W_K", "W_V", "W_O")), hooks=attn_hooks
-        )
-        x = x + attn_out  # [..., B, T, d]
-        if c.mlp:
-            h = x
-            if c.layernorm:
-                h, cache[p + "ln2"] = layers.layernorm_forward(
-                    x, params[p + "ln2.w"], params[p + "ln2.b"]
-                )
-            mlp_out, cache[p + "mlp"] = layers.mlp_forward(
-                h, *(params[p + "mlp." + n] for n in ("W_in", "b_in", "W_out", "b_out"))
-            )
-            x = x + mlp_out
-        x = hook(p + "hook_resid_post", x)
-    if c.layernorm:
+    cache = {"attention": check_attention(attention)}
+    x = _embed_forward(params, tokens, config, hook, cache)  # [..., B, T, d_model]
+    for l in range(config.n_layers):
+        x = _block_forward(params, x, l, config, hooks, cache, attention)
+    if config.layernorm:
         x, cache["ln_final"] = layers.layernorm_forward(
             x, params["ln_final.w"], params["ln_final.b"]
         )
     logits, cache["unembed"] = layers.unembed_forward(
-        x, params["unembed.W_U"], params["unembed.b_U"]
-    )
+        x, params[param_name("W_U")], params[param_name("b_U")]
+    )  # [..., B, T, V]
     return logits, cache
 
 
-def forward(params: dict, tokens, config: ModelConfig, *, hooks=None):
+def forward(params: dict, tokens, config: ModelConfig, *, hooks=None, attention="textbook"):
     """Logits [B, T, V] for tokens [B, T] (or [M, B, T, V] for an ensemble)."""
-    return forward_with_cache(params, tokens, config, hooks=hooks)[0]
+    return forward_with_cache(params, tokens, config, hooks=hooks, attention=attention)[0]
+
+
+def _block_backward(dx, l: int, config: ModelConfig, cache: dict, grads: dict):
+    """Block l's parameter gradients into grads; returns d(its input) from dx [..., B, T, d]."""
+    p, G = block(l), lambda name: param_name(name, l)  # noqa: E731
+    if config.mlp:
+        # x = x + mlp(h): the residual passes dx through unchanged and the MLP adds to it
+        dh, *dmlp = layers.mlp_backward(dx, cache[p + "mlp"])
+        for n, g in zip(("W_in", "b_in", "W_out", "b_out"), dmlp, strict=True):
+            grads[G(n)] = g
+        if config.layernorm:
+            dh, grads[G("ln2.w")], grads[G("ln2.b")] = layers.layernorm_backward(
+                dh, cache[p + "ln2"]
+            )
+        dx = dx + dh
+    # x = x + attention(h), by the implementation the forward used
+    attention_backward = ATTENTION[cache["attention"]][1]
+    dh, *dattn = attention_backward(dx, cache[p + "attn"])
+    for n, g in zip(("W_Q", "W_K", "W_V", "W_O"), dattn, strict=True):
+        grads[G(n)] = g
+    if config.layernorm:
+        dh, grads[G("ln1.w")], grads[G("ln1.b")] = layers.layernorm_backward(dh, cache[p + "ln1"])
+    return dx + dh
 
 
 def backward(dlogits, cache, config: ModelConfig, params: dict) -> dict:
     """Gradients of every parameter from dlogits [..., B, T, V], in reverse order of the forward."""
-    c = config
     grads = {}
-    dx, grads["unembed.W_U"], grads["unembed.b_U"] = layers.unembed_backward(
+    dx, grads[param_name("W_U")], grads[param_name("b_U")] = layers.unembed_backward(
         dlogits, cache["unembed"]
     )
-    if c.layernorm:
+    if config.layernorm:
         dx, grads["ln_final.w"], grads["ln_final.b"] = layers.layernorm_backward(
             dx, cache["ln_final"]
         )
-    for l in reversed(range(c.n_layers)):
-        p = f"blocks.{l}."
-        if c.mlp:
-            # x = x + mlp(h): the residual passes dx through unchanged and the MLP adds to it
-            dh, *dmlp = layers.mlp_backward(dx, cache[p + "mlp"])
-            for n, g in zip(("W_in", "b_in", "W_out", "b_out"), dmlp, strict=True):
-                grads[p + "mlp." + n] = g
-            if c.layernorm:
-                dh, grads[p + "ln2.w"], grads[p + "ln2.b"] = layers.layernorm_backward(
-                    dh, cache[p + "ln2"]
-                )
-            dx = dx + dh
-        dh, *dattn = layers.attention_backward(dx, cache[p + "attn"])
-        for n, g in zip(("W_Q", "W_K", "W_V", "W_O"), dattn, strict=True):
-            grads[p + "attn." + n] = g
-        if c.layernorm:
-            dh, grads[p + "ln1.w"], grads[p + "ln1.b"] = layers.layernorm_backward(
-                dh, cache[p + "ln1"]
-            )
-        dx = dx + dh
-    if c.pos_emb:
-        grads["pos_embed.W_pos"] = layers.pos_embedding_backward(dx, cache["pos_embed"])
-    grads["embed.W_E"] = layers.embedding_backward(dx, cache["embed"])
+    for l in reversed(range(config.n_layers)):
+        dx = _block_backward(dx, l, config, cache, grads)
+    # x = embed + pos_embed: both receive dx
+    if config.pos_emb:
+        grads[param_name("W_pos")] = layers.pos_embedding_backward(dx, cache["pos_embed"])
+    grads[param_name("W_E")] = layers.embedding_backward(dx, cache["embed"])
     return {k: grads[k] for k in params}  # in the order of params
 
 
-def loss_and_grads_all(params: dict, tokens, targets, mask, config: ModelConfig):
-    """Per-model losses (an array: [] or [M]) and the gradient dict; the workhorse of training.
+def loss_and_grads_all(
+    params: dict, tokens, targets, mask, config: ModelConfig, *, attention="textbook"
+):
+    """Per-model losses (an array: [] or [M]) and the gradient dict: the textbook training
+    step, the whole batch at once (fast/train_step.py is its fast path).
 
     No input checks (``loss_and_grads`` is the checked entry point).
     """
-    logits, cache = forward_with_cache(params, tokens, config, check=False)
+    logits, cache = forward_with_cache(params, tokens, config, check=False, attention=attention)
     loss, loss_cache = layers.bce_with_logits_forward(logits, targets, mask)
     dlogits = layers.bce_with_logits_backward(1.0, loss_cache)
     return loss, backward(dlogits, cache, config, params)
 
 
-def loss_and_grads(params: dict, tokens, targets, mask, config: ModelConfig):
+def loss_and_grads(
+    params: dict, tokens, targets, mask, config: ModelConfig, *, attention="textbook"
+):
     """(loss, grads): the mean BCE loss of SPEC §2 as a Python float, and d loss / d params.
 
     For an ensemble the loss returned is the sum of the members' losses, whose gradient
@@ -424,7 +470,7 @@ def loss_and_grads(params: dict, tokens, targets, mask, config: ModelConfig):
     """
     tokens = _check_tokens(tokens, config, params)
     _check_targets(targets, mask, tokens, params, config)
-    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config)
+    loss, grads = loss_and_grads_all(params, tokens, targets, mask, config, attention=attention)
     return float(loss.sum()), grads
 
 

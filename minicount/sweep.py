@@ -264,7 +264,9 @@ def _checkpoint_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def advance(cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str):
+def advance(
+    cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str, train_path: str = "fast"
+):
     """The ensemble's parameters after ``step`` steps (host arrays [M, ...]) and the training
     history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards."""
     at = _checkpoint_step(ck)
@@ -291,6 +293,7 @@ def advance(cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str):
         checkpoint=str(ck),
         checkpoint_every=spec.checkpoint_every,
         resume=str(ck) if at is not None else None,
+        path=train_path,
     )
 
 
@@ -365,7 +368,9 @@ def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: 
     atomic_write(folder / "model.npz", (src / "model.npz").read_bytes())
 
 
-def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say) -> None:
+def run_cell(
+    cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say, train_path="fast"
+) -> None:
     """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     ck = folder / "model.npz"
@@ -381,7 +386,7 @@ def run_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, 
             continue
         held_out = held_out or eval_set(data)
         t0 = time.perf_counter()
-        params, history = advance(cell, spec, ck, step, device)
+        params, history = advance(cell, spec, ck, step, device, train_path)
         t1 = time.perf_counter()
         members = analyze_members(to_device(params, device), held_out, config, spec)
         t2 = time.perf_counter()
@@ -498,9 +503,11 @@ def run_sweep(
     command: str = "",
     threads: int | None = 1,
     figures: bool = True,
+    train_path: str = "fast",
 ) -> dict:
     """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
-    figures=False skips the PNGs (the tables and the report are written all the same)."""
+    figures=False skips the PNGs (the tables and the report are written all the same);
+    train_path is TrainConfig.path for the training (saved in each cell's checkpoint)."""
     device = resolve_device(device)
     check_ensemble(len(spec.seeds))
     for cell in spec.cells:
@@ -525,7 +532,7 @@ def run_sweep(
         with blas_threads(threads if device == "cpu" else None):
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
-                timings[name] = _run_reported(cell, label, name, spec, out, device, bar)
+                timings[name] = _run_reported(cell, label, name, spec, out, device, bar, train_path)
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -537,7 +544,14 @@ def run_sweep(
 
 
 def _run_reported(
-    cell: Cell, label: str, name: str, spec: SweepSpec, out: Path, device: str, bar: Progress
+    cell: Cell,
+    label: str,
+    name: str,
+    spec: SweepSpec,
+    out: Path,
+    device: str,
+    bar: Progress,
+    train_path: str = "fast",
 ) -> dict:
     """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds."""
     folder = out / "cells" / cell.key()
@@ -558,7 +572,7 @@ def _run_reported(
             f"{analysis_s:.1f}s"
         )
 
-    run_cell(cell, name, spec, folder, device, say)
+    run_cell(cell, name, spec, folder, device, say, train_path)
     snaps = load_snapshots(folder)
     return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 

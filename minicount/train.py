@@ -28,10 +28,10 @@ from . import __version__, limits
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import check_writable, load_checkpoint, npz_path, save
 from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
+from .fast.train_step import keep_freed_memory, loss_and_grads_sliced
 from .metrics import evaluate
-from .model import ModelConfig, init_ensemble, init_params
+from .model import ATTENTION, ModelConfig, init_ensemble, init_params, loss_and_grads_all
 from .optim import AdamW, clip_grads, lr_at
-from .parallel import loss_and_grads_sliced
 from .safeio import exclusive_lock, remove_stale_temporaries, resolve_target
 
 
@@ -107,6 +107,11 @@ class TrainConfig:
     # models still differ in their initial weights; member i = a single run with seed i
     # and the same data_seed)
     data_seed: int | None = None
+    # how each step is computed; every path gives the same numbers up to rounding:
+    # 'textbook' (model.loss_and_grads_all with layers/attention.py, the whole batch at once),
+    # 'fast' (fast/train_step.py with fast/attention.py) or 'fused' (as 'fast', with
+    # attention's core in one CUDA kernel on the GPU; on the CPU it is 'fast')
+    path: str = "fast"
 
     def __post_init__(self):
         seeds = (self.seeds,) if isinstance(self.seeds, (int, np.integer)) else self.seeds
@@ -145,6 +150,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.path not in ATTENTION:
+            raise ValueError(f"path must be one of {', '.join(ATTENTION)}, got {self.path!r}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
         self.data  # noqa: B018 (checks max_len against its limit)
@@ -177,7 +184,7 @@ class TrainConfig:
 
 # TrainConfig fields that may differ when a run is resumed: none of them changes the
 # parameters of the steps both runs take (``steps`` only without a cosine schedule)
-RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every")
+RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path")
 
 
 def data_rng(seed: int) -> np.random.Generator:
@@ -415,6 +422,13 @@ def _summary(metrics: dict, key: str) -> str:
     return f"{float(v):.4f}" if v.ndim == 0 else f"{v.mean():.4f} (min {v.min():.4f})"
 
 
+def step_loss_and_grads(params, tokens, targets, mask, config: ModelConfig, path: str):
+    """A step's losses ([] or [M]) and gradients, computed the way ``path`` names."""
+    if path == "textbook":
+        return loss_and_grads_all(params, tokens, targets, mask, config, attention="textbook")
+    return loss_and_grads_sliced(params, tokens, targets, mask, config, attention=path)
+
+
 def train_step(run: RunState, opt: AdamW, config: ModelConfig, tc: TrainConfig, device, last):
     """One optimiser step of run, in place: sample, forward, backward, check, clip, update.
     ``last`` is the last good checkpoint, named if the step is not finite."""
@@ -426,7 +440,7 @@ def train_step(run: RunState, opt: AdamW, config: ModelConfig, tc: TrainConfig, 
         tokens, targets, mask = tokens[0], targets[0], mask[0]
     targets = targets.astype(np.dtype(tc.dtype))
     tokens, targets, mask = to_device((tokens, targets, mask), device)
-    loss, grads = loss_and_grads_sliced(run.params, tokens, targets, mask, config)
+    loss, grads = step_loss_and_grads(run.params, tokens, targets, mask, config, tc.path)
     loss = to_numpy(loss)
     check_step(step + 1, loss, grads, run.params, ensemble, last)
     if tc.grad_clip:
@@ -500,6 +514,8 @@ def train_with_config(
     check_fits(config, tc)
     check_memory(config, tc)
     device = resolve_device(tc.device)
+    if device == "cpu":
+        keep_freed_memory()  # process-wide: glibc keeps freed blocks (see fast/train_step.py)
     args = (config, tc, device, progress, checkpoint, callback, resume)
     if not checkpoint:
         return _train_loop(*args)
@@ -537,7 +553,7 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     t0 = time.perf_counter() - (history["eval"][-1]["time"] if history["eval"] else 0.0)
 
     def run_eval(step):
-        m = evaluate(params, eval_tokens, eval_targets, eval_mask, config)
+        m = evaluate(params, eval_tokens, eval_targets, eval_mask, config, attention=tc.path)
         entry = {"step": step, "time": time.perf_counter() - t0}
         entry.update({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()})
         history["eval"].append(entry)

@@ -381,7 +381,8 @@ def test_interventions_that_change_nothing_change_no_metric(held_out):
             assert r["delta"] == {"l_acc": 0.0, "s_acc": 0.0, "roc_auc": 0.0}, r
     identity = permute_values_hook([0, 1])
     logits, _ = run_with_cache(params, tokens, config, (), hooks={"blocks.0.attn.hook_v": identity})
-    np.testing.assert_array_equal(logits, mc.forward(params, tokens, config))
+    # (run_with_cache runs the fast attention path: compared on the same path, bit for bit)
+    np.testing.assert_array_equal(logits, mc.forward(params, tokens, config, attention="fast"))
 
 
 def test_swapping_values_trades_the_heads_outputs(held_out):

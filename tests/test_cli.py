@@ -74,33 +74,30 @@ def test_context_too_small_is_a_clean_error(tmp_path, capsys):
 
 def test_shared_data_and_eval_size_reach_the_run(tmp_path, capsys):
     import minicount as mc
-    from minicount.layers import attention_cuda
 
     ck = tmp_path / "ens.npz"
-    try:
-        code = main(
-            [
-                "train",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--seeds",
-                "0,1",
-                "--data-seed",
-                "3",
-                "--n-eval",
-                "16",
-                "--eval-every",
-                "0",
-                "--fused-kernel",
-                "--out",
-                str(ck),
-            ]
-        )
-    finally:
-        attention_cuda.use_fused_kernel(False)  # the flag switches a process-wide setting
+    code = main(
+        [
+            "train",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--seeds",
+            "0,1",
+            "--data-seed",
+            "3",
+            "--n-eval",
+            "16",
+            "--eval-every",
+            "0",
+            "--fused-kernel",
+            "--out",
+            str(ck),
+        ]
+    )
     assert code == 0
     train = mc.load_checkpoint(ck)["info"]["train"]
     assert train["data_seed"] == 3 and train["n_eval"] == 16 and train["seeds"] == [0, 1]
+    assert train["path"] == "fused"  # --fused-kernel is a setting of the run, saved with it
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["l_acc"]) == 2

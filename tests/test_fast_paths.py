@@ -1,8 +1,10 @@
-"""Every fast path against its plain version (tests/reference.py or the whole-batch call).
+"""Every fast path against its textbook form: the package's own plain versions.
 
-Same outputs and same gradients: the fast attention (one QKV matmul, column layout,
-softmax without a row max when scores are small, dz·z in the backward), the sliced and
-threaded loss_and_grads, and the vectorised data sampler. Timing is never asserted here.
+Same outputs, hooked activations and gradients: fast/attention.py and fast/attention_cuda.py
+against layers/attention.py (the fused kernel's glue on the CPU with NumPy stand-ins for the
+kernels, the kernels themselves on a GPU), fast/train_step.py against
+model.loss_and_grads_all, and the vectorised data sampler against a per-position loop
+(tests/reference.py). Timing is never asserted here.
 """
 
 import numpy as np
@@ -10,17 +12,22 @@ import pytest
 
 import minicount as mc
 from minicount import data, layers
-from minicount.layers import attention_cuda
-from minicount.layers.attention import SHIFT_FREE, causal_softmax
-from minicount.model import loss_and_grads_all
-from minicount.parallel import (
+from minicount.fast import attention as fast_attention
+from minicount.fast import attention_cuda
+from minicount.fast.attention import SHIFT_FREE, causal_softmax
+from minicount.fast.train_step import (
     loss_and_grads_sliced,
     positions_in_use,
     slice_size,
     sort_by_length,
 )
+from minicount.layers.attention import causal_mask, softmax
+from minicount.model import ATTENTION, loss_and_grads_all
 
 from . import reference
+
+GRAD_NAMES = ("dx", "dW_Q", "dW_K", "dW_V", "dW_O")
+HOOKS = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z", "hook_result")
 
 
 def rel(a, b):
@@ -35,10 +42,17 @@ def test_causal_softmax_matches_textbook(scale, dtype, tol):
     scores[0, 0, 4, 1] = -np.inf  # a hook may rule a key out with -inf
     before = scores.copy()
     pattern = causal_softmax(scores)
-    expected = reference.softmax(np.where(np.tril(np.ones((7, 7), bool)), scores, -np.inf))
+    expected = softmax(np.where(causal_mask(7, np), scores, -np.inf))
     assert pattern.dtype == dtype
     np.testing.assert_allclose(pattern, expected, rtol=tol, atol=tol * 1e-3)
     np.testing.assert_array_equal(scores, before)  # the scores are left as they were
+
+
+def test_cached_causal_mask_is_read_only():
+    mask = causal_mask(5, np)
+    assert mask is causal_mask(5, np)  # cached: one array shared by every call
+    with pytest.raises(ValueError, match="read-only"):
+        mask[0, 1] = True
 
 
 def attention_inputs(lead, B, T, d, H, e, scale, seed):
@@ -49,51 +63,69 @@ def attention_inputs(lead, B, T, d, H, e, scale, seed):
     return x, Ws, W_O
 
 
-@pytest.mark.parametrize("lead", [(), (3,)])
-@pytest.mark.parametrize("scale", [0.5, 8.0])  # 8.0: scores beyond SHIFT_FREE, the shifted branch
-def test_attention_matches_textbook(lead, scale):
-    x, (W_Q, W_K, W_V), W_O = attention_inputs(lead, 4, 9, 6, 3, 5, scale, seed=2)
-    out, cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
-    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
-    if scale > 1:
-        assert np.abs(ref_cache["scores"]).max() > SHIFT_FREE
+def assert_same_attention(forward, backward, x, Ws, W_O):
+    """forward, backward give the textbook's output and gradients (host arrays)."""
+    out, cache = forward(x, *Ws, W_O)
+    ref_out, ref_cache = layers.attention_forward(x, *Ws, W_O)
+    assert out.shape == ref_out.shape and out.dtype == ref_out.dtype
     assert rel(out, ref_out) < 1e-12
     dout = np.random.default_rng(3).standard_normal(out.shape)
-    grads = layers.attention_backward(dout, cache)
-    ref_grads = reference.attention_backward(dout, ref_cache)
-    for name, g, ref in zip(("dx", "dW_Q", "dW_K", "dW_V", "dW_O"), grads, ref_grads, strict=True):
-        assert g.shape == ref.shape, name
+    grads = backward(dout, cache)
+    ref_grads = layers.attention_backward(dout, ref_cache)
+    for name, g, ref in zip(GRAD_NAMES, grads, ref_grads, strict=True):
+        assert g.shape == ref.shape and g.dtype == ref.dtype, name
         assert rel(g, ref) < 1e-10, name
+    return ref_cache
 
 
-def test_attention_hooks_see_the_textbook_activations():
-    x, (W_Q, W_K, W_V), W_O = attention_inputs((), 2, 6, 4, 2, 3, 1.0, seed=4)
-    seen = {}
-    record = {
-        n: (lambda a, n=n: seen.setdefault(n, a))
-        for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")
-    }
-    out, _ = layers.attention_forward(x, W_Q, W_K, W_V, W_O, hooks=record)
-    _, ref = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
-    for hook_name, key in (
-        ("hook_q", "q"),
-        ("hook_k", "k"),
-        ("hook_v", "v"),
-        ("hook_attn_scores", "scores"),
-        ("hook_pattern", "pattern"),
-        ("hook_z", "z"),
-    ):
-        assert seen[hook_name].shape == ref[key].shape, hook_name
-        np.testing.assert_allclose(seen[hook_name], ref[key], rtol=1e-12, atol=1e-14)
+@pytest.mark.parametrize("lead", [(), (3,)])
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # 8.0: scores beyond SHIFT_FREE, the shifted branch
+def test_fast_attention_matches_textbook(lead, scale):
+    x, Ws, W_O = attention_inputs(lead, 4, 9, 6, 3, 5, scale, seed=2)
+    ref_cache = assert_same_attention(*ATTENTION["fast"], x, Ws, W_O)
+    if scale > 1:
+        scores = ref_cache["q"] @ ref_cache["k"].swapaxes(-1, -2) / np.sqrt(5)
+        assert np.abs(scores).max() > SHIFT_FREE
 
 
-def test_attention_float32_stays_float32():
-    x, (W_Q, W_K, W_V), W_O = (
-        a.astype(np.float32) if isinstance(a, np.ndarray) else [w.astype(np.float32) for w in a]
-        for a in attention_inputs((), 3, 5, 4, 2, 3, 1.0, seed=5)
-    )
-    out, cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
-    grads = layers.attention_backward(np.ones_like(out), cache)
+def test_fast_attention_hooks_see_the_textbook_activations():
+    x, Ws, W_O = attention_inputs((), 2, 6, 4, 2, 3, 1.0, seed=4)
+    seen = {"fast": {}, "textbook": {}}
+
+    def recorder(path):
+        return {n: (lambda a, n=n: seen[path].setdefault(n, a)) for n in HOOKS}
+
+    fast_attention.attention_forward(x, *Ws, W_O, hooks=recorder("fast"))
+    layers.attention_forward(x, *Ws, W_O, hooks=recorder("textbook"))
+    for name in HOOKS:
+        got, expected = seen["fast"][name], seen["textbook"][name]
+        assert got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_an_edit_by_hook_changes_both_paths_alike():
+    """A hook that rules out key 0 for every query but the first: same output on both paths."""
+    x, Ws, W_O = attention_inputs((), 2, 5, 4, 2, 3, 1.0, seed=6)
+
+    def edit(scores):
+        scores = scores.copy()
+        scores[..., 1:, 0] = -np.inf
+        return scores
+
+    outs = [
+        forward(x, *Ws, W_O, hooks={"hook_attn_scores": edit})[0]
+        for forward, _ in (ATTENTION["fast"], ATTENTION["textbook"])
+    ]
+    assert rel(outs[0], outs[1]) < 1e-12
+
+
+@pytest.mark.parametrize("path", list(ATTENTION))
+def test_attention_float32_stays_float32(path):
+    x, Ws, W_O = attention_inputs((), 3, 5, 4, 2, 3, 1.0, seed=5)
+    x, W_O, Ws = x.astype(np.float32), W_O.astype(np.float32), [W.astype(np.float32) for W in Ws]
+    forward, backward = ATTENTION[path]
+    out, cache = forward(x, *Ws, W_O)
+    grads = backward(np.ones_like(out), cache)
     assert out.dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads)
 
@@ -291,31 +323,59 @@ def numpy_core_backward(q, k, v, z, lse, dz, scale):
 @pytest.mark.parametrize("lead", [(), (2,)])
 def test_fused_attention_glue_matches_textbook(lead):
     """attention_cuda's projections and layouts around the kernel, with NumPy stand-in cores."""
-    x, (W_Q, W_K, W_V), W_O = attention_inputs(lead, 3, 8, 5, 2, 4, 1.0, seed=8)
-    out, cache = attention_cuda.attention_forward(x, W_Q, W_K, W_V, W_O, core=numpy_core_forward)
-    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
-    assert rel(out, ref_out) < 1e-12
-    dout = np.random.default_rng(9).standard_normal(out.shape)
-    grads = attention_cuda.attention_backward(dout, cache, core=numpy_core_backward)
-    for g, ref in zip(grads, reference.attention_backward(dout, ref_cache), strict=True):
-        assert g.shape == ref.shape
-        assert rel(g, ref) < 1e-10
+    x, Ws, W_O = attention_inputs(lead, 3, 8, 5, 2, 4, 1.0, seed=8)
+
+    def forward(*args):
+        out, cache = attention_cuda.attention_forward(*args, core=numpy_core_forward)
+        assert cache["fused"]
+        return out, cache
+
+    def backward(dout, cache):
+        return attention_cuda.attention_backward(dout, cache, core=numpy_core_backward)
+
+    assert_same_attention(forward, backward, x, Ws, W_O)
 
 
-def test_fused_kernel_is_off_for_numpy_and_hooks():
-    x = np.zeros((2, 3, 4))
-    attention_cuda.use_fused_kernel(True)
-    try:
-        assert not attention_cuda.applies(x, None, 4)  # NumPy: always the plain path
-    finally:
-        attention_cuda.use_fused_kernel(False)
+def test_fused_path_takes_the_fast_one_where_the_kernel_cannot_run():
+    """NumPy arrays or hooks: attention_cuda hands the call to fast/attention.py, visibly."""
+    x, Ws, W_O = attention_inputs((), 2, 4, 3, 2, 3, 1.0, seed=9)
+    assert not attention_cuda.applies(x, None, 3)  # NumPy
+    out, cache = attention_cuda.attention_forward(x, *Ws, W_O)
+    fast_out, _ = fast_attention.attention_forward(x, *Ws, W_O)
+    assert "fused" not in cache
+    np.testing.assert_array_equal(out, fast_out)
+    assert_same_attention(*ATTENTION["fused"], x, Ws, W_O)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_model_paths_agree_and_training_records_its_path(config, tmp_path):
+    """forward and loss_and_grads give the same numbers on every path; a run saves its path."""
+    params = mc.init_params(config, 1, dtype=np.float64)
+    tokens, targets, mask = data.sample_batch(6, 9, np.random.default_rng(1))
+    targets = targets.astype(np.float64)
+    ref_loss, ref_grads = mc.loss_and_grads(params, tokens, targets, mask, config)
+    for path in ("fast", "fused"):
+        loss, grads = mc.loss_and_grads(params, tokens, targets, mask, config, attention=path)
+        assert abs(loss - ref_loss) < 1e-12 * abs(ref_loss)
+        for k in ref_grads:
+            assert rel(grads[k], ref_grads[k]) < 1e-10, (path, k)
+    with pytest.raises(ValueError, match="textbook, fast, fused"):
+        mc.forward(params, tokens, config, attention="quick")
+    kw = dict(steps=2, batch_size=8, max_len=8, eval_every=0, n_eval=16, dtype="float64")
+    runs = {}
+    for path in ("textbook", "fast"):
+        ck = tmp_path / f"{path}.npz"
+        runs[path], _ = mc.train(config, path=path, checkpoint=ck, **kw)
+        assert mc.load_checkpoint(ck)["info"]["train"]["path"] == path
+    for k in runs["textbook"]:
+        assert rel(runs["fast"][k], runs["textbook"][k]) < 1e-9, k
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
 @pytest.mark.parametrize("lead,T,d_head", [((), 33, 8), ((3,), 33, 8), ((2,), 65, 16), ((), 1, 3)])
-def test_fused_cuda_kernel_matches_plain(dtype, tol, lead, T, d_head):
-    """The fused CUDA kernel against the plain path on the GPU: outputs and gradients."""
+def test_fused_cuda_kernel_matches_textbook(dtype, tol, lead, T, d_head):
+    """The fused CUDA kernel against the textbook path on the GPU: outputs and gradients."""
     from .conftest import gpu_ok
 
     if not gpu_ok():
@@ -328,13 +388,9 @@ def test_fused_cuda_kernel_matches_plain(dtype, tol, lead, T, d_head):
     dout = np.random.default_rng(11).standard_normal(plain_out.shape).astype(dtype)
     dout = to_device(dout, "gpu")
     plain_grads = layers.attention_backward(dout, plain_cache)
-    attention_cuda.use_fused_kernel(True)
-    try:
-        out, cache = layers.attention_forward(*args)
-        assert cache.get("fused")
-        grads = layers.attention_backward(dout, cache)
-    finally:
-        attention_cuda.use_fused_kernel(False)
+    out, cache = attention_cuda.attention_forward(*args)
+    assert cache.get("fused")
+    grads = attention_cuda.attention_backward(dout, cache)
     assert rel(to_numpy(out), to_numpy(plain_out)) < tol
     names = ("dx", "dW_Q", "dW_K", "dW_V", "dW_O")
     scale = max(float(np.linalg.norm(to_numpy(r))) for r in plain_grads)
@@ -343,7 +399,7 @@ def test_fused_cuda_kernel_matches_plain(dtype, tol, lead, T, d_head):
         assert g.shape == ref.shape
         if T == 1 and name in ("dW_Q", "dW_K"):
             # one key: the pattern is 1 whatever the scores, so these are 0 in exact
-            # arithmetic; the plain path leaves rounding noise, the fused kernel exact zeros
+            # arithmetic; the textbook leaves rounding noise, the fused kernel exact zeros
             assert np.linalg.norm(g) <= tol * scale and np.linalg.norm(ref) <= 10 * tol * scale
             continue
         assert rel(g, ref) < tol, name
@@ -359,10 +415,10 @@ def test_fast_paths_on_cupy_match_textbook():
     from minicount.backend import to_device, to_numpy
 
     x, (W_Q, W_K, W_V), W_O = attention_inputs((2,), 3, 7, 4, 2, 3, 1.0, seed=6)
-    out, cache = layers.attention_forward(*to_device((x, W_Q, W_K, W_V, W_O), "gpu"))
-    grads = layers.attention_backward(to_device(np.ones(out.shape), "gpu"), cache)
-    ref_out, ref_cache = reference.attention_forward(x, W_Q, W_K, W_V, W_O)
-    ref_grads = reference.attention_backward(np.ones(out.shape), ref_cache)
+    out, cache = fast_attention.attention_forward(*to_device((x, W_Q, W_K, W_V, W_O), "gpu"))
+    grads = fast_attention.attention_backward(to_device(np.ones(out.shape), "gpu"), cache)
+    ref_out, ref_cache = layers.attention_forward(x, W_Q, W_K, W_V, W_O)
+    ref_grads = layers.attention_backward(np.ones(out.shape), ref_cache)
     assert rel(to_numpy(out), ref_out) < 1e-12
     for g, ref in zip(grads, ref_grads, strict=True):
         assert rel(to_numpy(g), ref) < 1e-10

@@ -63,12 +63,12 @@ def test_embedding(lead, B, T, d, data):
 
 @given(lead=lead, B=small, T=small, d=small, extra=st.integers(0, 3), data=st.data())
 def test_pos_embedding(lead, B, T, d, extra, data):
-    x = data.draw(values(lead + (B, T, d)))
+    tokens = np.zeros(lead + (B, T), dtype=np.int64)  # only the shape matters
     W_pos = data.draw(values(lead + (T + extra, d)))
     check(
-        layers.pos_embedding_forward,
-        lambda G, c: (G, layers.pos_embedding_backward(G, c)),
-        {"x": x, "W_pos": W_pos},
+        lambda W_pos: layers.pos_embedding_forward(tokens, W_pos),
+        layers.pos_embedding_backward,
+        {"W_pos": W_pos},
         data.draw(st.integers(0, 2**31)),
     )
 
@@ -101,6 +101,9 @@ def test_mlp(lead, B, T, d, d_mlp, seed):
         "W_out": r.standard_normal(lead + (d_mlp, d)),
         "b_out": r.standard_normal(lead + (d,)),
     }
+    # ... though a draw may land close enough (seed 37503 did): skip those
+    pre = inputs["x"] @ inputs["W_in"][..., None, :, :] + inputs["b_in"][..., None, None, :]
+    assume(np.abs(pre).min() > 1e-3)
     check(layers.mlp_forward, layers.mlp_backward, inputs, seed)
 
 

@@ -152,3 +152,41 @@ def test_forward_rejects_bad_tokens():
         mc.forward(params, np.zeros((1, 6), dtype=int), config)
     with pytest.raises(ValueError, match="integer"):
         mc.forward(params, np.zeros((1, 3)), config)
+
+
+def test_names_are_built_as_transformer_lens_builds_them():
+    from minicount.names import act_name, param_name
+
+    assert act_name("pattern", layer=0) == "blocks.0.attn.hook_pattern"
+    assert act_name("attn_scores", 2) == "blocks.2.attn.hook_attn_scores"
+    assert act_name("resid_post", 1) == "blocks.1.hook_resid_post"
+    assert act_name("embed") == "hook_embed" and act_name("pos_embed") == "hook_pos_embed"
+    assert act_name("blocks.0.attn.hook_z") == "blocks.0.attn.hook_z"  # already full
+    assert (
+        param_name("W_Q", 0) == "blocks.0.attn.W_Q"
+        and param_name("b_out", 1) == "blocks.1.mlp.b_out"
+    )
+    assert param_name("ln1.w", 0) == "blocks.0.ln1.w" and param_name("W_E") == "embed.W_E"
+    config = mc.ModelConfig(n_layers=2, pos_emb=True, layernorm=True, mlp=True)
+    assert set(mc.init_params(config)) == set(mc.param_shapes(config))
+    assert "hook_pos_embed" in mc.model.hook_names(config)
+    assert "hook_pos_embed" not in mc.model.hook_names(mc.ModelConfig())
+
+
+def test_hook_embed_and_hook_pos_embed_are_apart():
+    """hook_embed: the token embedding alone; hook_pos_embed: W_pos[t] at every position;
+    block 0's resid_pre is their sum (as in TransformerLens)."""
+    config = mc.ModelConfig(pos_emb=True, n_ctx=12)
+    params = mc.init_params(config, 2, dtype=np.float64)
+    tokens, _, _ = data.sample_batch(4, 8, np.random.default_rng(2))
+    saved = {}
+    hooks = {n: (lambda a, n=n: saved.setdefault(n, a))
+             for n in ("hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre")}  # fmt: skip
+    mc.forward(params, tokens, config, hooks=hooks)
+    T = tokens.shape[-1]
+    np.testing.assert_array_equal(saved["hook_embed"], params["embed.W_E"][tokens])
+    assert saved["hook_pos_embed"].shape == saved["hook_embed"].shape
+    np.testing.assert_array_equal(saved["hook_pos_embed"][1], params["pos_embed.W_pos"][:T])
+    np.testing.assert_array_equal(
+        saved["blocks.0.hook_resid_pre"], saved["hook_embed"] + saved["hook_pos_embed"]
+    )

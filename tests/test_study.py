@@ -316,3 +316,14 @@ def test_figures_have_titles_labelled_axes_and_legends(quick_run):
         assert any(ax.get_xlabel() for ax in axes), name
         if name in ("accuracy.png", "training.png", "roles.png", "ratios.png", "heads.png"):
             assert any(ax.get_legend() is not None for ax in axes), name
+
+
+def test_fused_kernel_option_is_saved_with_each_cell(tmp_path):
+    """--fused-kernel reaches the training of every cell as TrainConfig.path (on the CPU the
+    fused path hands attention to the fast one), and each cell's checkpoint records it."""
+    import minicount as mc
+
+    args = ["sweep", "--set", "n_heads=1", "--steps", "10", *TINY, "--no-figures"]
+    assert main(args + ["--fused-kernel", "--out", str(tmp_path)]) == 0
+    (ck,) = (tmp_path / "cells").glob("*/model.npz")
+    assert mc.load_checkpoint(ck)["info"]["train"]["path"] == "fused"

@@ -16,6 +16,7 @@ from itertools import combinations
 
 from ..backend import array_module, device_of, to_device
 from ..data import EOS
+from ..names import act_name
 from .attribution import eos_contributions, exactness_problem
 from .hooks import check_single, run_with_cache
 from .scoring import eos_metrics
@@ -25,7 +26,7 @@ MAX_SUBSET_HEADS = 8
 
 
 def result_name(layer: int = 0) -> str:
-    return f"blocks.{layer}.attn.hook_result"
+    return act_name("result", layer)
 
 
 def result_means(params: dict, tokens, mask, config, *, layer: int = 0):

@@ -71,7 +71,7 @@ def analyze_model(
     check_single(params)
     device = device_of(params["embed.W_E"])
     tokens = to_device(np.asarray(to_numpy(tokens)), device)
-    logits = forward(params, tokens, config)  # [B, T, V]
+    logits = forward(params, tokens, config, attention="fast")  # [B, T, V] (see hooks.py)
     problem = exactness_problem(config)
     out = {
         "config": config.to_dict(),

@@ -23,6 +23,7 @@ import numpy as np
 from ..backend import array_module, to_numpy
 from ..data import BOS, ONE, TWO, ZERO, V
 from ..layers import layernorm_forward
+from ..names import param_name
 from .hooks import check_single
 from .patterns import attention_patterns
 
@@ -49,12 +50,12 @@ def score_table(params: dict, config, *, layer: int = 0):
     problem = score_table_problem(config, layer)
     if problem is not None:
         raise ValueError(f"no exact score table: {problem}")
-    p = f"blocks.{layer}."
-    e = params["embed.W_E"]  # [V, d_model]
+    W = lambda name: params[param_name(name, layer)]  # noqa: E731
+    e = params[param_name("W_E")]  # [V, d_model]
     if config.layernorm:
-        e = layernorm_forward(e[None], params[p + "ln1.w"], params[p + "ln1.b"])[0][0]  # [V, d]
-    q = e @ params[p + "attn.W_Q"]  # [V, d_model] @ [H, d_model, d_head] -> [H, V, d_head]
-    k = e @ params[p + "attn.W_K"]  # [H, V, d_head]
+        e = layernorm_forward(e[None], W("ln1.w"), W("ln1.b"))[0][0]  # [V, d_model]
+    q = e @ W("W_Q")  # [V, d_model] @ [H, d_model, d_head] -> [H, V, d_head]
+    k = e @ W("W_K")  # [H, V, d_head]
     return (q @ k.swapaxes(-1, -2)) / math.sqrt(config.d_head)  # [H, V, V]
 
 

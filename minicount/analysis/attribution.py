@@ -13,10 +13,11 @@ For any other architecture the split is not exact and these functions refuse.
 from __future__ import annotations
 
 from ..data import EOS
+from ..names import act_name
 from .hooks import check_single, run_with_cache
 
-RESULT = "blocks.0.attn.hook_result"
-RESID_PRE = "blocks.0.hook_resid_pre"
+RESULT = act_name("result", 0)
+RESID_PRE = act_name("resid_pre", 0)
 
 
 def exactness_problem(config) -> str | None:

@@ -25,10 +25,12 @@ import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
+from ..fast.attention import SHIFT_FREE, causal_softmax
 from ..layers import bce_with_logits_forward
-from ..layers.attention import SHIFT_FREE, causal_mask, causal_softmax
+from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..model import check_params
+from ..names import act_name, param_name
 from . import aggregation as aggregation_module
 from . import linear as linear_module
 from .ablation import MODES, head_sets
@@ -75,7 +77,7 @@ def check_ensemble(params: dict, config) -> int:
 def _eos_readouts(params: dict):
     """(u [M, H, d_head], w [M, d_model]): W_O[h] @ W_U[:, EOS] per head, and W_U[:, EOS]."""
     w = params["unembed.W_U"][..., EOS]  # [M, d_model]
-    u = (params["blocks.0.attn.W_O"] @ w[:, None, :, None])[..., 0]  # [M, H, d_head]
+    u = (params[param_name("W_O", 0)] @ w[:, None, :, None])[..., 0]  # [M, H, d_head]
     return u, w
 
 
@@ -162,15 +164,13 @@ def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     instruments need from it, every array with the model axis in front."""
     from .hooks import run_with_cache
 
-    p = "blocks.0."
-    names = [p + "attn.hook_pattern", p + "attn.hook_z", p + "attn.hook_v"]
-    if edits:
-        names.append(p + "attn.hook_attn_scores")
-    logits, cache = run_with_cache(params, tokens, config, names)  # [M, b, T, V]
+    names = {n: act_name(n, 0) for n in ("pattern", "z", "v", "attn_scores")}
+    recorded = [names[n] for n in ("pattern", "z", "v")] + ([names["attn_scores"]] if edits else [])
+    logits, cache = run_with_cache(params, tokens, config, recorded)  # [M, b, T, V]
     xp = array_module(logits)
     u, w = _eos_readouts(params)  # [M, H, d_head], [M, d_model]
-    z = cache[p + "attn.hook_z"]  # [M, b, H, T, d_head]
-    pattern = cache[p + "attn.hook_pattern"]  # [M, b, H, T, T]
+    z = cache[names["z"]]  # [M, b, H, T, d_head]
+    pattern = cache[names["pattern"]]  # [M, b, H, T, T]
     real = mask.astype(bool)  # [b, T]
     out = {
         "logits": logits,
@@ -181,7 +181,7 @@ def _chunk(params, tokens, mask, config, edits: bool) -> dict:
         "attention": _attention_sums(pattern, tokens, real),
     }
     if edits:
-        scores, v = cache[p + "attn.hook_attn_scores"], cache[p + "attn.hook_v"]
+        scores, v = cache[names["attn_scores"]], cache[names["v"]]
         out["edits"] = _edited_contributions(params, scores, v, u, tokens, pattern)
     return out
 
@@ -400,8 +400,8 @@ def _attention_all(params, sums: dict, config) -> list[dict]:
     exact = not config.pos_emb  # one layer (checked): the table is exact without positions
     if exact:
         e = params["embed.W_E"][:, None]  # [M, 1, V, d_model]
-        q = e @ params["blocks.0.attn.W_Q"]  # [M, H, V, d_head]
-        k = e @ params["blocks.0.attn.W_K"]  # [M, H, V, d_head]
+        q = e @ params[param_name("W_Q", 0)]  # [M, H, V, d_head]
+        k = e @ params[param_name("W_K", 0)]  # [M, H, V, d_head]
         table = exact_weights((q @ k.swapaxes(-1, -2)) / np.sqrt(config.d_head))  # [M, H, V, V]
         w = {name: table[name] for name in PAIRS}  # [M, H, 3]
     else:
@@ -490,7 +490,7 @@ def analyze_ensemble(
     c, offset = run["c"], run["offset"]  # [M, H, B, T], [M, B, T]
     c_real, offset_real = at.real(c), at.real(offset)  # [M, H, N], [M, N]
     n_real = float(at.mask.sum())
-    W_O = params["blocks.0.attn.W_O"].astype(xp.float64)  # [M, H, d_head, d_model]
+    W_O = params[param_name("W_O", 0)].astype(xp.float64)  # [M, H, d_head, d_model]
     means = (run["z_sum"][..., None, :] @ W_O)[..., 0, :] / n_real  # [M, H, d_model]
     W_U_eos = params["unembed.W_U"][..., EOS].astype(xp.float64)  # [M, d_model]
     fill_eos = (means @ W_U_eos[..., None])[..., 0]  # [M, H]

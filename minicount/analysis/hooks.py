@@ -1,7 +1,11 @@
 """Running the forward pass with hooks: record activations, or edit them on the way.
 
 Every instrument reads or edits the model through the hooks of ``minicount.model.forward``
-(full names such as ``blocks.0.attn.hook_result``), never by changing the parameters.
+(full names such as ``blocks.0.attn.hook_result``, made by ``minicount.names.act_name``),
+never by changing the parameters. The instruments run the fast attention path
+(fast/attention.py), which has the same hooks as the textbook one and the same numbers up
+to rounding (tests/test_fast_paths.py): an analysis makes many passes over whole held-out
+sets.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def run_with_cache(params: dict, tokens, config, names, *, hooks=None):
             return a
 
         hooks[name] = record
-    logits = forward(params, tokens, config, hooks=hooks)
+    logits = forward(params, tokens, config, hooks=hooks, attention="fast")
     return logits, cache
 
 

@@ -20,7 +20,8 @@ from itertools import combinations
 
 from ..backend import array_module, device_of, to_device
 from ..data import EOS, ONE, TWO, ZERO
-from ..layers.attention import SHIFT_FREE
+from ..fast.attention import SHIFT_FREE
+from ..names import act_name
 from .hooks import check_single, run_with_cache
 from .scoring import eos_metrics, metric_change
 
@@ -112,8 +113,8 @@ def mean_values_hook():
 
 def intervention_list(tokens, n_heads: int, *, layer: int = 0) -> list[tuple[str, list, dict]]:
     """(name, heads involved, hooks) for every intervention of the study."""
-    p = f"blocks.{layer}.attn."
-    scores, values, every = p + "hook_attn_scores", p + "hook_v", list(range(n_heads))
+    scores, values = act_name("attn_scores", layer), act_name("v", layer)
+    every = list(range(n_heads))
     runs = []
     for h in range(n_heads):
         runs.append(("force_w01=1", [h], {scores: force_weight_hook(tokens, h, ZERO, ONE, 1.0)}))

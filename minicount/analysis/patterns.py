@@ -6,6 +6,7 @@ import numpy as np
 
 from ..backend import array_module, to_numpy
 from ..data import VOCAB
+from ..names import act_name
 from .hooks import check_single, run_with_cache
 
 
@@ -17,7 +18,7 @@ def attention_patterns(params: dict, tokens, config):
     pass's ``blocks.{l}.attn.hook_pattern`` hooks, for any architecture.
     """
     check_single(params)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(config.n_layers)]
+    names = [act_name("pattern", l) for l in range(config.n_layers)]
     _, cache = run_with_cache(params, tokens, config, names)
     xp = array_module(cache[names[0]])
     return xp.stack([cache[n] for n in names])  # [L, B, H, T, T]

@@ -1,4 +1,4 @@
-"""Causal multi-head self-attention without biases (TransformerLens names and shapes).
+"""Causal multi-head self-attention without biases, written as the textbook computes it.
 
     q, k, v   = x @ W_Q[h], x @ W_K[h], x @ W_V[h]            per head h
     scores    = q @ kᵀ / sqrt(d_head), keys after the query masked out
@@ -6,217 +6,134 @@
     z         = pattern @ v
     out       = Σ_h z_h @ W_O[h]
 
+This is the reference: every line is one step of the formulas above, and the backward
+differentiates them one by one in reverse. minicount/fast/ holds the same computation
+rearranged for speed (fast/attention.py for NumPy and CuPy, fast/attention_cuda.py with a
+fused CUDA kernel); tests/test_fast_paths.py checks both against this file, and the model
+chooses between them only when asked to (``model.forward(..., attention=...)``).
+
 Hooks. ``hooks`` maps an activation name to a function ``fn(activation) -> activation``
 that may read it or return an edited copy; it is how analysis records patterns, ablates
 heads or edits attention without touching the parameters. Names (TransformerLens):
 ``hook_q``, ``hook_k``, ``hook_v`` [..., B, H, T, d_head], ``hook_attn_scores`` and
 ``hook_pattern`` [..., B, H, T, T], ``hook_z`` [..., B, H, T, d_head] and ``hook_result``
-[..., B, H, T, d_model] (each head's output; computed only when hooked).
-A forward pass with hooks is for analysis: its cache is not meant for the backward.
+[..., B, H, T, d_model] (each head's output).
 
-Speed (the README's Performance section has the measurements). The [..., B, H, T, T]
-arrays (scores, pattern and their gradients) are the only big ones, so the code passes
-over them as few times as it can: the 1/sqrt(d_head) scale is applied to the small q
-instead, the softmax skips the row maximum when it can and normalises in place, and the
-backward uses Σ_j dpattern·pattern = dz·z (a [..., T] dot of small arrays) instead of a
-pass over [T, T]. The three projections are one matmul with W_Q, W_K, W_V side by side,
-computed transposed so that every head's q, k, v is a view (heads_of_columns): NumPy
-copies arrays with a last axis of 8 slowly, and this layout needs no such copy.
-On a GPU, attention_cuda.py can run steps 2-4 as one fused kernel.
+Shapes: the leading ``...`` is the optional model axis [M] of an ensemble. Activations
+that belong to one head have the head axis H after the batch axis B.
 """
 
 import functools
 import math
 
 from ..backend import array_module
-from . import attention_cuda
-from .shapes import merge_heads, rows, split_heads, unrows  # noqa: F401 (split/merge: for users)
-
-# exp(x) stays a normal float32 for |x| < 87, so scores inside ±SHIFT_FREE need no shift
-SHIFT_FREE = 80.0
-
-
-def heads_as_matrix(W):
-    """[..., H, d_model, d_head] -> [..., d_model, H*d_head]: the heads side by side."""
-    H, d_model, d_head = W.shape[-3:]
-    return W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head)
-
-
-def matrix_as_heads(M, H):
-    """The inverse of heads_as_matrix: [..., d_model, H*d_head] -> [..., H, d_model, d_head]."""
-    d_model = M.shape[-2]
-    return M.reshape(*M.shape[:-2], d_model, H, -1).swapaxes(-3, -2)
-
-
-def heads_of_columns(y_cols, B, T, H):
-    """[..., H*d_head, B*T] -> [..., B, H, T, d_head], a view (no copy).
-
-    y_cols holds one column per position: the transposed layout that ``W.T @ x_rows.T``
-    produces. Each (string, head) matrix [T, d_head] is then a strided view that matmul
-    takes as it is, so q, k, v and their gradients never need a transposing copy.
-    """
-    y = y_cols.reshape(*y_cols.shape[:-2], H, -1, B, T)  # [..., H, d_head, B, T]
-    n = y.ndim
-    return y.transpose(*range(n - 4), n - 2, n - 4, n - 1, n - 3)
-
-
-def columns_of_heads(y):
-    """The inverse of heads_of_columns: [..., B, H, T, d_head] -> [..., H*d_head, B*T].
-
-    Free (a view) for an array made by heads_of_columns, a copy for any other.
-    """
-    B, H, T, d_head = y.shape[-4:]
-    n = y.ndim
-    y = y.transpose(*range(n - 4), n - 3, n - 1, n - 4, n - 2)  # [..., H, d_head, B, T]
-    return y.reshape(*y.shape[:-4], H * d_head, B * T)
-
-
-def matmul_into(a, b, out):
-    """out[...] = a @ b, for an ``out`` laid out by heads_of_columns.
-
-    NumPy's matmul writes straight into an output whose rows are contiguous, as outᵀ's
-    are, so it computes outᵀ = bᵀ @ aᵀ; CuPy simply copies the product in.
-    """
-    xp = array_module(a)
-    if xp.__name__ == "numpy":
-        xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2), out=out.swapaxes(-1, -2))
-    else:
-        out[...] = a @ b
 
 
 @functools.lru_cache(maxsize=64)
 def causal_mask(T, xp, dtype=bool):
     """[T, T], 1 (True) where key j may be seen from query t (j <= t), else 0.
 
-    Cached (one array per T, module and dtype), so it must never be written to.
+    Cached (one array per T, module and dtype) and therefore read-only on NumPy (CuPy has
+    no read-only arrays: there, never write to it).
     """
-    return xp.tril(xp.ones((T, T), dtype=dtype))
+    mask = xp.tril(xp.ones((T, T), dtype=dtype))  # [T, T]
+    if xp.__name__ == "numpy":
+        mask.flags.writeable = False
+    return mask
 
 
 def softmax(scores, axis=-1):
     """The textbook softmax, shifted by the maximum so that exp cannot overflow."""
     xp = array_module(scores)
-    e = xp.exp(scores - scores.max(axis=axis, keepdims=True))
+    e = xp.exp(scores - scores.max(axis=axis, keepdims=True))  # same shape as scores
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def causal_softmax(scores):
-    """pattern [..., T, T]: softmax over keys j <= t of scores[..., t, j]; later keys get 0.
-
-    Equal to softmax(where(causal_mask, scores, -inf)). Softmax does not change when a row
-    is shifted, and the shift only guards exp against overflow, so when every score lies
-    within ±SHIFT_FREE (the usual case) exp is taken directly and the mask multiplies it;
-    this skips a max over the short last axis, the slowest pass over [T, T] in NumPy.
-    """
-    xp = array_module(scores)
-    T = scores.shape[-1]
-    if not max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:  # also catches inf, nan
-        return softmax(xp.where(causal_mask(T, xp), scores, -xp.inf))
-    pattern = xp.exp(scores)  # [..., T, T]
-    pattern *= causal_mask(T, xp, scores.dtype)
-    row_sums = xp.einsum("...tj->...t", pattern)  # [..., T] (einsum: faster than .sum here)
-    pattern *= (1.0 / row_sums)[..., None]
-    return pattern
+def per_head(x):
+    """[..., B, T, d_model] -> [..., B, 1, T, d_model]: x lined up with the head axis."""
+    return x[..., None, :, :]
 
 
 def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None):
     """x [..., B, T, d_model]; W_Q/W_K/W_V [..., H, d_model, d_head]; W_O [..., H, d_head, d_model].
 
     Returns out [..., B, T, d_model] and the cache (a dict of named activations).
-    On CuPy, with attention_cuda.use_fused_kernel(True) and no hooks, the fused kernel runs.
     """
-    if attention_cuda.applies(x, hooks, W_Q.shape[-1]):
-        return attention_cuda.attention_forward(x, W_Q, W_K, W_V, W_O)
     xp = array_module(x)
     hooks = hooks or {}
     hook = lambda name, a: hooks[name](a) if name in hooks else a  # noqa: E731
-    B, T = x.shape[-3:-1]
-    H, d_head = W_Q.shape[-3], W_Q.shape[-1]
-    x_rows = rows(x)  # [..., B*T, d_model]
+    T, d_head = x.shape[-2], W_Q.shape[-1]
+    W = lambda w: w[..., None, :, :, :]  # noqa: E731  [..., H, a, b] -> [..., 1, H, a, b]
 
-    # 1. project every position to queries, keys and values, all heads in one matmul
-    #    (computed transposed, one column per position: see heads_of_columns)
-    W_QKV = xp.concatenate([heads_as_matrix(W) for W in (W_Q, W_K, W_V)], axis=-1)
-    # W_QKV: [..., d_model, 3*H*d_head]
-    qkv_cols = W_QKV.swapaxes(-1, -2) @ x_rows.swapaxes(-1, -2)  # [..., 3*H*d_head, B*T]
-    qkv = heads_of_columns(qkv_cols, B, T, 3 * H)  # [..., B, 3*H, T, d_head]
-    q = hook("hook_q", qkv[..., :H, :, :])  # [..., B, H, T, d_head]
-    k = hook("hook_k", qkv[..., H : 2 * H, :, :])
-    v = hook("hook_v", qkv[..., 2 * H :, :, :])
+    # 1. project every position to a query, a key and a value, per head:
+    #    [..., B, 1, T, d_model] @ [..., 1, H, d_model, d_head] -> [..., B, H, T, d_head]
+    q = hook("hook_q", per_head(x) @ W(W_Q))  # [..., B, H, T, d_head]
+    k = hook("hook_k", per_head(x) @ W(W_K))  # [..., B, H, T, d_head]
+    v = hook("hook_v", per_head(x) @ W(W_V))  # [..., B, H, T, d_head]
 
-    # 2. scores: how much each query t matches each key j
-    scale = 1.0 / math.sqrt(d_head)
-    scores = hook("hook_attn_scores", (q * scale) @ k.swapaxes(-1, -2))  # [..., B, H, T, T]
+    # 2. scores: how well query t matches key j
+    kT = k.swapaxes(-1, -2)  # [..., B, H, d_head, T]
+    scores = hook("hook_attn_scores", q @ kT / math.sqrt(d_head))  # [..., B, H, T, T]
 
-    # 3. causal mask and softmax over keys: pattern[t, j] = weight of key j for query t
-    pattern = hook("hook_pattern", causal_softmax(scores))  # [..., B, H, T, T], rows sum to 1
+    # 3. causal mask, then softmax over the keys: pattern[t, j] is the weight of key j for query t
+    masked = xp.where(causal_mask(T, xp), scores, -xp.inf)  # [..., B, H, T, T], -inf where j > t
+    pattern = hook("hook_pattern", softmax(masked))  # [..., B, H, T, T], rows sum to 1
 
-    # 4. mix the values
-    z = heads_of_columns(xp.empty(x_rows.shape[:-2] + (H * d_head, B * T), x.dtype), B, T, H)
-    matmul_into(pattern, v, out=z)  # [..., B, H, T, T] @ [..., B, H, T, d_head] -> z
-    z = hook("hook_z", z)
+    # 4. each query's mix of the values
+    z = hook("hook_z", pattern @ v)  # [..., B, H, T, T] @ [..., B, H, T, d_head] -> [.., d_head]
 
-    # 5. project back to the residual stream and sum over heads
-    z_cols = columns_of_heads(z)  # [..., H*d_head, B*T]
-    W_O_rows = W_O.reshape(*W_O.shape[:-3], H * d_head, W_O.shape[-1])  # [..., H*d_head, d_model]
-    if "hook_result" in hooks:
-        # each head's own output, [..., B, H, T, d_model]; then the same sum, head by head
-        result = hook("hook_result", z @ W_O[..., None, :, :, :])
-        out = result.sum(axis=-3)  # [..., B, T, d_model]
-    else:
-        # [..., B*T, H*d_head] @ [..., H*d_head, d_model] -> [..., B*T, d_model]
-        out = unrows(z_cols.swapaxes(-1, -2) @ W_O_rows, B, T)
+    # 5. each head's output in the residual stream, then their sum over heads:
+    #    [..., B, H, T, d_head] @ [..., 1, H, d_head, d_model] -> [..., B, H, T, d_model]
+    result = hook("hook_result", z @ W(W_O))  # [..., B, H, T, d_model]
+    out = result.sum(axis=-3)  # [..., B, T, d_model]
 
-    cache = {
-        "x_rows": x_rows, "q": q, "k": k, "v": v, "pattern": pattern, "z": z, "z_cols": z_cols,
-        "W_QKV": W_QKV, "W_O_rows": W_O_rows,
-    }  # fmt: skip
+    cache = {"x": x, "W_Q": W_Q, "W_K": W_K, "W_V": W_V, "W_O": W_O,
+             "q": q, "k": k, "v": v, "pattern": pattern, "z": z}  # fmt: skip
     return out, cache
+
+
+def sum_over_batch(a):
+    """[..., B, H, r, c] -> [..., H, r, c]: a weight's gradient, summed over the strings."""
+    return a.sum(axis=-4)
 
 
 def attention_backward(dout, cache):
     """(dx, dW_Q, dW_K, dW_V, dW_O) from dout [..., B, T, d_model]; steps in reverse order."""
-    if cache.get("fused"):
-        return attention_cuda.attention_backward(dout, cache)
-    xp = array_module(dout)
-    x_rows, q, k, v, pattern, z = (cache[n] for n in ("x_rows", "q", "k", "v", "pattern", "z"))
-    z_cols, W_QKV, W_O_rows = cache["z_cols"], cache["W_QKV"], cache["W_O_rows"]
-    B, H, T, d_head = q.shape[-4:]
-    dout_rows = rows(dout)  # [..., B*T, d_model]
+    x, q, k, v, pattern, z = (cache[n] for n in ("x", "q", "k", "v", "pattern", "z"))
+    W_Q, W_K, W_V, W_O = (cache[n] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    d_head = q.shape[-1]
+    W_T = lambda w: w[..., None, :, :, :].swapaxes(-1, -2)  # noqa: E731  [..., 1, H, b, a]
 
-    # 5. in the forward pass this was: out = z_rows @ W_O (z_rows = z_colsᵀ), so now we have:
-    dW_O = (z_cols @ dout_rows).reshape(W_O_rows.shape[:-2] + (H, d_head, -1))  # [.., H, d_head, d]
-    dz_cols = W_O_rows @ dout_rows.swapaxes(-1, -2)  # [..., H*d_head, B*T]: (dout @ W_Oᵀ)ᵀ
-    dz = heads_of_columns(dz_cols, B, T, H)  # [..., B, H, T, d_head]
-
-    # dq, dk, dv are written side by side, in the layout of the forward's qkv_cols
-    dqkv_cols = xp.empty(x_rows.shape[:-2] + (3 * H * d_head, B * T), dtype=x_rows.dtype)
-    dqkv = heads_of_columns(dqkv_cols, B, T, 3 * H)  # [..., B, 3*H, T, d_head]
-    dq, dk, dv = dqkv[..., :H, :, :], dqkv[..., H : 2 * H, :, :], dqkv[..., 2 * H :, :, :]
+    # 5. in the forward pass this was: out = Σ_h z_h @ W_O[h], so now we have:
+    #    every head receives all of dout, and W_O[h] collects z_hᵀ @ dout over the strings
+    dresult = per_head(dout)  # [..., B, 1, T, d_model], the same for every head
+    zT = z.swapaxes(-1, -2)  # [..., B, H, d_head, T]
+    dW_O = sum_over_batch(zT @ dresult)  # [.., B, H, d_head, d_model] -> [.., H, d_head, d_model]
+    W_O_T = W_T(W_O)  # [..., 1, H, d_model, d_head]
+    dz = dresult @ W_O_T  # [..., B, 1, T, d_model] @ [.., d_model, d_head] -> [.., B, H, T, d_head]
 
     # 4. z = pattern @ v
-    dpattern = dz @ v.swapaxes(-1, -2)  # [..., B, H, T, T]
-    matmul_into(pattern.swapaxes(-1, -2), dz, out=dv)  # [..., B, H, T, d_head]
+    dpattern = dz @ v.swapaxes(-1, -2)  # [..., B, H, T, d_head] @ [.., d_head, T] -> [.., T, T]
+    dv = pattern.swapaxes(-1, -2) @ dz  # [..., B, H, T, T] @ [.., T, d_head] -> [.., T, d_head]
 
-    # 3. pattern = softmax(scores): dscores = pattern * (dpattern - Σ_j dpattern * pattern),
-    #    where Σ_j dpattern[t, j] pattern[t, j] = Σ_j (dz_t · v_j) pattern[t, j] = dz_t · z_t;
-    #    masked keys have pattern 0, so their score gets no gradient. (In place on dpattern.)
-    dz_dot_z = xp.einsum("...td,...td->...t", dz, z)  # [..., B, H, T]
-    dscores = dpattern
-    dscores -= dz_dot_z[..., None]
-    dscores *= pattern  # [..., B, H, T, T]
+    # 3. pattern = softmax(masked scores): for each row, dscores = pattern * (dpattern - Σ_j
+    #    dpattern * pattern). Masked keys have pattern 0, so their scores get no gradient.
+    row_dot = (dpattern * pattern).sum(axis=-1, keepdims=True)  # [..., B, H, T, 1]
+    dscores = pattern * (dpattern - row_dot)  # [..., B, H, T, T]
 
-    # 2. scores = (q / sqrt(d_head)) @ kᵀ
-    scale = 1.0 / math.sqrt(d_head)
-    matmul_into(dscores, k, out=dq)
-    dq *= scale  # [..., B, H, T, d_head]
-    matmul_into(dscores.swapaxes(-1, -2), q, out=dk)
-    dk *= scale  # [..., B, H, T, d_head]
+    # 2. scores = q @ kᵀ / sqrt(d_head)
+    dq = dscores @ k / math.sqrt(d_head)  # [..., B, H, T, T] @ [.., T, d_head] -> [.., T, d_head]
+    dk = dscores.swapaxes(-1, -2) @ q / math.sqrt(d_head)  # [..., B, H, T, d_head]
 
-    # 1. [q, k, v] = x @ [W_Q, W_K, W_V]; x fans out to all three, so its gradients add up,
-    #    which the one matmul with the stacked gradients does
-    dW_QKV = (dqkv_cols @ x_rows).swapaxes(-1, -2)  # [..., d_model, 3*H*d_head], as its transpose
-    dx_rows = dqkv_cols.swapaxes(-1, -2) @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
-    HD = H * d_head
-    dW_Q, dW_K, dW_V = (matrix_as_heads(dW_QKV[..., i * HD : (i + 1) * HD], H) for i in range(3))
-    return unrows(dx_rows, B, T), dW_Q, dW_K, dW_V, dW_O
+    # 1. q, k, v = x @ W_Q, x @ W_K, x @ W_V: x fans out to all three and to every head,
+    #    so its gradients add up (+=); each weight collects xᵀ @ d(its output) over the strings
+    #    (dy is dq, dk or dv [..., B, H, T, d_head]; W is W_Q, W_K or W_V)
+    x_T = per_head(x).swapaxes(-1, -2)  # [..., B, 1, d_model, T]
+    dx = 0
+    dWs = []
+    for dy, W in ((dq, W_Q), (dk, W_K), (dv, W_V)):
+        dW = sum_over_batch(x_T @ dy)  # [.., B, H, d_model, d_head] -> [.., H, d_model, d_head]
+        dWs.append(dW)
+        dx += (dy @ W_T(W)).sum(axis=-3)  # [..., B, H, T, d_model] -> [..., B, T, d_model]
+    dW_Q, dW_K, dW_V = dWs
+    return dx, dW_Q, dW_K, dW_V, dW_O

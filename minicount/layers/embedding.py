@@ -1,5 +1,7 @@
 """Token embedding (a row lookup) and learned positional embedding."""
 
+import numpy as np
+
 from ..backend import array_module
 
 
@@ -28,18 +30,27 @@ def embedding_backward(dx, cache):
     return dW_E
 
 
-def pos_embedding_forward(x, W_pos):
-    """x + W_pos[:T]. x [..., B, T, d], W_pos [..., n_ctx, d] -> [..., B, T, d]."""
-    T = x.shape[-2]
+def pos_embedding_forward(tokens, W_pos):
+    """The positional embedding's part of the residual stream: W_pos[t] at every position t.
+
+    tokens [..., B, T] (only their shape is read), W_pos [..., n_ctx, d] -> [..., B, T, d],
+    a broadcast view of W_pos[:T] (read-only; the model adds it to the token embedding).
+    """
+    xp = array_module(W_pos)
+    T = tokens.shape[-1]
     if T > W_pos.shape[-2]:
         raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={W_pos.shape[-2]}")
-    return x + W_pos[..., None, :T, :], (T, W_pos.shape)
+    pos = W_pos[..., None, :T, :]  # [..., 1, T, d]
+    shape = np.broadcast_shapes(tokens.shape + (1,), pos.shape)[:-1] + (W_pos.shape[-1],)
+    return xp.broadcast_to(pos, shape), (T, W_pos.shape)  # [..., B, T, d]
 
 
-def pos_embedding_backward(dx, cache):
-    """dW_pos [..., n_ctx, d]: each position's gradient summed over the batch."""
+def pos_embedding_backward(dpos, cache):
+    """dW_pos [..., n_ctx, d] from dpos [..., B, T, d]: each position's gradient summed over
+    the batch (positions beyond T get none)."""
     T, shape = cache
-    xp = array_module(dx)
-    dW_pos = xp.zeros(shape, dtype=dx.dtype)
-    dW_pos[..., :T, :] = dx.sum(axis=-3)  # [..., B, T, d] -> [..., T, d]
+    xp = array_module(dpos)
+    # in the forward pass this was: pos[b, t] = W_pos[t] for every string b, so now we have:
+    dW_pos = xp.zeros(shape, dtype=dpos.dtype)  # [..., n_ctx, d]
+    dW_pos[..., :T, :] = dpos.sum(axis=-3)  # [..., B, T, d] -> [..., T, d]
     return dW_pos

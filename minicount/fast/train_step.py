@@ -1,6 +1,9 @@
-"""A training step's loss and gradients computed slice by slice, on several CPU threads.
+"""The fast path of a training step's loss and gradients: slice by slice, on several threads.
 
-Four things make NumPy slow on a whole batch of the study's model, and each has a cure:
+``model.loss_and_grads_all`` is the textbook step (the whole batch in one forward and one
+backward); ``loss_and_grads_sliced`` here gives the same loss and gradients up to rounding
+(tests/test_fast_paths.py) and is what training runs unless ``TrainConfig.path`` is
+"textbook". Four things make NumPy slow on a whole batch of the study's model, and each has a cure:
 
 - The [B, H, T, T] attention arrays (4 MiB each for B = 256) do not fit in a core's
   cache, so every pass over them goes out to memory. Cure: cut the batch into slices
@@ -14,7 +17,9 @@ Four things make NumPy slow on a whole batch of the study's model, and each has 
   share their padding, and leave it out (``sort_by_length``, ``positions_in_use``).
 - glibc gives large freed blocks back to the kernel, and the next array of that size
   then costs a page fault per 4 KiB page (a few microseconds each on a VM: several ms per
-  step). Cure: ``keep_freed_memory`` asks glibc to keep them for reuse.
+  step). Cure: ``keep_freed_memory`` asks glibc to keep them for reuse. It changes the
+  whole process, so nothing here calls it: the training loop does, once, where a reader
+  sees it (train.py), and the benchmark does too.
 
 Gradients add up across slices because every slice divides its loss by the whole batch's
 count of terms. The result equals ``model.loss_and_grads_all`` up to floating-point
@@ -30,16 +35,15 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from . import layers
-from .backend import array_module
-from .model import ModelConfig, backward, forward_with_cache
-from .threads import default_threads, pool
+from .. import layers
+from ..backend import array_module
+from ..model import ModelConfig, backward, forward_with_cache
+from ..threads import default_threads, pool
 
 SLICE_ELEMENTS = 2**18  # aim for [slice, H, T, T] attention arrays of 1 MiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
 
 _blas = []  # [threadpoolctl controller] once looked up (empty list: not yet, [None]: absent)
-_malloc_tuned = []
 
 
 def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
@@ -89,9 +93,9 @@ def _one_blas_thread():
     return controller.limit(limits=1, user_api="blas") if controller else nullcontext()
 
 
-def _slice_loss_and_grads(params, tokens, targets, mask, config, n):
+def _slice_loss_and_grads(params, tokens, targets, mask, config, n, attention):
     """One slice's share of the batch loss ([] or [M]) and gradients; n: the whole batch's count."""
-    logits, cache = forward_with_cache(params, tokens, config, check=False)
+    logits, cache = forward_with_cache(params, tokens, config, check=False, attention=attention)
     loss, loss_cache = layers.bce_with_logits_forward(logits, targets, mask, n=n)
     dlogits = layers.bce_with_logits_backward(1.0, loss_cache)
     return loss, backward(dlogits, cache, config, params)
@@ -133,6 +137,7 @@ def loss_and_grads_sliced(
     slice_strings: int | None = None,
     n_threads: int | None = None,
     trim_padding: bool = True,
+    attention: str = "fast",
 ):
     """``model.loss_and_grads_all`` computed in slices of the batch axis, on a thread pool.
 
@@ -140,11 +145,10 @@ def loss_and_grads_sliced(
     ensemble). slice_strings: strings per slice (default: ``slice_size``); n_threads:
     threads working through the slices (default: ``threads.default_threads()``);
     trim_padding: sort the strings by length and leave out each slice's trailing padding
-    (``positions_in_use``), which changes nothing but rounding.
+    (``positions_in_use``), which changes nothing but rounding; attention: the attention
+    path of every slice ("fast" or "fused"; see ``model.ATTENTION``).
     Returns (losses [] or [M], grads) like loss_and_grads_all.
     """
-    if not _malloc_tuned:
-        _malloc_tuned.append(keep_freed_memory())
     B = tokens.shape[-2]
     if array_module(tokens) is not np:
         slice_strings, n_threads, trim_padding = B, 1, False
@@ -161,7 +165,13 @@ def loss_and_grads_sliced(
         T = positions_in_use(mask[..., s, :]) if trim_padding else tokens.shape[-1]
         with np.errstate(**errors):
             return _slice_loss_and_grads(
-                params, tokens[..., s, :T], targets[..., s, :T, :], mask[..., s, :T], config, n
+                params,
+                tokens[..., s, :T],
+                targets[..., s, :T, :],
+                mask[..., s, :T],
+                config,
+                n,
+                attention,
             )
 
     starts = range(0, B, step)[::-1]  # the longest strings first: threads finish together

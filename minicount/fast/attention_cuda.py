@@ -1,18 +1,22 @@
-"""Causal attention with its core fused into one CUDA kernel (CuPy), beside the plain version.
+"""Causal attention with its core fused into one CUDA kernel (CuPy): the GPU fast path.
 
-On a GPU the plain path (attention.py) writes the [..., B, H, T, T] scores and pattern to
-memory and reads them back a dozen times; for an ensemble of 1,024 models each of those
-arrays is 4.6 GB, and the passes over them are most of a step. Here steps 2 to 4 of the
-forward (scores, causal softmax, z = pattern @ v) run as one kernel with one thread block
-per (model, string, head): q, k and v of one head sit in shared memory, each thread walks
-over the keys of one query with an online softmax, and only z and the log-sum-exp of each
-row are written. The backward recomputes the pattern from q, k and that log-sum-exp
-(as FlashAttention does) and gives dq, dk, dv in one more kernel.
+On a GPU the fast path (fast/attention.py) writes the [..., B, H, T, T] scores and pattern
+to memory and reads them back a dozen times; for an ensemble of 1,024 models each of
+those arrays is 4.6 GB, and the passes over them are most of a step. Here steps 2 to 4 of
+the forward (scores, causal softmax, z = pattern @ v) run as one kernel with one thread
+block per (model, string, head): q, k and v of one head sit in shared memory, each thread
+walks over the keys of one query with an online softmax, and only z and the log-sum-exp
+of each row are written. The backward recomputes the pattern from q, k and that
+log-sum-exp (as FlashAttention does) and gives dq, dk, dv in one more kernel.
 
-Steps 1 and 5 (the projections) are the plain ones, written out again below. The plain
-path stays the reference: tests/test_fast_paths.py checks this one against it on a GPU,
-and the kernel is off unless switched on with ``use_fused_kernel(True)`` (hooks always
-take the plain path, which has the scores and pattern to show them).
+Steps 1 and 5 (the projections) are the plain ones, written out again below.
+tests/test_fast_paths.py checks this module against the textbook layers/attention.py (the
+glue on the CPU with NumPy stand-ins for the kernels, the kernels themselves on a GPU).
+
+The model runs it when asked (``attention="fused"``; ``TrainConfig.path="fused"``, the
+``--fused-kernel`` option). Where the kernel cannot run, ``attention_forward`` says so by
+taking the fast path instead (``applies``): NumPy arrays, hooks (which need the scores
+and pattern that the kernel never writes), or a T * d_head too big for shared memory.
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ import math
 import numpy as np
 
 from ..backend import array_module
-from .shapes import merge_heads, rows, split_heads, unrows
-
-ENABLED = [False]  # use_fused_kernel() sets it
+from ..layers.shapes import merge_heads, rows, split_heads, unrows
+from . import attention as fast_attention
 
 _SOURCE = r"""
 // REAL (float or double), EXP, LOG and D (d_head) are #defined in front of this source.
@@ -135,14 +138,9 @@ extern "C" __global__ void causal_attention_backward(
 MAX_SHARED_BYTES = 48 * 1024  # what a block may use without opting in to more
 
 
-def use_fused_kernel(on: bool = True) -> None:
-    """Switch the fused kernel on (or off) for CuPy arrays; NumPy always takes the plain path."""
-    ENABLED[0] = bool(on)
-
-
 def applies(x, hooks, d_head: int) -> bool:
-    """Whether this call runs fused: switched on, CuPy arrays, no hooks, shared memory enough."""
-    if not ENABLED[0] or hooks or type(x).__module__.split(".")[0] != "cupy":
+    """Whether the kernel can take this call: CuPy arrays, no hooks, shared memory enough."""
+    if hooks or type(x).__module__.split(".")[0] != "cupy":
         return False
     T = x.shape[-2]
     return (4 * T * d_head + 2 * T) * x.dtype.itemsize <= MAX_SHARED_BYTES
@@ -208,11 +206,17 @@ def core_backward(q, k, v, z, lse, dz, scale: float):
     return dq, dk, dv
 
 
-def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
-    """As attention.attention_forward (no hooks), with steps 2-4 in the fused kernel.
+def attention_forward(x, W_Q, W_K, W_V, W_O, hooks=None, core=None):
+    """As layers.attention_forward, with steps 2-4 in the fused kernel where it ``applies``
+    (else the whole call is fast/attention.py's).
 
-    ``core`` computes steps 2-4 (a stand-in lets the tests check this glue on the CPU).
+    ``core`` computes steps 2-4; a stand-in (for instance in NumPy) runs whatever the arrays
+    are, which lets the tests check this glue on the CPU.
     """
+    if core is None:
+        if not applies(x, hooks, W_Q.shape[-1]):
+            return fast_attention.attention_forward(x, W_Q, W_K, W_V, W_O, hooks=hooks)
+        core = core_forward
     xp = array_module(x)
 
     B, T = x.shape[-3:-1]
@@ -220,8 +224,7 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
     x_rows = rows(x)  # [..., B*T, d_model]
     # 1. [q, k, v] = x @ [W_Q, W_K, W_V], each [..., B, H, T, d_head]
     W_QKV = xp.concatenate(
-        [W.swapaxes(-3, -2).reshape(*W.shape[:-3], d_model, H * d_head) for W in (W_Q, W_K, W_V)],
-        axis=-1,
+        [fast_attention.heads_as_matrix(W) for W in (W_Q, W_K, W_V)], axis=-1
     )  # [..., d_model, 3*H*d_head]
     q, k, v = (split_heads(y, B, T, H) for y in xp.split(x_rows @ W_QKV, 3, axis=-1))
     # 2-4. z = softmax(causal(q kᵀ / sqrt(d_head))) @ v, fused
@@ -248,7 +251,10 @@ def attention_forward(x, W_Q, W_K, W_V, W_O, core=core_forward):
 
 
 def attention_backward(dout, cache, core=core_backward):
-    """As attention.attention_backward, for a cache made by the fused forward."""
+    """As layers.attention_backward, for a cache made by this module's attention_forward
+    (a cache of the fast path, where the kernel did not apply, goes to its backward)."""
+    if not cache.get("fused"):
+        return fast_attention.attention_backward(dout, cache)
     xp = array_module(dout)
 
     x_rows, q, k, v, z, lse = (cache[n] for n in ("x_rows", "q", "k", "v", "z", "lse"))
@@ -266,9 +272,6 @@ def attention_backward(dout, cache, core=core_backward):
     dx_rows = dqkv_rows @ W_QKV.swapaxes(-1, -2)  # [..., B*T, d_model]
     HD = H * d_head
     dW_Q, dW_K, dW_V = (
-        dW_QKV[..., i * HD : (i + 1) * HD]  # [..., d_model, H*d_head]
-        .reshape(*dW_QKV.shape[:-2], -1, H, d_head)
-        .swapaxes(-3, -2)
-        for i in range(3)
+        fast_attention.matrix_as_heads(dW_QKV[..., i * HD : (i + 1) * HD], H) for i in range(3)
     )  # each [..., H, d_model, d_head]
     return unrows(dx_rows, B, T), dW_Q, dW_K, dW_V, dW_O
