@@ -38,6 +38,7 @@ hook names (``activation_as_minicount`` converts):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def hooked_config(config: ModelConfig, device: str = "cpu"):
         d_model=config.d_model,
         n_heads=config.n_heads,
         d_head=config.d_head,
-        d_mlp=config.d_mlp if config.mlp else None,
+        d_mlp=config.d_mlp,  # kept by an attn_only model too, so that a round trip keeps it
         attn_only=not config.mlp,
         act_fn="relu" if config.mlp else None,
         n_ctx=config.n_ctx,
@@ -146,7 +147,9 @@ def to_hooked_transformer(params: dict, config: ModelConfig, device: str = "cpu"
             "to_hooked_transformer takes one model, got an ensemble; pass member i as "
             "{k: v[i] for k, v in params.items()}"
         )
-    model = tl.HookedTransformer(hooked_config(config, device))
+    with warnings.catch_warnings():  # 3.x warns that 4.0 drops HookedTransformer: we know
+        warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)
+        model = tl.HookedTransformer(hooked_config(config, device))
     state = model.state_dict()
     new = {
         name: torch.from_numpy(np.ascontiguousarray(to_numpy(params[name]), np.float32))
@@ -237,7 +240,7 @@ def from_hooked_transformer(model) -> tuple[dict, ModelConfig]:
                 pos_emb=W_pos is not None and bool(W_pos.any()),
                 layernorm=cfg.normalization_type == "LN",
                 mlp=not cfg.attn_only,
-                d_mlp=cfg.d_mlp if not cfg.attn_only else ModelConfig.d_mlp,
+                d_mlp=cfg.d_mlp if isinstance(cfg.d_mlp, int) else ModelConfig.d_mlp,
                 d_vocab=cfg.d_vocab,
             )
         except ValueError as e:
