@@ -130,7 +130,8 @@ def plot_heads(c_mc, c_tl=None):
 # %%
 if not HAVE_LENS:
     print(f"TransformerLens is not installed ({WHY}): pip install -e '.[lens]' to run the rest")
-    save_figure(plot_heads(c_ex_mc), "07_eos_by_head.png")
+    fig = plot_heads(c_ex_mc)
+    save_figure(fig, "07_eos_by_head.png")
     raise SystemExit(0)
 
 # %% [markdown]
@@ -198,7 +199,8 @@ assert np.allclose(c_tl.sum(0) + offset_tl, logits_mc[..., EOS], atol=1e-4)  # i
 _, example_cache = model.run_with_cache(torch.from_numpy(example))
 example_stack = example_cache.stack_head_results(layer=-1)
 c_ex_tl = example_cache.logit_attrs(example_stack, tokens=EOS).detach().numpy()[:, 0]  # [H, T]
-save_figure(plot_heads(c_ex_mc, c_ex_tl), "07_eos_by_head.png")
+fig = plot_heads(c_ex_mc, c_ex_tl)
+save_figure(fig, "07_eos_by_head.png")
 
 # %% [markdown]
 # The crosses sit on the bars: the two projects split the logit the same way. From here
