@@ -129,7 +129,7 @@ def resolve_device(device: str) -> str:
     if problem is not None:
         kind, line = problem[0], " ".join(problem[1].split())
         if kind == "mismatch":
-            raise ValueError(f"device 'gpu' asked for, but {line}")
+            raise ValueError(f"device 'gpu' asked for: {line}")
         raise ValueError(
             f"device 'gpu' asked for, but {line} (install the CuPy extra for the machine's "
             "CUDA: pip install 'minicount[gpu-cuda12]' or 'minicount[gpu-cuda13]'; or use "
