@@ -6,9 +6,11 @@ machine: on a 2-vCPU cloud machine (two hyperthreads of one core) a second threa
 training step slower (14.1 ms against 10.8 ms on one). So the default is measured, not
 assumed: the first time minicount needs it on a machine, ``measure_threads`` times a
 training forward+backward of the default model on 1 thread and on more (about a second),
-keeps the fastest count only if it beats one thread by MARGIN, and caches the answer in
+keeps the fastest count only if it beats one thread by MARGIN (20%), and caches the answer in
 ``~/.cache/minicount/threads.json`` (``$XDG_CACHE_HOME`` is honoured), keyed by the CPU,
-the usable cores and the NumPy version.
+the usable cores and the NumPy version. On a machine already busy with other work (load
+average above BUSY per core) a measurement would say more about the load than about the
+machine, so none is taken: that process uses one thread, and a later one measures.
 
 Overrides: MINICOUNT_THREADS=N (MINICOUNT_THREADS=1 on a machine shared with other busy
 programs, where threads that wait for each other's turn on a core lose more than they
@@ -28,7 +30,8 @@ from pathlib import Path
 _pools: dict[int, ThreadPoolExecutor] = {}
 _measured: dict[str, int] = {}  # this process's answer, per machine key
 
-MARGIN = 0.9  # more threads must take at most 90% of one thread's time to be chosen
+MARGIN = 0.8  # more threads must take at most 80% of one thread's time to be chosen
+BUSY = 0.25  # load average per usable core above which the machine is too busy to measure
 ROUNDS = 9  # timed rounds per thread count (after one warm-up), interleaved
 
 
@@ -116,13 +119,22 @@ def training_step_timer():
     return seconds
 
 
+def load_per_core() -> float:
+    """The 1-minute load average per usable core (0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0] / usable_cores()
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def measure_threads(refresh: bool = False, make_timer=training_step_timer) -> int:
     """The thread count for this machine: the cached answer, or a fresh measurement.
 
     Each candidate count is timed in interleaved rounds after a warm-up (so that a passing
     load hits all alike); the one with the lowest median wins if it takes at most MARGIN
     of one thread's median, else 1. The result and the medians are cached under
-    machine_key().
+    machine_key(). On a busy machine (load_per_core() > BUSY) it returns 1 and neither
+    measures nor caches.
     """
     key = machine_key()
     if not refresh:
@@ -133,6 +145,8 @@ def measure_threads(refresh: bool = False, make_timer=training_step_timer) -> in
             if entry["threads"] >= 1:
                 _measured[key] = entry["threads"]
                 return entry["threads"]
+    if load_per_core() > BUSY:  # too busy to tell: one thread now, measure another time
+        return 1
     counts = candidates(usable_cores())
     timer = make_timer()
     for n in counts:  # warm-up: the pools, the allocator, the caches

@@ -15,6 +15,7 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)
     return tmp_path
 
 
@@ -36,7 +37,7 @@ def test_more_threads_are_chosen_only_when_they_pay(fresh):
     assert threads.candidates(4) == [1, 2, 4]
     faster = timer_from({1: 10.0, 2: 6.0, 4: 5.0})
     assert threads.measure_threads(refresh=True, make_timer=faster) == 4
-    barely = timer_from({1: 10.0, 2: 9.5, 4: 9.8})  # within the 10% margin: not worth it
+    barely = timer_from({1: 10.0, 2: 8.5, 4: 9.8})  # within the 20% margin: not worth it
     assert threads.measure_threads(refresh=True, make_timer=barely) == 1
     slower = timer_from({1: 10.8, 2: 14.1, 4: 15.0})  # the 2-vCPU machine
     assert threads.measure_threads(refresh=True, make_timer=slower) == 1
@@ -83,3 +84,12 @@ def test_a_broken_or_unwritable_cache_is_not_an_error(fresh, monkeypatch):
 def test_the_real_timer_runs():
     seconds = threads.training_step_timer()
     assert 0 < seconds(1) < 10
+
+
+def test_a_busy_machine_is_not_measured(fresh, monkeypatch):
+    calls = []
+    monkeypatch.setattr(threads, "load_per_core", lambda: 1.5)
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 1
+    assert not calls and not threads.cache_path().exists()
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)  # quiet again: it measures
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 2
