@@ -121,8 +121,9 @@ for name in ("config", "layers", "shape", "bomb"):
         print(name, "LOADED")
     except ValueError as e:
         print(name, round(time.perf_counter() - start, 3), str(e)[-160:])
-import resource
-print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so it would count the
+# parent's memory (a pytest process that has imported torch is 500 MB)
+print("peak", next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
 """
 
 
