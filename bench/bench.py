@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: minicount (NumPy / CuPy) against PyTorch eager (CPU / CUDA).
+"""Side-by-side benchmark: minicount (NumPy / CuPy) against PyTorch and JAX (CPU / CUDA).
 
     python bench/bench.py                       # CPU rows (NumPy and PyTorch CPU)
     python bench/bench.py --device gpu --json out.json   # GPU rows (CuPy and PyTorch CUDA)
@@ -14,13 +14,21 @@ attention-only layer, float32):
   PyTorch running the same batched computation (bmm over a model axis, one SDPA call);
 - sampling one batch of training data; peak memory of a step.
 
-The PyTorch model is written as a PyTorch user would: nn.Embedding, one fused QKV
-nn.Linear, F.scaled_dot_product_attention(is_causal=True), torch.optim.AdamW. PyTorch is
-optional: without it the minicount rows still run and the others say "torch not installed".
+The peers, each optional (a missing one is reported, and its rows skipped):
+
+- PyTorch eager, written as a PyTorch user would: nn.Embedding, one fused QKV nn.Linear,
+  F.scaled_dot_product_attention(is_causal=True), torch.optim.AdamW;
+- the same model under torch.compile (inductor; forward and backward compiled);
+- JAX: jit of value_and_grad of the same loss (vmap over the model axis for ensembles)
+  and a jitted Adam update; on a GPU, JAX's CUDA build where it is installed.
+
+Every peer starts from minicount's initial weights, and its loss on the benchmark batch is
+checked against minicount's before anything is timed: a peer that computes something else
+is reported and left out. With --threads 1, XLA's thread pool is held to one thread too.
 
 Every row runs its contenders in interleaved rounds (one call of each per round), after a
-warm-up, so that both see the same machine; it reports medians and the ratio
-minicount / PyTorch (below 1: minicount is faster). On a GPU the clock is read only after
+warm-up, so that all see the same machine; it reports medians and the ratio
+minicount / peer (below 1: minicount is faster). On a GPU the clock is read only after
 the device has finished (synchronize). On a shared machine the absolute times drift with
 the load (printed before and after); the ratios, measured side by side, drift much less.
 """
@@ -50,7 +58,7 @@ from minicount.data import V, sample_batch  # noqa: E402
 from minicount.fast.train_step import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
-from minicount.threads import default_threads  # noqa: E402
+from minicount.threads import default_threads, usable_cores  # noqa: E402
 
 CONFIG = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one layer, attention only, NoPE
 BATCH, MAX_LEN, LR = 256, 32, 3e-3
@@ -147,7 +155,8 @@ def machine(torch, cupy) -> dict:
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": default_threads(),
+        "cores_usable": usable_cores(),
+        "minicount_default_threads": default_threads(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -274,12 +283,53 @@ def torch_models(torch):
     return Counter, Ensemble
 
 
-def torch_step(torch, M: int | None, device: str):
-    """(fwd_bwd, step) closures for the PyTorch model(s) on device ('cpu' or 'cuda')."""
+def minicount_weights(M: int | None):
+    """minicount's initial parameters for M models (None: one), on the host: every peer
+    starts from these, so that their losses can be checked against minicount's."""
+    return mc.init_params(CONFIG, 0) if M is None else mc.init_ensemble(CONFIG, range(M))
+
+
+def fused_qkv(params: dict) -> np.ndarray:
+    """W_Q, W_K, W_V [..., H, d_model, d_head] side by side: [..., d_model, 3*H*d_head]."""
+    from minicount.layers.attention import heads_as_matrix
+
+    W = [heads_as_matrix(params["blocks.0.attn." + n]) for n in ("W_Q", "W_K", "W_V")]
+    return np.concatenate(W, axis=-1)
+
+
+def torch_load_weights(torch, model, params: dict, M: int | None) -> None:
+    """Copy minicount's parameters into the PyTorch Counter (M None) or Ensemble."""
+    HD = CONFIG.n_heads * CONFIG.d_head
+    W_QKV, W_O = fused_qkv(params), params["blocks.0.attn.W_O"]
+    W_O = W_O.reshape(*W_O.shape[:-3], HD, CONFIG.d_model)  # [..., H*d_head, d_model]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
+    with torch.no_grad():
+        if M is None:  # nn.Linear keeps weight [out, in]
+            model.embed.weight.copy_(t(params["embed.W_E"]))
+            model.qkv.weight.copy_(t(W_QKV.T))
+            model.out.weight.copy_(t(W_O.T))
+            model.unembed.weight.copy_(t(params["unembed.W_U"].T))
+            model.unembed.bias.copy_(t(params["unembed.b_U"]))
+        else:
+            model.W_E.copy_(t(params["embed.W_E"]))
+            model.W_QKV.copy_(t(W_QKV))
+            model.W_O.copy_(t(W_O))
+            model.W_U.copy_(t(params["unembed.W_U"]))
+            model.b_U.copy_(t(params["unembed.b_U"]))
+
+
+def torch_step(torch, M: int | None, device: str, compile: bool = False):
+    """(fwd_bwd, step, loss) closures for the PyTorch model(s) on device ('cpu' or 'cuda').
+
+    compile: the model wrapped in torch.compile (the default inductor backend; forward and
+    backward compiled, AdamW eager). loss() returns the loss at the initial weights."""
     F = torch.nn.functional
     Counter, Ensemble = torch_models(torch)
     torch.manual_seed(0)
-    model = (Counter() if M is None else Ensemble(M)).to(device)
+    model = Counter() if M is None else Ensemble(M)
+    torch_load_weights(torch, model, minicount_weights(M), M)
+    model = model.to(device)
+    run = torch.compile(model) if compile else model
     tokens, targets, mask = batches(M)
     tokens = torch.from_numpy(tokens).to(device)
     targets = torch.from_numpy(targets).to(device)
@@ -287,18 +337,122 @@ def torch_step(torch, M: int | None, device: str):
     n = weight.sum(dim=(-3, -2, -1)) * V  # [] or [M]
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
 
+    def loss_value():
+        logits = run(tokens)
+        per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return ((per * weight).sum(dim=(-3, -2, -1)) / n).sum()  # each model's mean, summed
+
     def fwd_bwd():
         opt.zero_grad(set_to_none=True)
-        logits = model(tokens)
-        per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        loss = ((per * weight).sum(dim=(-3, -2, -1)) / n).sum()  # each model's mean, summed
-        loss.backward()
+        loss_value().backward()
 
     def step():
         fwd_bwd()
         opt.step()
 
-    return fwd_bwd, step
+    return fwd_bwd, step, lambda: float(loss_value().detach())
+
+
+# ---------------------------------------------------------------------------- JAX steps
+
+
+def import_jax(threads: int):
+    """jax, with XLA's CPU thread pool held to one thread when threads == 1 (XLA reads its
+    flags once, at import: the thread count cannot change afterwards). None if missing."""
+    if threads == 1 and "jax" not in sys.modules:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+    try:
+        import jax
+
+        jax.default_backend()  # cpu, or gpu for a CUDA build with a GPU
+    except ImportError:
+        return None
+    except Exception:  # a broken install (e.g. a CUDA build without its libraries)
+        return None
+    return jax
+
+
+def jax_step(jax, M: int | None):
+    """(fwd_bwd, step, loss) for the same model in JAX: jit of value_and_grad, vmap over the
+    model axis for an ensemble, and a jitted Adam update (no weight decay, as the others)."""
+    jnp = jax.numpy
+    H, dh, HD = CONFIG.n_heads, CONFIG.d_head, CONFIG.n_heads * CONFIG.d_head
+    host = minicount_weights(M)
+    W_O = host["blocks.0.attn.W_O"]
+    params = {
+        "W_E": host["embed.W_E"],
+        "W_QKV": fused_qkv(host),
+        "W_O": W_O.reshape(*W_O.shape[:-3], HD, CONFIG.d_model),
+        "W_U": host["unembed.W_U"],
+        "b_U": host["unembed.b_U"],
+    }
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    tokens, targets, mask = (jnp.asarray(a) for a in batches(M))
+
+    def loss_one(P, tokens, targets, mask):  # one model: tokens [B, T]
+        B, T = tokens.shape
+        x = P["W_E"][tokens]  # [B, T, d]
+        q, k, v = (x @ P["W_QKV"]).reshape(B, T, 3, H, dh).transpose(2, 0, 3, 1, 4)
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(dh)  # [B, H, T, T]
+        causal = jnp.tril(jnp.ones((T, T), bool))
+        pattern = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        z = (pattern @ v).transpose(0, 2, 1, 3).reshape(B, T, HD)  # [B, T, H*d_head]
+        logits = (x + z @ P["W_O"]) @ P["W_U"] + P["b_U"]  # [B, T, V]
+        per = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+        weight = mask[..., None].astype(jnp.float32)
+        return (per * weight).sum() / (weight.sum() * V)
+
+    loss = loss_one if M is None else lambda P, *a: jax.vmap(loss_one)(P, *a).sum()
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    @jax.jit
+    def update(P, m, v, t):
+        value, g = jax.value_and_grad(loss)(P, tokens, targets, mask)
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
+        c1, c2 = 1 - b1**t, 1 - b2**t
+        P = jax.tree.map(lambda p, m, v: p - LR * (m / c1) / (jnp.sqrt(v / c2) + eps), P, m, v)
+        return P, m, v, value
+
+    state = {"P": params, "m": jax.tree.map(jnp.zeros_like, params)}
+    state["v"], state["t"] = jax.tree.map(jnp.zeros_like, params), 0
+
+    def fwd_bwd():
+        jax.block_until_ready(value_and_grad(params, tokens, targets, mask))
+
+    def step():
+        state["t"] += 1
+        P, m, v, _ = update(state["P"], state["m"], state["v"], float(state["t"]))
+        state.update(P=P, m=m, v=v)
+        jax.block_until_ready(P)
+
+    return fwd_bwd, step, lambda: float(loss(params, tokens, targets, mask))
+
+
+def minicount_loss(M: int | None) -> float:
+    """minicount's loss at the initial weights on the benchmark batch (summed over models)."""
+    params = minicount_weights(M)
+    return float(np.sum(loss_and_grads_all(params, *batches(M), CONFIG)[0]))
+
+
+def cross_checked(peers: dict, M: int | None, rtol: float = 1e-4) -> dict:
+    """The peers (name -> (fwd_bwd, step, loss)) whose loss at the shared initial weights
+    equals minicount's; a peer that disagrees is reported and left out of the timing."""
+    want = minicount_loss(M)
+    kept = {}
+    for name, closures in peers.items():
+        try:
+            got = closures[2]()  # torch.compile compiles here
+        except Exception as e:  # e.g. no C++ compiler for inductor: report, go on without
+            print(f"  {name} failed: {type(e).__name__}: {str(e).splitlines()[0]}", flush=True)
+            continue
+        if abs(got - want) <= rtol * abs(want):
+            kept[name] = closures
+        else:
+            print(f"  {name}: loss {got:.6f} != minicount's {want:.6f}: left out", flush=True)
+    return kept
 
 
 # ------------------------------------------------------------------------ peak memory
@@ -322,7 +476,7 @@ def peak_memory_probe(framework: str, M: int | None, n_threads: int) -> float:
     if framework == "torch":
         torch = import_torch()
         torch.set_num_threads(n_threads)
-        _, step = torch_step(torch, M, "cpu")
+        _, step, _ = torch_step(torch, M, "cpu")
     else:
         _, step = minicount_step(M, np, n_threads)
     step()
@@ -354,12 +508,26 @@ def cpu_peak_memory(framework: str, M: int | None, n_threads: int) -> float | No
 # ------------------------------------------------------------------------------- rows
 
 
+PEERS = ("torch", "torch.compile", "jax")  # the frameworks minicount is timed against
+
+
 def add_row(
     rows: list, name: str, device: str, M, result: dict, mc_key: str, torch_key: str, **extra
 ):
+    """One row: minicount's median, and each peer's with the ratio minicount / peer.
+
+    torch_key names PyTorch eager's entry in result (None: a minicount-only row); the other
+    peers (torch.compile, jax) are taken from result when they ran."""
     mc_ms = result.get(mc_key, {}).get("median_ms")
     torch_ms = result.get(torch_key, {}).get("median_ms") if torch_key else None
     missing = "torch not installed" if torch_key else "n/a"
+    peers = {}
+    if torch_key:
+        for peer in PEERS:
+            key = torch_key if peer == "torch" else peer
+            ms = result.get(key, {}).get("median_ms")
+            if ms is not None:
+                peers[peer] = {"ms": ms, "ratio": mc_ms / ms if mc_ms else None}
     row = {
         "name": name,
         "device": device,
@@ -367,21 +535,34 @@ def add_row(
         "minicount_ms": mc_ms,
         "torch_ms": torch_ms if torch_ms is not None else missing,
         "ratio": (mc_ms / torch_ms) if (mc_ms and torch_ms) else None,
+        "peers": peers,
         "detail": result,
     }
     row.update(extra)
     rows.append(row)
-    ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-    torch_txt = f"{torch_ms:9.2f}" if torch_ms is not None else missing.replace("torch ", "")
+    text = " | ".join(f"{p} {v['ms']:8.2f} ms ({v['ratio']:.2f})" for p, v in peers.items())
     print(
-        f"  {name:<34} {device:<4} M={M or 1:<5} minicount {mc_ms:9.2f} ms   "
-        f"torch {torch_txt}   ratio {ratio}",
+        f"  {name:<34} {device:<4} M={M or 1:<5} minicount {mc_ms:8.2f} ms | "
+        + (text or ("-" if not torch_key else missing)),
         flush=True,
     )
     return row
 
 
-def cpu_rows(torch, args) -> list:
+def cpu_peers(torch, jax, args, M: int | None, n_threads: int) -> dict:
+    """name -> (fwd_bwd, step, loss) of the peers that are installed and compute minicount's
+    loss; JAX only at the thread count it was imported with."""
+    peers = {}
+    if torch:
+        peers["torch"] = torch_step(torch, M, "cpu")
+        if not args.no_compile:
+            peers["torch.compile"] = torch_step(torch, M, "cpu", compile=True)
+    if jax and n_threads == args.threads:
+        peers["jax"] = jax_step(jax, M)
+    return cross_checked(peers, M)
+
+
+def cpu_rows(torch, jax, args) -> list:
     rows = []
     reps, warm = (10, 2) if args.quick else (args.repeats, 5)
     thread_counts = sorted({1, args.threads})
@@ -390,64 +571,48 @@ def cpu_rows(torch, args) -> list:
             torch.set_num_threads(n_threads)
         tag = f"{n_threads} thread{'s' if n_threads > 1 else ''}"
         mc_fb, mc_step = minicount_step(None, np, n_threads)
-        t_fb, t_step = torch_step(torch, None, "cpu") if torch else (None, None)
-        r = time_rounds({"minicount": mc_fb, "torch": t_fb}, reps, warm)
+        peers = cpu_peers(torch, jax, args, None, n_threads)
+        fbs = {k: v[0] for k, v in peers.items()}
+        r = time_rounds({"minicount": mc_fb, **fbs}, reps, warm)
         add_row(
-            rows,
-            f"forward+backward ({tag})",
-            "cpu",
-            None,
-            r,
-            "minicount",
-            "torch",
+            rows, f"forward+backward ({tag})", "cpu", None, r, "minicount", "torch",
             threads=n_threads,
-        )
+        )  # fmt: skip
         if n_threads == args.threads:  # for reference: without trimming, and the plain path
+            t_fb = fbs.get("torch")
             untrimmed_fb = minicount_step(None, np, n_threads, trim_padding=False)[0]
             r = time_rounds({"minicount": untrimmed_fb, "torch": t_fb}, max(5, reps // 2), 2)
             add_row(
-                rows,
-                f"  same, padding not trimmed ({tag})",
-                "cpu",
-                None,
-                r,
-                "minicount",
-                "torch",
-                threads=n_threads,
-            )
+                rows, f"  same, padding not trimmed ({tag})", "cpu", None, r, "minicount",
+                "torch", threads=n_threads,
+            )  # fmt: skip
             plain_fb = minicount_step(None, np, n_threads, plain=True)[0]
             r = time_rounds({"minicount": plain_fb, "torch": t_fb}, max(5, reps // 2), 2)
             add_row(
-                rows,
-                f"  plain whole-batch path ({tag})",
-                "cpu",
-                None,
-                r,
-                "minicount",
-                "torch",
-                threads=n_threads,
-            )
-        r = time_rounds({"minicount": mc_step, "torch": t_step}, reps, warm)
+                rows, f"  plain whole-batch path ({tag})", "cpu", None, r, "minicount",
+                "torch", threads=n_threads,
+            )  # fmt: skip
+        steps = {k: v[1] for k, v in peers.items()}
+        r = time_rounds({"minicount": mc_step, **steps}, reps, warm)
         add_row(
             rows, f"training step ({tag})", "cpu", None, r, "minicount", "torch", threads=n_threads
         )
     if torch:
         torch.set_num_threads(args.threads)
     for M in M_CPU[:2] if args.quick else M_CPU:
-        _, mc_step = minicount_step(M, np, args.threads)
-        t_step = torch_step(torch, M, "cpu")[1] if torch else None
-        r = time_rounds({"minicount": mc_step, "torch": t_step}, max(5, reps // M), 1)
+        mc_fb, mc_step = minicount_step(M, np, args.threads)
+        peers = cpu_peers(torch, jax, args, M, args.threads)
+        n_reps = max(5, reps // M)
+        r = time_rounds({"minicount": mc_fb, **{k: v[0] for k, v in peers.items()}}, n_reps, 1)
         add_row(
-            rows,
-            f"ensemble step ({args.threads} threads)",
-            "cpu",
-            M,
-            r,
-            "minicount",
-            "torch",
-            threads=args.threads,
-            per_model_ms=r["minicount"]["median_ms"] / M,
-        )
+            rows, f"ensemble fwd+bwd ({args.threads} thr)", "cpu", M, r, "minicount", "torch",
+            threads=args.threads, per_model_ms=r["minicount"]["median_ms"] / M,
+        )  # fmt: skip
+        r = time_rounds({"minicount": mc_step, **{k: v[1] for k, v in peers.items()}}, n_reps, 1)
+        add_row(
+            rows, f"ensemble step ({args.threads} threads)", "cpu", M, r, "minicount", "torch",
+            threads=args.threads, per_model_ms=r["minicount"]["median_ms"] / M,
+        )  # fmt: skip
     # data: one batch of 256 strings (host-side NumPy; PyTorch has no part in it)
     rng = np.random.default_rng(0)
     r = time_rounds({"minicount": lambda: sample_batch(BATCH, MAX_LEN, rng)}, 10 * reps, 10)
@@ -492,8 +657,11 @@ def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
     return r["minicount"]["median_ms"]
 
 
-def gpu_rows(torch, cupy, args) -> list:
+def gpu_rows(torch, cupy, args, jax=None) -> list:
     rows = []
+    jax_gpu = jax if (jax and jax.default_backend() == "gpu") else None
+    if jax and not jax_gpu:
+        print("  jax has no CUDA here (install jax[cuda12]): JAX GPU rows are skipped", flush=True)
     reps, warm = (5, 2) if args.quick else (args.repeats, 5)
     torch_cuda = torch if (torch and torch.cuda.is_available()) else None
     mempool = cupy.get_default_memory_pool()
@@ -525,13 +693,20 @@ def gpu_rows(torch, cupy, args) -> list:
             fused_fb = fused_step = None
         t_fb = t_step = None
         if torch_cuda:
-            t_fb, t_step = torch_step(torch_cuda, None if M == 1 else M, "cuda")
+            t_fb, t_step, _ = torch_step(torch_cuda, None if M == 1 else M, "cuda")
             torch_cuda.cuda.reset_peak_memory_stats()
             t_step()
             sync()
             peaks["torch"] = torch_cuda.cuda.max_memory_allocated() / 2**20
+        j_fb = j_step = None
+        if jax_gpu:
+            jax_peer = cross_checked({"jax": jax_step(jax_gpu, None if M == 1 else M)}, M)
+            j_fb, j_step = jax_peer["jax"][:2] if jax_peer else (None, None)
         r = time_rounds(
-            {"minicount": mc_fb, "minicount_fused": fused_fb, "torch": t_fb}, n_reps, warm, sync
+            {"minicount": mc_fb, "minicount_fused": fused_fb, "torch": t_fb, "jax": j_fb},
+            n_reps,
+            warm,
+            sync,
         )
         add_row(rows, "forward+backward", "gpu", M, r, "minicount", "torch")
         if fused_fb:
@@ -539,7 +714,7 @@ def gpu_rows(torch, cupy, args) -> list:
                 rows, "forward+backward (fused kernel)", "gpu", M, r, "minicount_fused", "torch"
             )
         r = time_rounds(
-            {"minicount": mc_step, "minicount_fused": fused_step, "torch": t_step},
+            {"minicount": mc_step, "minicount_fused": fused_step, "torch": t_step, "jax": j_step},
             n_reps,
             warm,
             sync,
@@ -582,7 +757,7 @@ def gpu_rows(torch, cupy, args) -> list:
                 f"{data_ms:.1f} ms); 1000 seeds ~ {per_step * STUDY_STEPS * 1000 / M:.0f} s",
                 flush=True,
             )
-        del mc_fb, mc_step, fused_fb, fused_step, t_fb, t_step
+        del mc_fb, mc_step, fused_fb, fused_step, t_fb, t_step, j_fb, j_step
         mempool.free_all_blocks()
         if torch_cuda:
             torch_cuda.cuda.empty_cache()
@@ -697,6 +872,10 @@ def parse_args(argv=None):
         help="only the analysis section: analyze_model per member vs analyze_ensemble "
         "(with --device gpu: analyze_ensemble on --analysis-models models)",
     )
+    p.add_argument(
+        "--no-compile", action="store_true", help="skip torch.compile (it compiles each model)"
+    )
+    p.add_argument("--no-jax", action="store_true", help="skip JAX")
     p.add_argument("--memory-probe", choices=("minicount", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -709,17 +888,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    keep_freed_memory()  # the same allocator settings for both frameworks (see minicount.parallel)
+    keep_freed_memory()  # the same allocator settings for both frameworks (see minicount.fast.train_step)
     limit_blas_threads(args.threads)  # NumPy's BLAS gets the thread budget that torch gets
     if args.memory_probe:
         print(peak_memory_probe(args.memory_probe, args.models, args.threads))
         return 0
     torch = import_torch()
+    jax = None if args.no_jax else import_jax(args.threads)
     cupy = import_cupy() if args.device in ("gpu", "all") else None
     if args.device in ("gpu", "all") and cupy is None:
         print("bench: error: --device gpu needs CuPy and a CUDA GPU", file=sys.stderr)
         return 2
     info = machine(torch, cupy)
+    info["jax"] = f"{jax.__version__} ({jax.default_backend()})" if jax else "jax not installed"
     config = {
         "batch": BATCH,
         "max_len": MAX_LEN,
@@ -738,6 +919,10 @@ def main(argv=None) -> int:
     print(f"  config: {config}")
     if torch is None:
         print("  torch not installed: PyTorch rows are skipped (pip install 'minicount[bench]')")
+    if jax is None and not args.no_jax:
+        print("  jax not installed: JAX rows are skipped (pip install 'minicount[bench]')")
+    elif jax and args.threads > 1:
+        print("  jax: XLA's own thread pool (all cores) in every row it runs in")
     load_before = os.getloadavg()
     print(f"  load average before: {load_before[0]:.2f}", flush=True)
     t0 = time.perf_counter()
@@ -749,11 +934,11 @@ def main(argv=None) -> int:
         print("analysis (NumPy: per-model loop vs analyze_ensemble)")
         rows += analysis_rows(args)
     elif args.device in ("cpu", "all"):
-        print("CPU (NumPy vs PyTorch eager)")
-        rows += cpu_rows(torch, args)
+        print("CPU (NumPy vs PyTorch eager, torch.compile and JAX jit; ratio minicount / peer)")
+        rows += cpu_rows(torch, jax, args)
     if args.device in ("gpu", "all") and not args.analysis:
         print("GPU (CuPy vs PyTorch eager CUDA)")
-        rows += gpu_rows(torch, cupy, args)
+        rows += gpu_rows(torch, cupy, args, jax)
     load_after = os.getloadavg()
     took = time.perf_counter() - t0
     print(f"  load average after: {load_after[0]:.2f}; benchmark took {took:.0f} s")

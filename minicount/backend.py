@@ -32,28 +32,108 @@ def array_module(*arrays: Any):
     return np
 
 
-def gpu_available() -> bool:
-    """True if CuPy imports and sees at least one CUDA device."""
+# CuPy's wheel for each CUDA major version, and the extra that installs it
+CUPY_WHEELS = {11: "cupy-cuda11x", 12: "cupy-cuda12x", 13: "cupy-cuda13x"}
+EXTRAS = {12: "gpu-cuda12", 13: "gpu-cuda13"}
+INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: the runtime is newer than the driver
+
+
+def _cuda_version(number: int) -> str:
+    """12040 -> '12.4' (CUDA's encoding: 1000 * major + 10 * minor)."""
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def _cupy_package() -> str:
+    """The name of the installed CuPy distribution (cupy-cuda12x, ...), or 'cupy'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in [*CUPY_WHEELS.values(), "cupy"]:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            continue
+    return "cupy"
+
+
+def _driver_mismatch(cupy, error: Exception) -> str | None:
+    """A one-line explanation if ``error`` says CuPy's CUDA is newer than the driver."""
+    status = getattr(error, "status", None)
+    text = str(error)
+    if status != INSUFFICIENT_DRIVER and "InsufficientDriver" not in text:
+        return None
+    try:
+        driver = cupy.cuda.runtime.driverGetVersion()  # asks the driver, needs no context
+    except Exception:
+        driver = 0
+    try:
+        runtime = _cuda_version(cupy.cuda.runtime.runtimeGetVersion())
+    except Exception:
+        runtime = "a newer CUDA"
+    package = _cupy_package()
+    if not driver:
+        return (
+            f"the installed CuPy ({package}, CUDA {runtime}) needs a newer NVIDIA driver "
+            "than this machine has: install the CuPy wheel for the driver's CUDA version "
+            "(nvidia-smi shows it), e.g. pip install 'minicount[gpu-cuda12]'"
+        )
+    major = driver // 1000
+    wheel = CUPY_WHEELS.get(major, f"cupy-cuda{major}x")
+    how = f"pip install 'minicount[{EXTRAS[major]}]'" if major in EXTRAS else f"pip install {wheel}"
+    return (
+        f"the installed CuPy ({package}) is built for CUDA {runtime}, but this machine's "
+        f"NVIDIA driver supports CUDA {_cuda_version(driver)} at most: uninstall it and "
+        f"install {wheel} ({how}), or update the driver"
+    )
+
+
+def _gpu_problem() -> tuple[str, str] | None:
+    """(kind, one line) saying why CuPy cannot use a GPU here, or None when it can.
+    kind: 'missing' (no CuPy), 'mismatch' (CuPy for a newer CUDA than the driver's),
+    'no-gpu'."""
     try:
         import cupy
-    except Exception:
-        return False
+    except Exception as e:
+        return "missing", f"CuPy is not installed or does not import ({type(e).__name__}: {e})"
     try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        mismatch = _driver_mismatch(cupy, e)
+        if mismatch:
+            return "mismatch", mismatch
+        return "no-gpu", f"CuPy sees no CUDA GPU ({type(e).__name__}: {e})"
+    return None if count > 0 else ("no-gpu", "CuPy sees no CUDA GPU")
+
+
+def gpu_problem() -> str | None:
+    """Why minicount cannot use a GPU here (one line), or None when it can."""
+    problem = _gpu_problem()
+    return None if problem is None else " ".join(problem[1].split())
+
+
+def gpu_available() -> bool:
+    """True if CuPy imports and sees at least one CUDA device."""
+    return _gpu_problem() is None
 
 
 def resolve_device(device: str) -> str:
-    """Turn 'cpu' | 'gpu' | 'auto' into 'cpu' or 'gpu', with a clear error if 'gpu' can't be had."""
+    """Turn 'cpu' | 'gpu' | 'auto' into 'cpu' or 'gpu', with a clear error if 'gpu' can't be had.
+
+    CuPy built for a newer CUDA than the driver's gets its own one-line error naming the
+    installed package, the driver's CUDA version and the wheel to install instead.
+    """
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "auto":
         return "gpu" if gpu_available() else "cpu"
-    if device == "gpu" and not gpu_available():
+    problem = _gpu_problem() if device == "gpu" else None
+    if problem is not None:
+        kind, line = problem[0], " ".join(problem[1].split())
+        if kind == "mismatch":
+            raise ValueError(f"device 'gpu' asked for: {line}")
         raise ValueError(
-            "device 'gpu' asked for, but CuPy is not installed or sees no CUDA GPU "
-            "(install the extra: pip install 'minicount[gpu]', or use --device cpu)"
+            f"device 'gpu' asked for, but {line} (install the CuPy extra for the machine's "
+            "CUDA: pip install 'minicount[gpu-cuda12]' or 'minicount[gpu-cuda13]'; or use "
+            "--device cpu)"
         )
     return device
 

@@ -727,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model (or an ensemble of seeds) and save a checkpoint",
         description="Train on Count01, printing held-out l-acc, s-acc and ROC AUC as it goes.",
+        epilog="CPU threads: a training step runs on the thread count measured fastest on "
+        "this machine (once, cached in ~/.cache/minicount/threads.json; 1 where a second "
+        "thread does not pay). Set MINICOUNT_THREADS=N to choose it yourself.",
     )
     add_model_args(p)
     add_train_args(p)

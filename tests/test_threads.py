@@ -1,0 +1,95 @@
+"""threads: the default thread count is measured once per machine, cached, and never
+worse than one thread."""
+
+import json
+
+import pytest
+
+from minicount import threads
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty cache folder, no MINICOUNT_THREADS, 4 usable cores, nothing remembered."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)
+    return tmp_path
+
+
+def timer_from(ms_per_count, calls=None):
+    """A make_timer whose timer says ms_per_count[n] milliseconds for n threads."""
+
+    def make():
+        def seconds(n):
+            if calls is not None:
+                calls.append(n)
+            return ms_per_count[n] / 1e3
+
+        return seconds
+
+    return make
+
+
+def test_more_threads_are_chosen_only_when_they_pay(fresh):
+    assert threads.candidates(4) == [1, 2, 4]
+    faster = timer_from({1: 10.0, 2: 6.0, 4: 5.0})
+    assert threads.measure_threads(refresh=True, make_timer=faster) == 4
+    barely = timer_from({1: 10.0, 2: 8.5, 4: 9.8})  # within the 20% margin: not worth it
+    assert threads.measure_threads(refresh=True, make_timer=barely) == 1
+    slower = timer_from({1: 10.8, 2: 14.1, 4: 15.0})  # the 2-vCPU machine
+    assert threads.measure_threads(refresh=True, make_timer=slower) == 1
+
+
+def test_the_answer_is_cached_per_machine_and_read_back(fresh, monkeypatch):
+    calls = []
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 5, 4: 8}, calls)) == 2
+    assert calls, "it measured"
+    entry = json.loads(threads.cache_path().read_text())[threads.machine_key()]
+    assert entry["threads"] == 2 and entry["median_ms"] == {"1": 10.0, "2": 5.0, "4": 8.0}
+    assert threads.cache_path() == fresh / "minicount" / "threads.json"
+    monkeypatch.setattr(threads, "_measured", {})  # a new process: read from the file
+    calls.clear()
+    assert threads.default_threads() == 2 and not calls
+    monkeypatch.setattr(threads, "machine_key", lambda: "another machine")
+    monkeypatch.setattr(threads, "training_step_timer", timer_from({1: 1, 2: 5, 4: 8}, calls))
+    assert threads.measure_threads(make_timer=threads.training_step_timer) == 1 and calls
+
+
+def test_environment_and_one_core_need_no_measurement(fresh, monkeypatch):
+    def no_timer():
+        raise AssertionError("should not measure")
+
+    monkeypatch.setattr(threads, "training_step_timer", no_timer)
+    monkeypatch.setenv("MINICOUNT_THREADS", "3")
+    assert threads.default_threads() == 3
+    monkeypatch.delenv("MINICOUNT_THREADS")
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert threads.default_threads() == 1
+
+
+def test_a_broken_or_unwritable_cache_is_not_an_error(fresh, monkeypatch):
+    path = threads.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 10, 4: 10})) == 1
+    monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fresh / "file"))
+    (fresh / "file").write_text("a file where the cache folder would go")
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 4, 4: 10})) == 2
+
+
+def test_the_real_timer_runs():
+    seconds = threads.training_step_timer()
+    assert 0 < seconds(1) < 10
+
+
+def test_a_busy_machine_is_not_measured(fresh, monkeypatch):
+    calls = []
+    monkeypatch.setattr(threads, "load_per_core", lambda: 1.5)
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 1
+    assert not calls and not threads.cache_path().exists()
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)  # quiet again: it measures
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 2
