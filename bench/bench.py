@@ -888,7 +888,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    keep_freed_memory()  # the same allocator settings for both frameworks (see minicount.fast.train_step)
+    keep_freed_memory()  # the same allocator settings for both frameworks (fast.train_step)
     limit_blas_threads(args.threads)  # NumPy's BLAS gets the thread budget that torch gets
     if args.memory_probe:
         print(peak_memory_probe(args.memory_probe, args.models, args.threads))
