@@ -42,8 +42,8 @@ try:
     from hypothesis import HealthCheck, find, given, settings
     from hypothesis import strategies as st
     from hypothesis.configuration import set_hypothesis_home_dir
-except ImportError as missing:
-    raise SystemExit("skip: this tutorial needs hypothesis: pip install -e '.[test]'") from missing
+except ImportError:  # "from None": IPython 9 cannot show a chained SystemExit
+    raise SystemExit("skip: this tutorial needs hypothesis: pip install -e '.[test]'") from None
 
 
 def repository_root():
