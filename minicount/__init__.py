@@ -8,7 +8,7 @@ Public API (see README.md):
 
 __version__ = "0.1.0"
 
-from . import backend, data, layers, metrics  # noqa: E402
+from . import analysis, backend, data, layers, metrics  # noqa: E402
 from .checkpoint import load, load_checkpoint, save  # noqa: E402
 from .metrics import evaluate  # noqa: E402
 from .model import (  # noqa: E402
@@ -24,7 +24,7 @@ from .model import (  # noqa: E402
 from .train import NonFiniteError, TrainConfig, train  # noqa: E402
 
 __all__ = [
-    "ModelConfig", "TrainConfig", "backend", "backward", "data", "evaluate", "forward",
+    "ModelConfig", "TrainConfig", "analysis", "backend", "backward", "data", "evaluate", "forward",
     "forward_with_cache", "init_ensemble", "init_params", "layers", "load", "load_checkpoint",
     "loss_and_grads", "metrics", "param_shapes", "save", "train", "NonFiniteError", "__version__",
 ]  # fmt: skip

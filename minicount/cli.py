@@ -181,7 +181,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--seeds",
         type=_seeds,
         default=[0],
-        help="one seed (3), a list (0,1,5) or a range (0-7); several train an ensemble",
+        help="default 0; e.g. 7 (one seed), 0,1,5 (a list) or 0-7 (a range); several seeds "
+        "train an ensemble, one model per seed",
     )
     g.add_argument(
         "--data-seed",
@@ -202,12 +203,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=100,
         help="evaluate every N steps (%(default)s; 0 = only at the end)",
     )
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="floating-point precision of parameters and activations (%(default)s; float64 "
+        "for gradient checks)",
+    )
     g.add_argument(
         "--device",
         choices=("cpu", "gpu", "auto"),
         default="cpu",
-        help="cpu (NumPy), gpu (CuPy) or auto (%(default)s)",
+        help="cpu: NumPy (the default); gpu: CuPy on a CUDA GPU; auto: the GPU when CuPy "
+        "finds one, else the CPU",
     )
     g.add_argument(
         "--checkpoint-every",
@@ -456,8 +464,12 @@ def cmd_analyze(a: argparse.Namespace) -> int:
             text = _analysis_json(a)
             atomic_write(a.out, text)
         print(a.out)
-    else:
+    elif a.json:
         print(_analysis_json(a))
+    else:
+        from .report import analysis_summary
+
+        print(analysis_summary(json.loads(_analysis_json(a))))
     return 0
 
 
@@ -642,10 +654,11 @@ def add_sweep_parser(sub) -> None:
 def add_analyze_parser(sub) -> None:
     p = sub.add_parser(
         "analyze",
-        help="run every analysis instrument on a checkpoint (JSON)",
+        help="run every analysis instrument on a checkpoint (a summary, or JSON)",
         description="Head attribution, ablation, semantics, aggregation weights, attention "
         "statistics, interventions and linear fits of a saved model, on the fixed held-out "
-        "strings.",
+        "strings. Prints a summary table per model (definitions: docs/method.md); --json or "
+        "--out give every number.",
     )
     p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
     p.add_argument(
@@ -660,8 +673,18 @@ def add_analyze_parser(sub) -> None:
     p.add_argument(
         "--n-eval", type=_positive_int, default=1024, help="held-out strings (%(default)s)"
     )
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
-    p.add_argument("--out", default=None, help="write the JSON here instead of printing it")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "auto"),
+        default="cpu",
+        help="cpu: NumPy (the default); gpu: CuPy; auto: the GPU when CuPy finds one",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print every number as JSON instead of the summary tables",
+    )
+    p.add_argument("--out", default=None, help="write the JSON to this file")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -726,7 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-eval", type=_positive_int, default=2048, help="held-out strings (%(default)s)"
     )
     p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "auto"),
+        default="cpu",
+        help="cpu: NumPy (the default); gpu: CuPy; auto: the GPU when CuPy finds one",
+    )
     p.set_defaults(func=cmd_eval)
 
     add_reproduce_parser(sub)

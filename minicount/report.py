@@ -89,6 +89,7 @@ def _accuracy(plt, spec, models, heads, stats):
     lows = [stats[n][k].low for n in names for _, k in series if stats[n][k].n]
     ax.set_ylim(max(0.0, min(lows, default=0.5) - 0.05), 1.01)
     ax.set_ylabel("held-out l-acc (mean over seeds)")
+    ax.set_xlabel("setting (cell)")
     ax.set_title("Accuracy of the model and of re-weighted head contributions\n"
                  "(bars: 95% bootstrap interval over seeds)", fontsize=10)  # fmt: skip
     ax.legend(fontsize=7, loc="lower left")
@@ -128,6 +129,28 @@ def _roles(plt, spec, models, heads, stats):
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Head roles through training: mean over seeds, band = 95% bootstrap interval")
     fig.tight_layout()
+    return fig
+
+
+def _training(plt, spec, models, heads, stats):
+    from .results import trajectories
+
+    traj = trajectories(models, heads)
+    if all(len(t) < 2 for t in traj.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for color, name in zip(_colors(plt, len(spec.names)), spec.names, strict=True):
+        steps = sorted(traj[name])
+        iv = [mean_ci(traj[name][s]["l_acc"]) for s in steps]
+        ax.plot(steps, [s.value for s in iv], "o-", ms=3, color=color, label=name)
+        ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color,
+                        alpha=0.15, lw=0)  # fmt: skip
+    _log_steps(ax, sorted({s for t in traj.values() for s in t}))
+    ax.set_xlabel("training step (log scale)")
+    ax.set_ylabel("held-out l-acc")
+    ax.set_title("Learning curves: mean over seeds, band = 95% bootstrap interval", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
@@ -290,6 +313,8 @@ def _phase(plt, spec, models, heads, stats):
 FIGURES = (
     ("accuracy.png", "Held-out l-acc of the trained model and of three re-weightings of its "
      "heads' EOS contributions; bars are 95% bootstrap intervals over seeds.", _accuracy),
+    ("training.png", "Held-out l-acc at each snapshot (log-spaced steps), mean and 95% "
+     "bootstrap interval over seeds.", _training),
     ("roles.png", "Head roles through training (log-spaced snapshots): semantic and counting "
      "heads per model, n_eff of the fitted weights, and the fitted − best-uniform gap.", _roles),
     ("ratios.png", "w_01 and w_02 of the top-weighted head through training, on log scales "
@@ -495,3 +520,63 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
         _claims(results),
         _what_was_run(results), _figures(figures), GLOSSARY,
     ])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- analyze
+
+
+def analysis_summary(result: dict) -> str:
+    """Plain-text tables of ``python -m minicount analyze``: per model, its metrics and the
+    aggregation; per head, semantics, syntax, weights and attention ratios."""
+    from .results import head_rows, model_row
+
+    lines = [
+        f"{result['checkpoint']}: {len(result['members'])} model(s), "
+        f"{result['n_eval']} held-out strings of up to {result['max_len']} symbols"
+    ]
+    for m in result["members"]:
+        H = m["config"]["n_heads"]
+        knobs = {"n_heads": H}
+        if not m.get("exact"):
+            lines += [
+                "",
+                f"model {m['member']}: l-acc {m['metrics']['l_acc']:.4f}  s-acc "
+                f"{m['metrics']['s_acc']:.4f}  ROC AUC {m['metrics']['roc_auc']:.4f}",
+                f"  (no per-head decomposition: {m.get('exact_problem')})",
+            ]
+            continue
+        heads = head_rows(knobs, m["member"], 0, m)
+        row = model_row(knobs, m["member"], 0, m, heads)
+        lines += [
+            "",
+            f"model {m['member']}: l-acc {row['l_acc']:.4f}  s-acc {row['s_acc']:.4f}"
+            f"  ROC AUC {row['roc_auc']:.4f}  |  fitted weights {_f(row['fitted_l_acc'])}"
+            f"  best uniform {_f(row['uniform_l_acc'])}  gap {_f(row['gap'])}"
+            f"  n_eff {_f(row['n_eff_fitted'], 2)} of {H}",
+        ]
+        lines.append(
+            "  head  AUC (sign)  semantic  counting  alone l-acc  weight share"
+            "   w_01     w_02     BOS"
+        )
+        for r in heads:
+            sign = {1: "+", -1: "-"}.get(r["auc_sign"], " ")
+            lines.append(
+                f"  {r['head']:>4}  {_f(r['auc_two_sided'])} ({sign})   "
+                f"{'yes' if r['semantic'] else 'no':<8}  {'yes' if r['counting'] else 'no':<8}  "
+                f"{_f(r['solo_l_acc']):>11}  {_f(r['fitted_share']):>12}  {_g(r['w_01']):>7}  "
+                f"{_g(r['w_02']):>7}  {_f(r['bos_weight'])}"
+            )
+    lines += [
+        "",
+        "semantic: max(AUC, 1 − AUC) ≥ 0.9 for the head's EOS contribution alone; "
+        "counting: also w_01 in [0.8, 1.25] and w_02 < 0.2 (docs/method.md)",
+    ]
+    return "\n".join(lines)
+
+
+def _f(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _g(x) -> str:
+    return "–" if x is None else f"{x:.3g}"

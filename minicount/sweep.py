@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -43,10 +42,11 @@ from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint
 from .data import DataConfig, encode, eval_set
+from .limits import check_ensemble, memory_budget
 from .metrics import evaluate
 from .model import ModelConfig, param_shapes
 from .results import load_snapshots, snapshot_rows, summarise
-from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
+from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
 from .train import train
 
@@ -231,10 +231,7 @@ def available_bytes(device: str) -> int:
         import cupy
 
         return int(cupy.cuda.runtime.memGetInfo()[1])
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40
+    return memory_budget()  # physical memory, or MINICOUNT_MAX_MEMORY
 
 
 def check_sizes(spec: SweepSpec, device: str) -> None:
@@ -505,8 +502,10 @@ def run_sweep(
     """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
     figures=False skips the PNGs (the tables and the report are written all the same)."""
     device = resolve_device(device)
+    check_ensemble(len(spec.seeds))
     for cell in spec.cells:
         check_cell(cell)
+        cell.model_config()  # the model-size limits (minicount/limits.py)
     check_sizes(spec, device)
     out = Path(out)
     if str(out).strip() == "":
@@ -514,6 +513,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out, what="run folder"):
         prepare_folder(out, spec, force=force)
+        for stale in out.rglob("*" + TEMP_SUFFIX):  # left by killed writers (we hold the lock)
+            stale.unlink(missing_ok=True)
         if (out / COMPLETE).exists():
             (out / COMPLETE).unlink()  # rewritten last, after the outputs below
         M = len(spec.seeds)

@@ -89,31 +89,34 @@ def npy(a):
     f = io.BytesIO(); np.save(f, np.asarray(a)); return f.getvalue()
 
 folder = sys.argv[1]
-fmt = npy(np.array("minicount-checkpoint-v1"))
-big = dict(d_model=10**6, n_heads=10**4, d_head=10**4, n_layers=256)
-cases = {
-    "config": {"meta:config.npy": npy(np.array(json.dumps(big)))},
-    "layers": {"meta:config.npy": npy(np.array(json.dumps({"n_layers": 10**8})))},
-    "shape": {
-        "meta:config.npy": npy(np.array(json.dumps({}))),
-        **{f"param:{k}.npy": npy(v) for k, v in mc.init_params(mc.ModelConfig()).items()},
-        # a header that claims 10**12 floats, with 8 bytes of data
-        "param:embed.W_E.npy": npy(np.zeros(1))[:-8].replace(b"(1,)", b"(1000000000000,)")
-        + bytes(8),
-    },
-}
-for name, extra in cases.items():
-    with zipfile.ZipFile(f"{folder}/{name}.npz", "w") as z:
-        z.writestr("meta:format.npy", fmt)
-        for k, v in extra.items():
-            z.writestr(k, v)
-# an unknown member that inflates to 300 MB: never opened
-with zipfile.ZipFile(f"{folder}/bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
-    z.writestr("meta:format.npy", fmt, compress_type=zipfile.ZIP_STORED)
-    with z.open("junk.npy", "w", force_zip64=True) as f:
-        chunk = bytes(2**24)
-        for _ in range(18):
-            f.write(chunk)
+if sys.argv[2] == "make":
+    fmt = npy(np.array("minicount-checkpoint-v1"))
+    big = dict(d_model=10**6, n_heads=10**4, d_head=10**4, n_layers=256)
+    cases = {
+        "config": {"meta:config.npy": npy(np.array(json.dumps(big)))},
+        "layers": {"meta:config.npy": npy(np.array(json.dumps({"n_layers": 10**8})))},
+        "shape": {
+            "meta:config.npy": npy(np.array(json.dumps({}))),
+            **{f"param:{k}.npy": npy(v) for k, v in mc.init_params(mc.ModelConfig()).items()},
+            # a header that claims 10**12 floats, with 8 bytes of data
+            "param:embed.W_E.npy": npy(np.zeros(1))[:-8].replace(b"(1,)", b"(1000000000000,)")
+            + bytes(8),
+        },
+    }
+    for name, extra in cases.items():
+        with zipfile.ZipFile(f"{folder}/{name}.npz", "w") as z:
+            z.writestr("meta:format.npy", fmt)
+            for k, v in extra.items():
+                z.writestr(k, v)
+    # an unknown member that inflates to 300 MB: never opened
+    with zipfile.ZipFile(f"{folder}/bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("meta:format.npy", fmt, compress_type=zipfile.ZIP_STORED)
+        with z.open("junk.npy", "w", force_zip64=True) as f:
+            chunk = bytes(2**24)
+            for _ in range(18):
+                f.write(chunk)
+    sys.exit(0)
+# a fresh process loads them: its own peak memory is the loader's (with Python and NumPy)
 for name in ("config", "layers", "shape", "bomb"):
     start = time.perf_counter()
     try:
@@ -130,10 +133,13 @@ def test_hostile_checkpoints_are_refused_fast_in_bounded_memory(tmp_path):
     """A config asking for an enormous model, a header claiming 10**12 floats, an unknown
     member that inflates to 300 MB: each refused in well under a second, and the whole
     process (Python and NumPy included) stays under 200 MB."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-c", HOSTILE, str(tmp_path), "make"], env=env, check=True,
+                   timeout=120)  # fmt: skip
     start = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-c", HOSTILE, str(tmp_path)],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        [sys.executable, "-c", HOSTILE, str(tmp_path), "load"],
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,

@@ -184,7 +184,7 @@ def test_analyze_checkpoint(tmp_path, capsys):
         config, steps=2, seed=[0, 1], batch_size=8, max_len=6, eval_every=0, n_eval=16
     )
     ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
-    assert main(["analyze", str(ck), "--n-eval", "24", "--member", "1"]) == 0
+    assert main(["analyze", str(ck), "--n-eval", "24", "--member", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [m["member"] for m in result["members"]] == [1]
     assert result["members"][0]["exact"] and len(result["members"][0]["semantics"]) == 2
@@ -237,3 +237,82 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
     long_key = Cell(**{**shared["cells"][1]}).key()
     first = json.loads((tmp_path / "both" / "cells" / long_key / "step_0000010.json").read_text())
     assert first["seconds"]["train"] == 0.0
+
+
+def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp_path, monkeypatch):
+    """A full disk while the report is written: the previous report stays whole, nothing
+    half-written or temporary is left, COMPLETE is not written; the rerun completes."""
+    import errno
+
+    import minicount.report as report
+
+    argv = ["sweep", "--set", "n_heads=2", "--steps", "10", *TINY, "--no-figures",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    before = (tmp_path / "report.md").read_text()
+    (tmp_path / "cells" / "stale.json.abc.tmp").write_text("left by a killed writer")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "render", full_disk)
+    assert main(argv) == 2
+    assert not (tmp_path / COMPLETE).exists()
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.undo()
+    # the disk fills while report.md's temporary file is renamed into place
+    import minicount.safeio as safeio
+
+    real_replace = os.replace
+
+    def replace_fails_for_the_report(src, dst):
+        if str(dst).endswith("report.md"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(safeio.os, "replace", replace_fails_for_the_report)
+    assert main(argv) == 2
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / COMPLETE).exists()
+    monkeypatch.undo()
+    assert main(argv) == 0 and (tmp_path / COMPLETE).exists()
+
+
+def test_analyze_prints_a_summary_table_by_default(tmp_path, capsys):
+    config = mc.ModelConfig(n_heads=3, d_model=16, d_head=4)
+    params, _ = mc.train(config, steps=5, seed=[0, 1], batch_size=8, max_len=6, eval_every=0,
+                         n_eval=16)  # fmt: skip
+    ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
+    assert main(["analyze", str(ck), "--n-eval", "24"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("model ") >= 2 and "weight share" in text
+    table = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(table) == 2 * 3  # one line per head of each model
+    assert main(["analyze", str(ck), "--n-eval", "24", "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    auc = parsed["members"][1]["semantics"][2]["auc_two_sided"]
+    assert f"{auc:.3f}" in table[5]
+
+
+def test_figures_have_titles_labelled_axes_and_legends(quick_run):
+    """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
+    legend wherever it draws more than one setting."""
+    from minicount import report
+    from minicount.results import cell_statistics, collect, final_rows
+
+    spec = preset("quick")
+    models, heads, finals = collect(spec, quick_run)
+    fm, fh = final_rows(models, spec), final_rows(heads, spec)
+    stats = {n: cell_statistics(fm[n], fh[n]) for n in spec.names}
+    for name, _, draw in report.FIGURES:
+        fig = draw(report._plt(), spec, models, heads, stats)
+        if fig is None:
+            continue
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        titled = fig._suptitle is not None or all(ax.get_title() for ax in axes)
+        assert titled, name
+        assert all(ax.get_title() or ax.get_ylabel() for ax in axes), name  # what is plotted
+        assert any(ax.get_xlabel() for ax in axes), name
+        if name in ("accuracy.png", "training.png", "roles.png", "ratios.png", "heads.png"):
+            assert any(ax.get_legend() is not None for ax in axes), name
