@@ -170,9 +170,10 @@ def notebook_runs(request, tmp_path_factory):
     missing = [name for name in NOTEBOOK_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: pip install -e '.[notebook]'")
-    from ipykernel.kernelspec import install
+    from ipykernel.kernelspec import write_kernel_spec
 
-    spec = Path(install(kernel_name=KERNEL_NAME, prefix=str(tmp_path_factory.mktemp("kernel"))))
+    kernels = tmp_path_factory.mktemp("kernels")  # a kernelspec for this interpreter, here only
+    write_kernel_spec(str(kernels / KERNEL_NAME))
     selected = [
         item.callspec.params["path"]
         for item in request.session.items
@@ -182,7 +183,7 @@ def notebook_runs(request, tmp_path_factory):
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield {
             path: pool.submit(
-                execute_notebook, path, tmp_path_factory.mktemp(path.stem), [str(spec.parent)]
+                execute_notebook, path, tmp_path_factory.mktemp(path.stem), [str(kernels)]
             )
             for path in selected
         }
