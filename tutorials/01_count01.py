@@ -30,7 +30,8 @@
 #    the trained models are scored with.
 #
 # Run it as a script (`python tutorials/01_count01.py`) or open it as a notebook (see the
-# README). Figures go to `tutorial_figures/` (or the folder in `$MINICOUNT_FIGURES`).
+# README). Figures go to `runs/tutorial_figures/` in the repository, whichever folder it
+# runs in (or to the folder in `$MINICOUNT_FIGURES`).
 # Everything here runs on the CPU in a few seconds: data is always drawn on the host.
 
 # %%
@@ -44,7 +45,21 @@ import numpy as np
 import minicount as mc
 from minicount import data
 
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", "tutorial_figures"))
+
+def repository_root():
+    """The minicount checkout around the working folder (the first folder upward whose
+    pyproject.toml names minicount), or the working folder itself outside one. A script run
+    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        marker = folder / "pyproject.toml"
+        if marker.is_file() and 'name = "minicount"' in marker.read_text():
+            return folder
+    return here
+
+
+RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
+FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 IN_NOTEBOOK = "ipykernel" in sys.modules
 

@@ -41,11 +41,27 @@ try:
     import hypothesis.extra.numpy as hnp
     from hypothesis import HealthCheck, find, given, settings
     from hypothesis import strategies as st
-except ImportError as missing:
-    raise SystemExit("this tutorial needs hypothesis: pip install -e '.[test]'") from missing
+    from hypothesis.configuration import set_hypothesis_home_dir
+except ImportError:  # "from None": IPython 9 cannot show a chained SystemExit
+    raise SystemExit("skip: this tutorial needs hypothesis: pip install -e '.[test]'") from None
 
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", "tutorial_figures"))
+
+def repository_root():
+    """The minicount checkout around the working folder (the first folder upward whose
+    pyproject.toml names minicount), or the working folder itself outside one. A script run
+    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        marker = folder / "pyproject.toml"
+        if marker.is_file() and 'name = "minicount"' in marker.read_text():
+            return folder
+    return here
+
+
+RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
+FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
+set_hypothesis_home_dir(RUNS / ".hypothesis")  # its example database, not in the working folder
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
 MAX_EXAMPLES = 10 if QUICK else 60
 IN_NOTEBOOK = "ipykernel" in sys.modules

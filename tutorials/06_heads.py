@@ -58,7 +58,21 @@ from minicount import analysis, data
 from minicount.backend import resolve_device, to_device, to_numpy
 from minicount.study import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02
 
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", "tutorial_figures"))
+
+def repository_root():
+    """The minicount checkout around the working folder (the first folder upward whose
+    pyproject.toml names minicount), or the working folder itself outside one. A script run
+    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        marker = folder / "pyproject.toml"
+        if marker.is_file() and 'name = "minicount"' in marker.read_text():
+            return folder
+    return here
+
+
+RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
+FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
@@ -85,6 +99,13 @@ def save_figure(fig, name):
         plt.show()
     else:  # as a script: no window to close by hand
         plt.close(fig)
+
+
+def print_progress(step, params, history):
+    """mc.train's callback after each evaluation: the members' mean metrics on stdout."""
+    entry = history["eval"][-1]
+    l_acc, s_acc = np.mean(entry["l_acc"]), np.mean(entry["s_acc"])
+    print(f"  step {step:>4}: mean l-acc {l_acc:.4f}  s-acc {s_acc:.4f}  ({entry['time']:.1f} s)")
 
 
 def check_exercise(name, attempt, test):
@@ -121,7 +142,7 @@ ensemble, history = mc.train(
     device=DEVICE,
     eval_every=max(1, STEPS // 4),
     n_eval=min(N_EVAL, 512),
-    progress=True,
+    callback=print_progress,  # a line per evaluation (progress=True: the same, on stderr)
     **SETTINGS,
 )
 print(
