@@ -5,7 +5,7 @@
     python bench/bench.py --device all --quick  # everything, fewer repeats
     python -m minicount bench ...               # the same, from a source checkout
 
-Times, in one process on one machine, the default model of the study (SPEC §2: B = 256
+Times, in one process on one machine, the default model of the study (docs/method.md §2: B = 256
 strings of up to 32 symbols, T = 33 with BOS, d_model 32, 4 heads x d_head 8, one
 attention-only layer, float32):
 

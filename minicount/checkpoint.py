@@ -4,7 +4,8 @@ Layout (every entry a NumPy array, stored uncompressed):
     meta:format        "minicount-checkpoint-v1"
     meta:config        the ModelConfig as JSON
     meta:info          JSON: training settings, step, RNG states, versions (optional)
-    param:<name>       each parameter under its SPEC name, e.g. param:blocks.0.attn.W_Q
+    param:<name>       each parameter under its TransformerLens-style name,
+                       e.g. param:blocks.0.attn.W_Q
     opt:<name>         optimiser moments, e.g. opt:m.embed.W_E (optional)
     meta:opt_step      the optimiser step (with the moments)
 

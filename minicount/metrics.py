@@ -1,4 +1,4 @@
-"""The study's metrics (SPEC §3), computed from the EOS score s_t = logits[t, EOS].
+"""The study's metrics (docs/method.md §3), computed from the EOS score s_t = logits[t, EOS].
 
 - l-acc: fraction of real positions where the decision s_t > 0 equals y_t
 - s-acc: fraction of sequences whose decision is right at every position

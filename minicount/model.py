@@ -463,7 +463,8 @@ def loss_and_grads_all(
 def loss_and_grads(
     params: dict, tokens, targets, mask, config: ModelConfig, *, attention="textbook"
 ):
-    """(loss, grads): the mean BCE loss of SPEC §2 as a Python float, and d loss / d params.
+    """(loss, grads): the mean BCE loss of docs/method.md §2 as a Python float, and
+    d loss / d params.
 
     For an ensemble the loss returned is the sum of the members' losses, whose gradient
     with respect to member i's parameters is member i's own gradient.

@@ -315,7 +315,7 @@ def verdict(stats: dict) -> dict:
 
 
 def claims(stats_by_cell: dict) -> list[dict]:
-    """The paper's claims (SPEC §4), each with a status over the cells with several heads:
+    """The paper's claims (docs/method.md §4), each with a status over the cells with several heads:
     'supported' or 'not supported' (every cell's interval on one side of the rule's cut-off),
     'undecided' (every interval straddles it), counts of each when cells differ, or 'by
     construction'; every entry names its rule and per-cell evidence."""

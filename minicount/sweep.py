@@ -55,7 +55,7 @@ from .train import train
 
 @dataclass(frozen=True)
 class Cell:
-    """One setting of the knobs that may decide compete vs cooperate (SPEC §4 "Study")."""
+    """One setting of the knobs that may decide compete vs cooperate (docs/method.md §4 "Study")."""
 
     n_heads: int = 4  # attention heads
     d_model: int = 32  # residual width

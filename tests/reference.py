@@ -8,7 +8,7 @@ import numpy as np
 
 
 def next_set_targets(tokens):
-    """Per position, in plain Python: targets [B, T, V] and mask [B, T] (SPEC's definition)."""
+    """Per position, in plain Python: targets [B, T, V] and mask [B, T] (docs/method.md §1)."""
     B, T = tokens.shape
     targets = np.zeros((B, T, 6), dtype=np.float32)
     mask = np.zeros((B, T), dtype=bool)

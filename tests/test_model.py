@@ -75,7 +75,7 @@ def test_attention_rows_sum_to_one_and_are_causal(config, seed):
 
 @given(seed=st.integers(0, 1000), H=st.integers(1, 4))
 def test_head_decomposition_adds_up(seed, H):
-    """One layer, attention only: logits = x0 W_U + b_U + Σ_h z_h W_O[h] W_U (SPEC §4)."""
+    """One layer, attention only: logits = x0 W_U + b_U + Σ_h z_h W_O[h] W_U (docs/method.md §4)."""
     config = mc.ModelConfig(d_model=8, n_heads=H, d_head=4)
     params = mc.init_params(config, seed, dtype=np.float64)
     tokens, _, _ = data.sample_batch(5, 10, np.random.default_rng(seed))

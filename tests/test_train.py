@@ -6,7 +6,8 @@ from minicount.optim import AdamW, clip_grads, lr_at
 
 
 def test_default_model_learns_to_count():
-    """The study's default model reaches l-acc = s-acc = 1 on held-out strings (SPEC §2)."""
+    """The study's default model reaches l-acc = s-acc = 1 on held-out strings
+    (docs/method.md §2)."""
     params, history = mc.train(mc.ModelConfig(), steps=400, seed=0, eval_every=0)
     final = history["eval"][-1]
     assert final["l_acc"] == 1.0 and final["s_acc"] == 1.0, final

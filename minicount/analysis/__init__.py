@@ -1,4 +1,4 @@
-"""Instruments that read a trained model without changing it (SPEC §4), one module each:
+"""Instruments that read a trained model without changing it (docs/method.md §4), one module each:
 
     attribution       head_logit_contributions, eos_contributions (direct logit attribution)
     patterns          attention_patterns, plot_patterns

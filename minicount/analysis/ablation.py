@@ -1,4 +1,5 @@
-"""Head ablation (SPEC §4): replace heads' outputs by zero or by their mean, through a hook.
+"""Head ablation (docs/method.md §4): replace heads' outputs by zero or by their mean,
+through a hook.
 
 The forward pass is run with a hook on ``blocks.{layer}.attn.hook_result`` [B, H, T, d_model]
 (each head's output before the sum over heads) that swaps the ablated heads' outputs for

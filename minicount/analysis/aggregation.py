@@ -1,4 +1,5 @@
-"""How the output layer aggregates the heads (SPEC §4), and the logistic regression behind it.
+"""How the output layer aggregates the heads (docs/method.md §4), and the logistic
+regression behind it.
 
 Each head's EOS contribution c_h is standardised over the evaluation positions,
 z_h = c_h / σ_h, so that the trained model reads
@@ -375,7 +376,8 @@ def _metrics(scores, targets, mask) -> list:
 def aggregation_batched(
     c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
 ) -> list[dict]:
-    """The comparison of SPEC §4 for M models at once; one dict per model (module doc keys).
+    """The comparison of docs/method.md §4 for M models at once; one dict per model (keys:
+    see the module doc).
 
     c [M, H, B, T] head contributions, offset [M, B, T], targets [B, T, V], mask [B, T].
     The fitted weights for every model and every L2 strength come from one batched fit, the
@@ -464,7 +466,7 @@ def aggregation_batched(
 def aggregation_from_contributions(
     c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
 ) -> dict:
-    """The comparison of SPEC §4 (module doc keys) from c [H, B, T] and offset [B, T]."""
+    """The comparison of docs/method.md §4 (module doc keys) from c [H, B, T] and offset [B, T]."""
     return aggregation_batched(c[None], offset[None], targets, mask, l2=l2, l2_check=l2_check)[0]
 
 

@@ -1,4 +1,5 @@
-"""Attention statistics per head and query token (SPEC §4): w_01, w_02 and the weight on BOS.
+"""Attention statistics per head and query token (docs/method.md §4): w_01, w_02 and the
+weight on BOS.
 
     w_ab(q) = (mean weight on one key of token b) / (mean weight on one key of token a)
 

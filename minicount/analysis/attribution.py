@@ -1,4 +1,4 @@
-"""Direct logit attribution for a one-layer, attention-only model (SPEC §4).
+"""Direct logit attribution for a one-layer, attention-only model (docs/method.md §4).
 
 With one layer, no MLP and no LayerNorm, the logits are a sum of independent paths:
 

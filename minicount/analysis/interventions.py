@@ -1,4 +1,5 @@
-"""Interventions (SPEC §4): re-run the model with attention or value vectors edited by hooks.
+"""Interventions (docs/method.md §4): re-run the model with attention or value vectors
+edited by hooks.
 
 Attention edits act on ``blocks.{l}.attn.hook_attn_scores`` [B, H, T, T] of one head:
     force w_ab = w   shift the scores of every key of token b, per query, so that the mean

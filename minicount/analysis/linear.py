@@ -1,4 +1,4 @@
-"""Linear-combination fit (SPEC §4): how well a linear read-out of the head contributions
+"""Linear-combination fit (docs/method.md §4): how well a linear read-out of the head contributions
 alone (without the direct path) predicts the model's EOS score, its decisions and the labels.
 
     score     least squares  s ≈ Σ_h β_h c_h + β_0            -> R², β

@@ -1,4 +1,4 @@
-"""Per-head semantics versus syntax (SPEC §4).
+"""Per-head semantics versus syntax (docs/method.md §4).
 
 For each head h:
     semantics  ROC AUC of its EOS contribution c_h alone: does the head separate the classes?
