@@ -32,7 +32,8 @@ hook names (``activation_as_minicount`` converts):
     hook_attn_scores   [B, H, T, T]        the same, but masked: -inf above the diagonal,
                                            where minicount keeps q·k
     hook_pattern       [B, H, T, T]        the same
-    hook_embed         token + position    token only (equal for NoPE models)
+    hook_embed         token only          token only
+    hook_pos_embed     W_pos[:T]           W_pos[:T]
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
-from .model import ATTN_HOOKS, ModelConfig, check_params, param_shapes
+from .model import ModelConfig, check_params, param_shapes
+from .names import ATTN_HOOKS, act_name
 
 # head axis second in minicount, third in TransformerLens
 _HEAD_THIRD = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")
@@ -75,15 +77,13 @@ def _import_lens():
 
 
 def shared_hook_names(config: ModelConfig) -> list[str]:
-    """The activation names that mean the same thing in both projects (up to layout).
-
-    ``hook_embed`` is in only for NoPE models (in minicount it includes the positions).
-    """
-    names = [] if config.pos_emb else ["hook_embed"]
+    """The activation names that mean the same thing in both projects (up to layout):
+    the token (and, with positions, positional) embedding, and per layer the residual
+    stream before and after the block and every attention activation."""
+    names = ["hook_embed"] + (["hook_pos_embed"] if config.pos_emb else [])
     for l in range(config.n_layers):
-        p = f"blocks.{l}."
-        names += [p + "hook_resid_pre"] + [p + "attn." + h for h in ATTN_HOOKS]
-        names += [p + "hook_resid_post"]
+        names += [act_name("resid_pre", l)] + [act_name(h, l) for h in ATTN_HOOKS]
+        names += [act_name("resid_post", l)]
     return names
 
 

@@ -104,8 +104,8 @@ def training_step_timer():
     import numpy as np
 
     from .data import sample_batch
+    from .fast.train_step import loss_and_grads_sliced
     from .model import ModelConfig, init_params
-    from .parallel import loss_and_grads_sliced
 
     config = ModelConfig()
     params = init_params(config, 0)

@@ -58,7 +58,7 @@ def test_logits_and_every_shared_activation_agree(kw, tokens):
     np.testing.assert_allclose(theirs_logits.detach().numpy(), logits, rtol=1e-5, atol=1e-5)
     T = tokens.shape[1]
     causal = np.tril(np.ones((T, T), bool))
-    assert len(names) == 9 * config.n_layers + (0 if config.pos_emb else 1)
+    assert len(names) == 9 * config.n_layers + 1 + int(config.pos_emb)
     for name in names:
         a, b = interop.activation_as_minicount(name, theirs[name]), ours[name]
         assert a.shape == b.shape, name

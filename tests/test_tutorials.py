@@ -90,7 +90,8 @@ def failure_report(path: Path, result: subprocess.CompletedProcess) -> str:
 
 
 def figures_named_in(path: Path) -> list[str]:
-    return re.findall(r'save_figure\(\s*\w+,\s*"([^"]+)"', path.read_text())
+    # each name once: a tutorial may save the same figure on two alternative branches
+    return sorted(set(re.findall(r'save_figure\(\s*\w+,\s*"([^"]+)"', path.read_text())))
 
 
 def check_outputs(path: Path, repo: Path, stdout: str):

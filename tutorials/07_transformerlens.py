@@ -41,6 +41,7 @@
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -50,6 +51,7 @@ import minicount as mc
 from minicount import analysis, data
 from minicount.analysis.hooks import run_with_cache
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in a notebook
 try:
     import torch
     import transformer_lens  # noqa: F401
@@ -61,7 +63,21 @@ except ImportError as missing:
     HAVE_LENS = False
     WHY = str(missing)
 
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", "tutorial_figures"))
+
+def repository_root():
+    """The minicount checkout around the working folder (the first folder upward whose
+    pyproject.toml names minicount), or the working folder itself outside one. A script run
+    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        marker = folder / "pyproject.toml"
+        if marker.is_file() and 'name = "minicount"' in marker.read_text():
+            return folder
+    return here
+
+
+RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
+FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
 IN_NOTEBOOK = "ipykernel" in sys.modules
