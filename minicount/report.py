@@ -286,6 +286,9 @@ def _phase(plt, spec, models, heads, stats):
     kx, ky = varied[:2]
     xs = sorted({getattr(c, kx) for c in spec.cells})
     ys = sorted({getattr(c, ky) for c in spec.cells})
+    present = {(getattr(c, kx), getattr(c, ky)) for c in spec.cells}
+    if len(present) < len(xs) * len(ys):  # not a grid over these two knobs: no map
+        return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "semantic_fraction", "fraction of semantic heads"),
                            (axes[1], "gap", "fitted − best uniform l-acc")):  # fmt: skip
