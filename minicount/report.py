@@ -53,6 +53,8 @@ def _colors(plt, n: int):
 def draw_figures(spec, models, heads, finals, stats, folder: Path) -> list[tuple]:
     """Write every figure into folder; returns [(file name, caption)]."""
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):  # an earlier summary's figures: redrawn or gone
+        old.unlink()
     plt = _plt()
     files = []
     for name, caption, draw in FIGURES:
