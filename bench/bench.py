@@ -842,7 +842,9 @@ def gpu_analysis_rows(args) -> list:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m minicount bench", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer repeats and configurations")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")

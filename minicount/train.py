@@ -419,7 +419,9 @@ def save_run(path, run: RunState, config: ModelConfig, tc: TrainConfig, device: 
 
 def _summary(metrics: dict, key: str) -> str:
     v = np.asarray(metrics[key])
-    return f"{float(v):.4f}" if v.ndim == 0 else f"{v.mean():.4f} (min {v.min():.4f})"
+    if v.ndim == 0:
+        return f"{float(v):.4f}"
+    return f"mean {v.mean():.4f} min {v.min():.4f}"  # over the members of the ensemble
 
 
 def step_loss_and_grads(params, tokens, targets, mask, config: ModelConfig, path: str):
