@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis import analyze_model, jsonable
+from .analysis import analyze_ensemble, jsonable
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint
 from .data import DataConfig, encode, eval_set
-from .limits import check_ensemble, memory_budget
+from .limits import check_ensemble, memory_budget, training_bytes
 from .metrics import evaluate
-from .model import ModelConfig, param_shapes
+from .model import ModelConfig
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
@@ -214,18 +214,6 @@ def snapshot_steps(steps: int, first: int = 25) -> list[int]:
 # ----------------------------------------------------------------------------- sizes
 
 
-def ensemble_bytes(cell: Cell, n_models: int, batch_size: int, n_eval: int) -> int:
-    """A generous estimate of the memory one cell needs: parameters with AdamW moments and
-    gradients, plus the largest attention arrays of a training step and of the analysis."""
-    n_params = sum(int(np.prod(s)) for s in param_shapes(cell.model_config()).values())
-    T = cell.max_len + 1
-    params = 4 * n_params * 4 * n_models  # params, two moments, gradients; float32
-    attention = 4 * n_models * batch_size * cell.n_heads * T * T * 6  # scores, pattern, grads
-    attention += 4 * n_models * batch_size * T * (cell.d_model + cell.n_heads * cell.d_head) * 8
-    analysis = 8 * n_models * min(n_eval, 256) * cell.n_heads * T * T * 4  # chunked patterns
-    return params + max(attention, analysis)
-
-
 def available_bytes(device: str) -> int:
     if device == "gpu":
         import cupy
@@ -238,7 +226,9 @@ def check_sizes(spec: SweepSpec, device: str) -> None:
     """ValueError naming the cell and the limit when a cell would not fit in memory."""
     limit = available_bytes(device)
     for name, cell in zip(spec.names, spec.cells, strict=True):
-        need = ensemble_bytes(cell, len(spec.seeds), spec.batch_size, spec.n_eval)
+        need = training_bytes(
+            cell.model_config(), len(spec.seeds), spec.batch_size, cell.max_len + 1, spec.n_eval
+        )
         if need > 0.8 * limit:
             raise ValueError(
                 f"cell '{name}' with {len(spec.seeds)} seeds needs about {need / 2**30:.1f} GiB, "
@@ -295,23 +285,6 @@ def advance(
         resume=str(ck) if at is not None else None,
         path=train_path,
     )
-
-
-def analyze_members(params: dict, held_out, config: ModelConfig, spec: SweepSpec) -> list[dict]:
-    """Every instrument on every member of the ensemble (one pass when analyze_ensemble
-    exists, else member by member)."""
-    from . import analysis
-
-    if hasattr(analysis, "analyze_ensemble"):
-        return analysis.analyze_ensemble(
-            params, *held_out, config, subsets=spec.subsets, interventions=spec.interventions
-        )
-    M = params["embed.W_E"].shape[0]
-    return [
-        analyze_model({k: v[i] for k, v in params.items()}, *held_out, config,
-                      subsets=spec.subsets, interventions=spec.interventions)
-        for i in range(M)
-    ]  # fmt: skip
 
 
 EXAMPLE = "1020120121102211"  # drawn in the attention figures, repeated to the cell's max_len
@@ -388,7 +361,13 @@ def run_cell(
         t0 = time.perf_counter()
         params, history = advance(cell, spec, ck, step, device, train_path)
         t1 = time.perf_counter()
-        members = analyze_members(to_device(params, device), held_out, config, spec)
+        members = analyze_ensemble(
+            to_device(params, device),
+            *held_out,
+            config,
+            subsets=spec.subsets,
+            interventions=spec.interventions,
+        )
         t2 = time.perf_counter()
         models, heads = snapshot_rows(cell, name, spec.seeds, step, members)
         if step == steps[-1]:

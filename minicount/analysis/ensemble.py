@@ -31,9 +31,8 @@ from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..model import check_params
 from ..names import act_name, param_name
-from . import aggregation as aggregation_module
-from . import linear as linear_module
 from .ablation import MODES, head_sets
+from .aggregation import aggregation_batched
 from .analyze import jsonable
 from .attention_stats import (
     PAIRS,
@@ -45,6 +44,7 @@ from .attention_stats import (
 )
 from .attribution import exactness_problem
 from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list, removed_keys
+from .linear import linear_fit_batched
 from .scoring import METRICS
 from .semantics import two_sided
 
@@ -431,32 +431,6 @@ def _contributions_all(c, at: Positions) -> dict:
     return {"mean_pos": c[..., y].mean(-1), "mean_neg": c[..., ~y].mean(-1), "std": c.std(-1)}
 
 
-def _aggregation_all(c, offset, targets, mask, l2: float) -> list[dict]:
-    """aggregation_from_contributions of every member. c [M, H, B, T], offset [M, B, T].
-
-    A loop over members until aggregation.aggregation_batched exists; then that.
-    """
-    if hasattr(aggregation_module, "aggregation_batched"):
-        return aggregation_module.aggregation_batched(c, offset, targets, mask, l2=l2)
-    return [
-        aggregation_module.aggregation_from_contributions(c[m], offset[m], targets, mask, l2=l2)
-        for m in range(c.shape[0])
-    ]
-
-
-def _linear_all(c, offset, targets, mask, l2: float) -> list[dict]:
-    """linear_fit_from_contributions of every member. c [M, H, B, T], offset [M, B, T].
-
-    A loop over members until linear.linear_fit_batched exists; then that.
-    """
-    if hasattr(linear_module, "linear_fit_batched"):
-        return linear_module.linear_fit_batched(c, offset, targets, mask, l2=l2)
-    return [
-        linear_module.linear_fit_from_contributions(c[m], offset[m], targets, mask, l2=l2)
-        for m in range(c.shape[0])
-    ]
-
-
 # ------------------------------------------------------------------------------ all
 
 
@@ -500,8 +474,8 @@ def analyze_ensemble(
     semantics = _semantics_all(c_real, offset_real, at, zero_metrics, index)
     attention = _attention_all(params, run["attention"], config)
     summary = _contributions_all(c_real, at)
-    aggregation = _aggregation_all(c, offset, targets, mask, l2)
-    linear = _linear_all(c, offset, targets, mask, l2)
+    aggregation = aggregation_batched(c, offset, targets, mask, l2=l2)
+    linear = linear_fit_batched(c, offset, targets, mask, l2=l2)
     if interventions:
         edits = {k: at.real(xp.moveaxis(v, -1, 2) if k == "cross" else v)
                  for k, v in run["edits"].items()}  # [M, H, N] (cross: [M, H, G, N])  # fmt: skip
