@@ -35,44 +35,13 @@
 # Everything here runs on the CPU in a few seconds: data is always drawn on the host.
 
 # %%
-import os
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import minicount as mc
 from minicount import data
-
-
-def repository_root():
-    """The minicount checkout around the working folder (the first folder upward whose
-    pyproject.toml names minicount), or the working folder itself outside one. A script run
-    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        marker = folder / "pyproject.toml"
-        if marker.is_file() and 'name = "minicount"' in marker.read_text():
-            return folder
-    return here
-
-
-RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
-IN_NOTEBOOK = "ipykernel" in sys.modules
-
-
-def save_figure(fig, name):
-    """Save fig under FIGURES; in a notebook also show it below the cell."""
-    path = FIGURES / name
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"figure saved: {path}")
-    if IN_NOTEBOOK:
-        plt.show()
-    else:  # as a script: no window to close by hand
-        plt.close(fig)
+from minicount.notebook import save_figure
 
 
 def check_exercise(name, attempt, test):

@@ -29,13 +29,12 @@
 
 # %%
 import os
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minicount import data, layers
+from minicount.notebook import runs_folder, save_figure
 
 try:
     import hypothesis.extra.numpy as hnp
@@ -46,36 +45,10 @@ except ImportError:  # "from None": IPython 9 cannot show a chained SystemExit
     raise SystemExit("skip: this tutorial needs hypothesis: pip install -e '.[test]'") from None
 
 
-def repository_root():
-    """The minicount checkout around the working folder (the first folder upward whose
-    pyproject.toml names minicount), or the working folder itself outside one. A script run
-    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        marker = folder / "pyproject.toml"
-        if marker.is_file() and 'name = "minicount"' in marker.read_text():
-            return folder
-    return here
-
-
-RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+RUNS = runs_folder()  # everything this tutorial writes goes under here
 set_hypothesis_home_dir(RUNS / ".hypothesis")  # its example database, not in the working folder
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
 MAX_EXAMPLES = 10 if QUICK else 60
-IN_NOTEBOOK = "ipykernel" in sys.modules
-
-
-def save_figure(fig, name):
-    """Save fig under FIGURES; in a notebook also show it below the cell."""
-    path = FIGURES / name
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"figure saved: {path}")
-    if IN_NOTEBOOK:
-        plt.show()
-    else:  # as a script: no window to close by hand
-        plt.close(fig)
 
 
 def falsifying_example(failure):

@@ -34,9 +34,7 @@
 
 # %%
 import os
-import sys
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -44,26 +42,11 @@ import numpy as np
 import minicount as mc
 from minicount import data
 from minicount.backend import resolve_device
+from minicount.notebook import runs_folder, save_figure
 
-
-def repository_root():
-    """The minicount checkout around the working folder (the first folder upward whose
-    pyproject.toml names minicount), or the working folder itself outside one. A script run
-    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        marker = folder / "pyproject.toml"
-        if marker.is_file() and 'name = "minicount"' in marker.read_text():
-            return folder
-    return here
-
-
-RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+RUNS = runs_folder()  # everything this tutorial writes goes under here
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
-IN_NOTEBOOK = "ipykernel" in sys.modules
 
 # the sizes of every run in this tutorial: (quick mode for CI, the real thing)
 SETTINGS = (
@@ -75,17 +58,6 @@ STEPS, ENSEMBLE_STEPS, EVAL_EVERY = (30, 20, 10) if QUICK else (400, 300, 25)
 PRINT_EVERY = 10 if QUICK else 100  # steps between the progress lines of print_progress
 SEEDS = [0, 1, 2, 3]
 print(f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {STEPS} steps, {SETTINGS}")
-
-
-def save_figure(fig, name):
-    """Save fig under FIGURES; in a notebook also show it below the cell."""
-    path = FIGURES / name
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"figure saved: {path}")
-    if IN_NOTEBOOK:
-        plt.show()
-    else:  # as a script: no window to close by hand
-        plt.close(fig)
 
 
 def print_progress(step, params, history):

@@ -46,9 +46,7 @@
 
 # %%
 import os
-import sys
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -56,27 +54,11 @@ import numpy as np
 import minicount as mc
 from minicount import analysis, data
 from minicount.backend import resolve_device, to_device, to_numpy
+from minicount.notebook import save_figure
 from minicount.study import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02
 
-
-def repository_root():
-    """The minicount checkout around the working folder (the first folder upward whose
-    pyproject.toml names minicount), or the working folder itself outside one. A script run
-    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        marker = folder / "pyproject.toml"
-        if marker.is_file() and 'name = "minicount"' in marker.read_text():
-            return folder
-    return here
-
-
-RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
-IN_NOTEBOOK = "ipykernel" in sys.modules
 
 # the sizes of this tutorial: (quick mode for CI, the real thing)
 SETTINGS = dict(batch_size=32, max_len=8) if QUICK else dict(batch_size=128, max_len=32)
@@ -88,17 +70,6 @@ print(
     f"device {DEVICE}; {'quick' if QUICK else 'full'} mode: {len(SEEDS)} seeds x "
     f"{STEPS} steps, {SETTINGS}, {N_EVAL} held-out strings"
 )
-
-
-def save_figure(fig, name):
-    """Save fig under FIGURES; in a notebook also show it below the cell."""
-    path = FIGURES / name
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"figure saved: {path}")
-    if IN_NOTEBOOK:
-        plt.show()
-    else:  # as a script: no window to close by hand
-        plt.close(fig)
 
 
 def print_progress(step, params, history):

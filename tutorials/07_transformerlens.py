@@ -40,9 +40,7 @@
 # %%
 import logging
 import os
-import sys
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -50,6 +48,7 @@ import numpy as np
 import minicount as mc
 from minicount import analysis, data
 from minicount.analysis.hooks import run_with_cache
+from minicount.notebook import save_figure
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in a notebook
 try:
@@ -64,40 +63,13 @@ except ImportError as missing:
     WHY = str(missing)
 
 
-def repository_root():
-    """The minicount checkout around the working folder (the first folder upward whose
-    pyproject.toml names minicount), or the working folder itself outside one. A script run
-    from the root and a notebook (its kernel starts in tutorials/) find the same root."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        marker = folder / "pyproject.toml"
-        if marker.is_file() and 'name = "minicount"' in marker.read_text():
-            return folder
-    return here
-
-
-RUNS = repository_root() / "runs"  # everything this tutorial writes goes under here
-FIGURES = Path(os.environ.get("MINICOUNT_FIGURES", RUNS / "tutorial_figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")
-IN_NOTEBOOK = "ipykernel" in sys.modules
 
 SETTINGS = dict(batch_size=32, max_len=8) if QUICK else dict(batch_size=128, max_len=16)
 STEPS = 30 if QUICK else 400
 N_EVAL = 64 if QUICK else 512
 EXAMPLE = "1020120121102211"[: SETTINGS["max_len"]]  # the string drawn in the figure
 print(f"{'quick' if QUICK else 'full'} mode: {STEPS} steps, {SETTINGS}, {N_EVAL} strings")
-
-
-def save_figure(fig, name):
-    """Save fig under FIGURES; in a notebook also show it below the cell."""
-    path = FIGURES / name
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"figure saved: {path}")
-    if IN_NOTEBOOK:
-        plt.show()
-    else:
-        plt.close(fig)
 
 
 # %% [markdown]
