@@ -108,10 +108,8 @@ ROLE_PANELS = (
 
 
 def _roles(plt, spec, models, heads, stats):
-    from .results import trajectories
-
-    traj = trajectories(models, heads)
-    if all(len(t) < 2 for t in traj.values()):
+    traj = _trajectories(models, heads)
+    if traj is None:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     colors = _colors(plt, len(spec.names))
@@ -135,10 +133,8 @@ def _roles(plt, spec, models, heads, stats):
 
 
 def _training(plt, spec, models, heads, stats):
-    from .results import trajectories
-
-    traj = trajectories(models, heads)
-    if all(len(t) < 2 for t in traj.values()):
+    traj = _trajectories(models, heads)
+    if traj is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     for color, name in zip(_colors(plt, len(spec.names)), spec.names, strict=True):
@@ -157,10 +153,8 @@ def _training(plt, spec, models, heads, stats):
 
 
 def _ratios(plt, spec, models, heads, stats):
-    from .results import trajectories
-
-    traj = trajectories(models, heads)
-    if all(len(t) < 2 for t in traj.values()):
+    traj = _trajectories(models, heads)
+    if traj is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     colors = _colors(plt, len(spec.names))
@@ -189,6 +183,14 @@ def _ratios(plt, spec, models, heads, stats):
                  "seeds) and of the second (dotted median); log scales", fontsize=10)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def _trajectories(models, heads):
+    """results.trajectories, or None when no cell has two snapshots (nothing to draw)."""
+    from .results import trajectories
+
+    traj = trajectories(models, heads)
+    return None if all(len(t) < 2 for t in traj.values()) else traj
 
 
 def _log_steps(ax, steps) -> None:
