@@ -781,7 +781,7 @@ def analysis_rows(args) -> list:
     for H in ANALYSIS_HEADS:
         config = mc.ModelConfig(n_heads=H)
         params = mc.init_ensemble(config, range(ANALYSIS_MODELS))
-        members = [{k: v[i] for k, v in params.items()} for i in range(ANALYSIS_MODELS)]
+        members = mc.members(params)
 
         def loop(config=config, members=members):
             return [analyze_model(m, tokens, targets, mask, config) for m in members]

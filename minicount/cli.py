@@ -380,9 +380,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def _check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
     """Refuse (naming the limit) an evaluation that needs more memory than there is."""
     from . import limits
-    from .model import n_models
+    from .model import n_members
 
-    M = n_models(ck["params"], ck["config"]) or 1
+    M = n_members(ck["params"]) or 1
     need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
     limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
 
@@ -450,13 +450,6 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return _sweep_run(spec, a)
 
 
-def members_of(params: dict) -> list[dict]:
-    """An ensemble's members as single models (a single model is a list of one)."""
-    if params["embed.W_E"].ndim == 2:
-        return [params]
-    return [{k: v[i] for k, v in params.items()} for i in range(params["embed.W_E"].shape[0])]
-
-
 def cmd_analyze(a: argparse.Namespace) -> int:
     """Print the analysis, or write it to --out atomically, holding a lock on it meanwhile."""
     from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
@@ -503,6 +496,7 @@ def _analysis_json(a: argparse.Namespace) -> str:
     from .backend import to_device
     from .checkpoint import load_checkpoint
     from .data import DataConfig, eval_set
+    from .model import members, stack
 
     ck = load_checkpoint(a.checkpoint)
     config, train_info = ck["config"], ck["info"].get("train", {})
@@ -513,17 +507,17 @@ def _analysis_json(a: argparse.Namespace) -> str:
     )
     _check_eval_memory(ck, a.n_eval, data.max_len + int(data.bos))
     tokens, targets, mask = eval_set(data)
-    members = members_of(ck["params"])
-    if a.member is not None and a.member >= len(members):
-        raise ValueError(f"--member {a.member}: the checkpoint holds {len(members)} model(s)")
-    chosen = range(len(members)) if a.member is None else [a.member]
+    models = members(ck["params"])
+    if a.member is not None and a.member >= len(models):
+        raise ValueError(f"--member {a.member}: the checkpoint holds {len(models)} model(s)")
+    chosen = range(len(models)) if a.member is None else [a.member]
     for i in chosen:
-        _check_logits_finite(members[i], tokens, config, i)
+        _check_logits_finite(models[i], tokens, config, i)
     if exactness_problem(config) is None:  # every chosen member in one pass
-        stacked = {k: np.stack([members[i][k] for i in chosen]) for k in members[0]}
+        stacked = stack([models[i] for i in chosen])
         analyses = analyze_ensemble(to_device(stacked, a.device), tokens, targets, mask, config)
     else:
-        analyses = [analyze_model(to_device(members[i], a.device), tokens, targets, mask, config)
+        analyses = [analyze_model(to_device(models[i], a.device), tokens, targets, mask, config)
                     for i in chosen]  # fmt: skip
     result = {
         "checkpoint": str(a.checkpoint),

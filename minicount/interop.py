@@ -135,7 +135,7 @@ def to_hooked_transformer(params: dict, config: ModelConfig, device: str = "cpu"
     """A transformer_lens.HookedTransformer that computes what minicount's ``forward`` does.
 
     params: one model (NumPy or CuPy arrays; an ensemble's member i is
-    ``{k: v[i] for k, v in params.items()}``). Its logits equal ``minicount.forward`` to
+    ``minicount.member(params, i)``). Its logits equal ``minicount.forward`` to
     float32 rounding, and its ``run_with_cache`` activations under ``shared_hook_names``
     equal minicount's hooks (after ``activation_as_minicount``; scores on and below the
     diagonal). ``cfg.use_attn_result`` is on, so ``hook_result`` and
@@ -145,7 +145,7 @@ def to_hooked_transformer(params: dict, config: ModelConfig, device: str = "cpu"
     if check_params(params, config) is not None:
         raise ValueError(
             "to_hooked_transformer takes one model, got an ensemble; pass member i as "
-            "{k: v[i] for k, v in params.items()}"
+            "minicount.member(params, i)"
         )
     with warnings.catch_warnings():  # 3.x warns that 4.0 drops HookedTransformer: we know
         warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)

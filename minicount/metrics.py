@@ -86,11 +86,11 @@ def evaluate(
     host; it is moved to the parameters' device.
     """
     from .backend import device_of, to_device
-    from .model import check_batch, forward, n_models
+    from .model import check_batch, forward, n_members
 
     check_batch(*(np.asarray(to_numpy(a)) for a in (tokens, targets, mask)), params, config)
     device = device_of(params["embed.W_E"])
-    M = n_models(params, config)
+    M = n_members(params)
     pieces = []
     for i in range(0, len(tokens), chunk):
         tok = to_device(np.asarray(to_numpy(tokens[i : i + chunk])), device)

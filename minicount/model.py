@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from . import layers, limits
-from .backend import device_of
+from .backend import array_module, device_of
 from .data import V
 from .fast import attention as fast_attention
 from .fast import attention_cuda
@@ -151,14 +151,53 @@ def init_ensemble(config: ModelConfig, seeds, xp=np, dtype=np.float32) -> dict:
     if not seeds:
         raise ValueError("an ensemble needs at least one seed, got none")
     limits.check_ensemble(len(seeds))
-    members = [init_params(config, s, np, dtype) for s in seeds]
-    return {k: xp.asarray(np.stack([m[k] for m in members])) for k in members[0]}
+    return stack([init_params(config, s, np, dtype) for s in seeds], xp=xp)
 
 
-def n_models(params: dict, config: ModelConfig) -> int | None:
+def n_members(params: dict) -> int | None:
     """M for an ensemble, None for a single model (read off the leading axis of W_E)."""
     W_E = params["embed.W_E"]
     return None if W_E.ndim == 2 else W_E.shape[0]
+
+
+def member(params: dict, i: int) -> dict:
+    """Member i of an ensemble as a single model: ``{k: v[i] for k, v in params.items()}``
+    (views of the ensemble's arrays, on its device)."""
+    M = n_members(params)
+    if M is None:
+        raise ValueError("member() takes an ensemble (a leading model axis); got a single model")
+    if not -M <= i < M:
+        raise ValueError(f"member {i}: the ensemble holds {M} model(s)")
+    return {k: v[i] for k, v in params.items()}
+
+
+def members(params: dict) -> list[dict]:
+    """Every member of an ensemble as a single model; a single model is a list of one."""
+    M = n_members(params)
+    return [params] if M is None else [member(params, i) for i in range(M)]
+
+
+def stack(models: list[dict], xp=None) -> dict:
+    """Single models (same names, same shapes) as one ensemble: each array gets a leading
+    model axis, member i being models[i]. Stacked on the models' own array module, then
+    moved with ``xp.asarray`` when xp is given. ``member(stack(ms), i)`` equals ms[i]."""
+    models = list(models)
+    if not models:
+        raise ValueError("stack needs at least one model, got none")
+    first = models[0]
+    for i, m in enumerate(models[1:], 1):
+        if m.keys() != first.keys():
+            odd = sorted(m.keys() ^ first.keys())
+            raise ValueError(f"stack: model {i} and model 0 differ in parameter names {odd}")
+        for k in first:
+            if m[k].shape != first[k].shape:
+                raise ValueError(
+                    f"stack: {k} is {tuple(m[k].shape)} in model {i} "
+                    f"but {tuple(first[k].shape)} in model 0"
+                )
+    module = array_module(*first.values())
+    out = {k: module.stack([m[k] for m in models]) for k in first}
+    return out if xp is None else {k: xp.asarray(v) for k, v in out.items()}
 
 
 # attention path -> (forward, backward): the same computation, three implementations
@@ -299,7 +338,7 @@ def _shape_checked(name: str, fn):
 def _check_targets(targets, mask, tokens, params: dict, config: ModelConfig):
     """Check targets [..., B, T, V] (in [0, 1]) and mask [..., B, T] (bool, some True)."""
     B, T = tokens.shape[-2:]
-    M = n_models(params, config)
+    M = n_members(params)
     leads = {(), tuple(tokens.shape[:-2])} | ({(M,)} if M else set())
     for name, a, tail in (("targets", targets, (B, T, config.d_vocab)), ("mask", mask, (B, T))):
         lead = a.ndim - len(tail) if hasattr(a, "dtype") else -1

@@ -44,7 +44,7 @@ from .checkpoint import load_checkpoint
 from .data import DataConfig, encode, eval_set
 from .limits import check_ensemble, memory_budget, training_bytes
 from .metrics import evaluate
-from .model import ModelConfig
+from .model import ModelConfig, member
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
@@ -300,7 +300,7 @@ def final_extras(params: dict, cell: Cell, spec: SweepSpec, device: str) -> dict
     data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
     long = evaluate(to_device(params, device), *eval_set(data, long=True), config)
     tokens = encode(example_string(cell.max_len), bos=cell.bos)[None]  # [1, T]
-    first = to_device({k: v[0] for k, v in params.items()}, device)
+    first = to_device(member(params, 0), device)
     pattern = attention_patterns(first, to_device(tokens, device), config)[0, 0]  # [H, T, T]
     return {
         "long": jsonable(long),

@@ -204,9 +204,7 @@ def ensemble():
         config, seed=[0, 1, 2], steps=60, batch_size=32, max_len=8, eval_every=0, n_eval=64
     )
     tokens, targets, mask = eval_set(DataConfig(max_len=8, n_eval=150))
-    parts = [
-        eos_contributions({k: v[i] for k, v in params.items()}, tokens, config) for i in range(3)
-    ]
+    parts = [eos_contributions(m, tokens, config) for m in mc.members(params)]
     c = np.stack([p[0] for p in parts])
     offset = np.stack([p[1] for p in parts])
     return c, offset, targets, mask

@@ -27,6 +27,7 @@ from minicount.metrics import (
     roc_auc,
     roc_auc_batched,
 )
+from minicount.model import members
 
 
 def assert_same(ref, got, *, rtol, atol, path="result"):
@@ -45,11 +46,6 @@ def assert_same(ref, got, *, rtol, atol, path="result"):
     else:
         assert isinstance(got, (int, float)) and not isinstance(got, bool), f"{path}: {got!r}"
         assert abs(got - ref) <= atol + rtol * abs(ref), f"{path}: {got!r} != {ref!r}"
-
-
-def members(params):
-    M = params["embed.W_E"].shape[0]
-    return [{k: v[i] for k, v in params.items()} for i in range(M)]
 
 
 def held_out(bos=True, n_eval=96, max_len=10):

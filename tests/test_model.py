@@ -135,6 +135,51 @@ def test_ensemble_init_stacks_members():
             np.testing.assert_array_equal(ens[k][i], single[k])
 
 
+@given(seeds=st.lists(st.integers(0, 99), min_size=1, max_size=4), pos_emb=st.booleans())
+def test_member_members_and_stack_round_trip(seeds, pos_emb):
+    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4, pos_emb=pos_emb, n_ctx=6)
+    singles = [mc.init_params(config, s) for s in seeds]
+    ens = mc.stack(singles)
+    assert mc.n_members(ens) == len(seeds) and mc.n_members(singles[0]) is None
+    for k in singles[0]:
+        assert ens[k].shape == (len(seeds),) + singles[0][k].shape
+    for i, single in enumerate(singles):
+        for got in (mc.member(ens, i), mc.members(ens)[i]):
+            assert got.keys() == single.keys()
+            for k in single:
+                np.testing.assert_array_equal(got[k], single[k])
+    assert len(mc.members(ens)) == len(seeds)
+    again = mc.stack(mc.members(ens))
+    for k in ens:
+        np.testing.assert_array_equal(again[k], ens[k])
+    assert mc.members(singles[0]) == [singles[0]]  # a single model is a list of one
+
+
+def test_stack_refuses_models_that_do_not_match():
+    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
+    a = mc.init_params(config, 0)
+    wider = mc.init_params(mc.ModelConfig(d_model=8, n_heads=3, d_head=4), 1)
+    with pytest.raises(ValueError, match=r"blocks.0.attn.W_Q is \(3, 8, 4\) in model 1"):
+        mc.stack([a, wider])
+    with pytest.raises(ValueError, match=r"parameter names \['extra'\]"):
+        mc.stack([a, a | {"extra": np.zeros(3)}])
+    missing = {k: v for k, v in a.items() if k != "unembed.b_U"}
+    with pytest.raises(ValueError, match=r"parameter names \['unembed.b_U'\]"):
+        mc.stack([a, missing])
+    with pytest.raises(ValueError, match="at least one model"):
+        mc.stack([])
+
+
+def test_member_refuses_a_single_model_and_a_missing_member():
+    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
+    ens = mc.init_ensemble(config, [0, 1])
+    with pytest.raises(ValueError, match="single model"):
+        mc.member(mc.init_params(config, 0), 0)
+    with pytest.raises(ValueError, match="member 2: the ensemble holds 2"):
+        mc.member(ens, 2)
+    np.testing.assert_array_equal(mc.member(ens, -1)["embed.W_E"], ens["embed.W_E"][1])
+
+
 @pytest.mark.parametrize(
     "bad", [dict(d_model=0), dict(n_heads=-1), dict(d_head=2.5), dict(mlp="yes")]
 )

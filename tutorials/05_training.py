@@ -361,7 +361,8 @@ for i, seed in enumerate(SEEDS):
 # only in their random initial weights and in which random strings they see. That spread
 # is why the study reports statistics over many seeds rather than one model's story.
 # `mc.evaluate(ensemble, ...)` scores all members at once (each metric an array `[M]`),
-# and `{k: v[i] for k, v in ensemble.items()}` is member `i` as an ordinary single model.
+# and `mc.member(ensemble, i)` is member `i` as an ordinary single model (`mc.members`:
+# all of them, `mc.stack`: single models back into an ensemble).
 # On the command line:
 #
 #     python -m minicount train --seeds 0-7 --out runs/ens.npz        # add --device gpu

@@ -97,10 +97,10 @@ def check_exercise(name, attempt, test):
 # ## 1. Three counters
 #
 # One call trains the three seeds as an ensemble (tutorial 5, section 5). The analysis
-# works on one model at a time, so we slice the members out, `{k: v[i] for k, v in
-# ensemble.items()}`, and move each to `DEVICE` (on the CPU that is a no-op). The
-# held-out strings are the fixed set `data.eval_set`; the instruments accept tokens on
-# the parameters' device and targets and mask on the host.
+# works on one model at a time, so we take the members out, `mc.members(ensemble)`, and
+# move each to `DEVICE` (on the CPU that is a no-op). The held-out strings are the fixed
+# set `data.eval_set`; the instruments accept tokens on the parameters' device and
+# targets and mask on the host.
 
 # %%
 config = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one attention-only layer, NoPE
@@ -120,7 +120,7 @@ print(
     f"trained {len(SEEDS)} models x {STEPS} steps on {DEVICE} in "
     f"{time.perf_counter() - started:.1f} s"
 )
-hosts = [{k: v[i] for k, v in ensemble.items()} for i in range(len(SEEDS))]  # NumPy, one each
+hosts = mc.members(ensemble)  # NumPy, one each
 members = [to_device(host, DEVICE) for host in hosts]  # the same models on DEVICE
 tokens, targets, mask = data.eval_set(
     data.DataConfig(max_len=SETTINGS["max_len"], n_eval=N_EVAL)

@@ -11,8 +11,8 @@
     analyze           analyze_model: all of the above as one JSON-ready dict
     ensemble          analyze_ensemble: analyze_model for all members of an ensemble at once
 
-Every function but analyze_ensemble takes a single model's params (slice an ensemble:
-{k: v[i] for k, v in ...}) and edits activations only through the forward pass's hooks.
+Every function but analyze_ensemble takes a single model's params (member i of an
+ensemble: minicount.member(params, i)) and edits activations only through the forward pass's hooks.
 """
 
 from .ablation import ablated_logits, ablation_study, result_means

@@ -450,9 +450,9 @@ def analyze_ensemble(
     params: an ensemble (a leading [M] on every array); tokens [B, T], targets [B, T, V],
     mask [B, T]: one held-out batch shared by all members (host or device). Returns a list
     of M JSON-ready dicts, entry i equal (up to float rounding) to
-    ``analyze_model({k: v[i] ...}, tokens, targets, mask, config, ...)``. Raises ValueError
-    for a single model, an empty ensemble, or a config whose heads do not add up to the
-    logits (n_layers > 1, layernorm, mlp).
+    ``analyze_model(minicount.member(params, i), tokens, targets, mask, config, ...)``.
+    Raises ValueError for a single model, an empty ensemble, or a config whose heads do not
+    add up to the logits (n_layers > 1, layernorm, mlp).
     """
     M = check_ensemble(params, config)
     H = config.n_heads

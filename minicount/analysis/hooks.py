@@ -39,5 +39,5 @@ def check_single(params: dict) -> None:
     if params["embed.W_E"].ndim != 2:
         raise ValueError(
             "analysis works on a single model; for an ensemble pass member i as "
-            "{k: v[i] for k, v in params.items()}"
+            "minicount.member(params, i)"
         )
