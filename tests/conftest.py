@@ -1,8 +1,17 @@
+"""Hypothesis profiles, the GPU probe, and fixtures that several test modules share."""
+
 import os
+import tempfile
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+import minicount as mc
+
+from .helpers import SHORT_RUN, TINY
 
 settings.register_profile(
     "default",
@@ -30,3 +39,20 @@ def gpu_ok() -> bool:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# a checkpoint of a short run (test_checkpoint, test_cli, test_safeio), and its zip members
+
+
+@pytest.fixture(scope="module")
+def run_dir():
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "good.npz"
+        mc.train(TINY, checkpoint=path, **SHORT_RUN)
+        yield Path(folder)
+
+
+@pytest.fixture(scope="module")
+def members(run_dir):
+    with zipfile.ZipFile(run_dir / "good.npz") as z:
+        return {n: z.read(n) for n in z.namelist()}

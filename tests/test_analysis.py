@@ -36,7 +36,6 @@ from minicount.analysis.attention_stats import exact_weights, measured_weights
 from minicount.analysis.hooks import run_with_cache
 from minicount.analysis.interventions import force_weight_hook, permute_values_hook
 from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, eval_set
-from minicount.metrics import roc_auc
 
 D_MODEL, SLOT, SCALE, BIAS = 8, 6, 100.0, -1.0
 COUNTER = {ZERO: 5.0, ONE: 5.0, TWO: -20.0, BOS: -20.0}  # attends to 0s and 1s alike
@@ -274,21 +273,6 @@ def test_designed_semantics(held_out):
     # two copies of the sink: the constant 6 - 4 > 0 says EOS everywhere
     y = (targets[..., EOS] > 0.5)[mask]
     assert rows[1]["scaled"]["l_acc"] == pytest.approx(y.mean())
-
-
-# ---------------------------------------------------------------- ROC AUC
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_roc_auc_against_pairwise_count_with_ties(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 40))
-    scores = rng.integers(0, 4, size=n).astype(float)  # few values: many ties
-    labels = rng.random(n) < 0.5
-    labels[0], labels[1] = True, False
-    pos, neg = scores[labels], scores[~labels]
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    assert roc_auc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)), abs=1e-12)
 
 
 # ---------------------------------------------------------------- aggregation and linear fits

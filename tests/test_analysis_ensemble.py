@@ -1,4 +1,5 @@
-"""analyze_ensemble against analyze_model on every member, and the batched metrics under it.
+"""analyze_ensemble against analyze_model on every member (the batched metrics under it:
+test_metrics.py).
 
 The equality tests run in float64, where the batched and the per-model paths may differ
 only by rounding (1e-12 relative); one test compares a float32 ensemble, where a decision
@@ -9,8 +10,6 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import minicount as mc
 from minicount.analysis import (
@@ -21,12 +20,6 @@ from minicount.analysis import (
 )
 from minicount.analysis.scoring import eos_metrics
 from minicount.data import DataConfig, eval_set
-from minicount.metrics import (
-    metrics_from_scores,
-    metrics_from_scores_batched,
-    roc_auc,
-    roc_auc_batched,
-)
 from minicount.model import members
 
 
@@ -154,38 +147,3 @@ def test_single_models_and_empty_ensembles_are_refused():
     empty = {k: v[:0] for k, v in mc.init_ensemble(config, [0]).items()}
     with pytest.raises(ValueError, match="empty"):
         analyze_ensemble(empty, tokens, targets, mask, config)
-
-
-# ------------------------------------------------------------------ batched metrics
-
-
-@given(
-    st.integers(1, 5),
-    st.integers(1, 40),
-    st.sampled_from([np.float32, np.float64]),
-    st.integers(0, 2**32 - 1),
-)
-def test_batched_auc_equals_roc_auc_with_ties(rows, n, dtype, seed):
-    rng = np.random.default_rng(seed)
-    scores = (rng.integers(-3, 4, (rows, n)) * rng.choice([0.5, 1e-3, 1e30])).astype(dtype)
-    scores[rng.random((rows, n)) < 0.2] *= -0.0  # -0.0 ties with +0.0
-    labels = rng.random(n) < rng.random()
-    got = roc_auc_batched(scores, labels)
-    want = np.array([roc_auc(s, labels) for s in scores])
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)  # nan where a class is absent
-    per_row = rng.random((rows, n)) < 0.5  # labels per row too
-    want = np.array([roc_auc(s, y) for s, y in zip(scores, per_row, strict=True)])
-    np.testing.assert_allclose(roc_auc_batched(scores, per_row, block=7), want, atol=1e-12)
-
-
-@given(st.integers(1, 6), st.integers(1, 8), st.integers(0, 2**32 - 1))
-def test_batched_metrics_equal_metrics_from_scores(B, T, seed):
-    rng = np.random.default_rng(seed)
-    scores = rng.integers(-2, 3, (3, B, T)).astype(np.float32)
-    labels, mask = rng.random((B, T)) < 0.5, rng.random((B, T)) < 0.7
-    mask[0, 0] = True
-    got = metrics_from_scores_batched(scores, labels, mask)
-    for i in range(3):
-        want = metrics_from_scores(scores[i], labels, mask)
-        for k, v in want.items():
-            np.testing.assert_allclose(got[k][i], v, rtol=0, atol=1e-12, err_msg=k)

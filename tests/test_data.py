@@ -1,7 +1,11 @@
+"""Count01 data (minicount/data.py): encoding, the next-set targets against a brute-force
+count, the sampler, and junk in giving the right value or a ValueError."""
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from minicount import data
 from minicount.data import BOS, EOS, PAD, V
@@ -111,3 +115,96 @@ def test_sampler_is_vectorised_enough():
     t = time.perf_counter()
     data.sample_batch(50_000, 32, np.random.default_rng(0))
     assert time.perf_counter() - t < 5.0
+
+
+# ---------------------------------------------------- junk in: the value or a ValueError
+
+
+@given(st.text(max_size=30))
+def test_encode_junk_gives_the_ids_or_a_value_error(w):
+    if set(w) <= set("012"):
+        expected = [BOS] + [int(c) for c in w]  # the symbols are their own ids
+        assert data.encode(w).tolist() == expected
+    else:
+        with pytest.raises(ValueError, match="0, 1, 2"):
+            data.encode(w)
+
+
+@given(st.one_of(st.none(), st.integers(), st.floats(), st.binary(), st.lists(st.integers())))
+def test_encode_rejects_non_strings(junk):
+    with pytest.raises(ValueError, match="string"):
+        data.encode(junk)
+
+
+@given(
+    st.one_of(
+        st.lists(st.integers(-3, 8), max_size=12),
+        st.builds(
+            lambda a, dtype: a.astype(dtype),
+            hnp.arrays(
+                np.int64,
+                hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=5),
+                elements=st.integers(0, 7),
+            ),
+            st.sampled_from(["int8", "int64", "uint8", "float32", "bool"]),
+        ),
+    )
+)
+def test_decode_junk_gives_the_string_or_a_value_error(ids):
+    a = np.asarray(ids)
+    valid = a.ndim == 1 and (a.size == 0 or (a.dtype.kind in "iu" and a.min() >= 0 and a.max() < V))
+    if not valid:
+        with pytest.raises(ValueError):
+            data.decode(ids)
+        return
+    read = a.tolist()
+    read = read[: read.index(EOS)] if EOS in read else read  # EOS ends the string
+    assert data.decode(ids) == "".join("012"[i] for i in read if i < 3)  # BOS, PAD dropped
+
+
+junk_ints = st.one_of(
+    st.integers(-3, 12), st.floats(-2, 12), st.booleans(), st.none(), st.text(max_size=3)
+)
+
+
+@given(
+    batch_size=junk_ints,
+    max_len=junk_ints,
+    min_len=junk_ints,
+    probs=st.one_of(
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
+        st.just((0.2, 0.5, 0.3)),
+        st.text(max_size=4),
+    ),
+    bos=st.booleans(),
+)
+def test_sample_batch_junk_gives_a_batch_or_a_value_error(batch_size, max_len, min_len, probs, bos):
+    def whole(x, low):
+        return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+    p = np.asarray(probs, dtype=float) if isinstance(probs, (list, tuple)) else None
+    valid = (
+        whole(batch_size, 1)
+        and whole(max_len, 1)
+        and whole(min_len, 1)
+        and min_len <= max_len
+        and p is not None
+        and p.shape == (3,)
+        and np.isfinite(p).all()
+        and (p >= 0).all()
+        and abs(p.sum() - 1) < 1e-6
+        and p[1] > 0
+    )
+    rng = np.random.default_rng(0)
+    if not valid:
+        with pytest.raises(ValueError):
+            data.sample_batch(batch_size, max_len, rng, probs=probs, min_len=min_len, bos=bos)
+        return
+    tokens, targets, mask = data.sample_batch(
+        batch_size, max_len, rng, probs=probs, min_len=min_len, bos=bos
+    )
+    assert tokens.shape == (batch_size, max_len + bos) and targets.shape == tokens.shape + (V,)
+    lengths = mask.sum(1) - bos
+    assert ((lengths >= min_len) & (lengths <= max_len)).all()
+    for row, n in zip(tokens, lengths, strict=True):  # every string is in the language
+        assert data.in_count01(data.decode(row[: n + bos]))

@@ -2,11 +2,15 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import minicount as mc
 from minicount import data
+from minicount.data import V
+
+from .helpers import TINY
 
 configs = st.builds(
     mc.ModelConfig,
@@ -235,3 +239,102 @@ def test_hook_embed_and_hook_pos_embed_are_apart():
     np.testing.assert_array_equal(
         saved["blocks.0.hook_resid_pre"], saved["hook_embed"] + saved["hook_pos_embed"]
     )
+
+
+# ---------------------------------------- junk in: logits or a ValueError that names it
+
+
+token_arrays = st.builds(
+    lambda a, dtype: a.astype(dtype),  # uint8 wraps -1 to 255: out of range all the same
+    hnp.arrays(
+        np.int64,
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+        elements=st.integers(-2, 8),
+    ),
+    st.sampled_from(["int32", "int64", "uint8", "float64", "bool"]),
+)
+
+
+@settings(max_examples=40)
+@given(tokens=token_arrays)
+def test_forward_junk_tokens_give_logits_or_a_value_error(tokens):
+    params = mc.init_params(TINY, 0)
+    valid = (
+        tokens.ndim >= 2
+        and tokens.size > 0
+        and tokens.dtype.kind in "iu"
+        and tokens.min() >= 0
+        and tokens.max() < V
+    )
+    if not valid:
+        with pytest.raises(ValueError):
+            mc.forward(params, tokens, TINY)
+        return
+    logits = mc.forward(params, tokens, TINY)
+    assert logits.shape == tokens.shape + (V,) and np.isfinite(logits).all()
+    # the same ids as int64 give the same logits: the dtype of valid ids does not matter
+    np.testing.assert_array_equal(logits, mc.forward(params, tokens.astype(np.int64), TINY))
+
+
+@pytest.mark.parametrize(
+    "which,breakage",
+    [
+        ("targets", lambda t: t[..., :3]),
+        ("targets", lambda t: t[:2]),
+        ("targets", lambda t: t.astype(np.int64)),
+        ("targets", lambda t: np.where(t > 0, np.nan, t)),
+        ("targets", lambda t: t * 2 - 0.5),
+        ("targets", lambda t: t[None].repeat(3, 0)),
+        ("targets", lambda t: t.tolist()),
+        ("mask", lambda m: m.astype(np.float32)),
+        ("mask", lambda m: m[:, :2]),
+        ("mask", lambda m: np.zeros_like(m)),
+        ("mask", lambda m: m[None].repeat(2, 0)),
+        ("mask", lambda m: m.tolist()),
+    ],
+)
+def test_loss_with_bad_targets_or_mask_is_a_value_error(which, breakage):
+    params = mc.init_params(TINY, 0)
+    tokens, targets, mask = data.sample_batch(4, 5, np.random.default_rng(0))
+    args = {"targets": targets, "mask": mask}
+    args[which] = breakage(args[which])
+    with pytest.raises(ValueError, match=which):
+        mc.loss_and_grads(params, tokens, args["targets"], args["mask"], TINY)
+
+
+@pytest.mark.parametrize(
+    "breakage,match",
+    [
+        (lambda p: p.pop("unembed.b_U"), "missing"),
+        (lambda p: p.update(extra=np.zeros(3)), "unexpected"),
+        (lambda p: p.update({"embed.W_E": np.zeros((6, 9), np.float32)}), "embed.W_E"),
+        (lambda p: p.update({"embed.W_E": np.zeros((6, 8), np.int64)}), "floating"),
+        (
+            lambda p: p.update({"embed.W_E": np.zeros((2, 6, 8), np.float32)}),
+            "disagree on the model",
+        ),
+        (lambda p: p.update({"embed.W_E": [[0.0] * 8] * 6}), "array"),
+    ],
+)
+def test_params_that_do_not_fit_the_config_are_named(breakage, match):
+    params = mc.init_params(TINY, 0)
+    breakage(params)
+    tokens = data.encode("0121")[None]
+    with pytest.raises(ValueError, match=match):
+        mc.forward(params, tokens, TINY)
+
+
+def test_token_and_context_limits_are_named():
+    params = mc.init_params(TINY, 0)
+    with pytest.raises(ValueError, match=r"0\.\.5, got 0\.\.6"):
+        mc.forward(params, np.array([[3, 0, 6]]), TINY)
+    with pytest.raises(ValueError, match="n_ctx=4"):
+        config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4, pos_emb=True, n_ctx=4)
+        mc.forward(mc.init_params(config, 0), data.encode("0121")[None], config)
+    with pytest.raises(ValueError, match="unknown hook names.*hook_patern"):
+        mc.forward(
+            params, data.encode("01")[None], TINY, hooks={"blocks.0.attn.hook_patern": lambda a: a}
+        )
+    ens = mc.init_ensemble(TINY, [0, 1])
+    with pytest.raises(ValueError, match="ensemble of 2"):
+        mc.forward(ens, np.zeros((3, 2, 4), np.int64), TINY)
