@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import minicount as mc
+from minicount.cli import main
 
 from .helpers import SHORT_RUN, TINY
 
@@ -56,3 +57,11 @@ def run_dir():
 def members(run_dir):
     with zipfile.ZipFile(run_dir / "good.npz") as z:
         return {n: z.read(n) for n in z.namelist()}
+
+
+# the quick reproduce preset's output folder (test_study, test_report): one run a session
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro")
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 0
+    return out

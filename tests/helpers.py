@@ -2,6 +2,7 @@
 and histories, the command line run in process, and checkpoint files built member by member."""
 
 import contextlib
+import csv
 import io
 import os
 import sys
@@ -32,6 +33,9 @@ RUN = dict(
 )
 # a short run, for a checkpoint to damage or to write through
 SHORT_RUN = dict(steps=4, batch_size=4, max_len=4, n_eval=16, eval_every=2)
+# a sweep's options for tiny cells
+TINY_SWEEP = ["--set", "max_len=5", "--set", "d_model=8", "--set", "d_head=4", "--batch-size", "16",
+        "--n-eval", "24", "--first-snapshot", "10", "--seeds", "0-2", "--quiet"]  # fmt: skip
 
 
 def same_history(a, b):
@@ -90,3 +94,8 @@ def one_error_line(err: str, *words):
     for w in words:
         assert w in lines[0], (w, lines[0])
     return lines[0]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -22,13 +22,7 @@ import minicount as mc
 from minicount import data
 from minicount.cli import _json_text, main
 
-from .helpers import (
-    ROOT,
-    TINY,
-    assert_same_params,
-    inside,
-    run_cli,
-)
+from .helpers import ROOT, TINY, assert_same_params, inside, run_cli
 
 
 def test_help_lists_commands(capsys):
@@ -59,6 +53,9 @@ def test_train_then_eval(tmp_path, capsys):
         ["train", "--seeds", "x"],
         ["train", "--device", "tpu"],
         ["train", "--lr", "nan"],
+        ["reproduce", "--heads", "0"],
+        ["reproduce", "--steps", "x"],
+        ["reproduce", "--preset", "huge"],
     ],
 )
 def test_bad_arguments_exit_2(argv, capsys):
@@ -416,3 +413,44 @@ def test_no_warnings_from_worker_threads_before_the_error(tmp_path, monkeypatch)
                                 "--out", tmp_path / "w.npz"])  # fmt: skip
     assert code == 2 and "non-finite training" in err
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def test_analyze_checkpoint(tmp_path, capsys):
+    config = mc.ModelConfig(n_heads=2, d_model=16, d_head=4)
+    params, _ = mc.train(
+        config, steps=2, seed=[0, 1], batch_size=8, max_len=6, eval_every=0, n_eval=16
+    )
+    ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
+    assert main(["analyze", str(ck), "--n-eval", "24", "--member", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [m["member"] for m in result["members"]] == [1]
+    assert result["members"][0]["exact"] and len(result["members"][0]["semantics"]) == 2
+    out = tmp_path / "a.json"
+    assert main(["analyze", str(ck), "--n-eval", "24", "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["members"]) == 2
+
+
+def test_analyze_bad_member_is_one_line(tmp_path, capsys):
+    config = mc.ModelConfig(n_heads=1, d_model=8, d_head=4)
+    ck = mc.save(tmp_path / "m.npz", mc.init_params(config, 0), config)
+    assert main(["analyze", str(ck), "--member", "3", "--n-eval", "8"]) == 2
+    assert "member" in capsys.readouterr().err
+
+
+def test_analyze_prints_a_summary_table_by_default(tmp_path, capsys):
+    config = mc.ModelConfig(n_heads=3, d_model=16, d_head=4)
+    params, _ = mc.train(config, steps=5, seed=[0, 1], batch_size=8, max_len=6, eval_every=0,
+                         n_eval=16)  # fmt: skip
+    ck = mc.save(tmp_path / "m.npz", params, config, info={"train": {"max_len": 6, "bos": True}})
+    assert main(["analyze", str(ck), "--n-eval", "24"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("model ") >= 2 and "weight share" in text
+    table = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(table) == 2 * 3  # one line per head of each model
+    assert main(["analyze", str(ck), "--n-eval", "24", "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    auc = parsed["members"][1]["semantics"][2]["auc_two_sided"]
+    assert f"{auc:.3f}" in table[5]

@@ -7,13 +7,7 @@ from pathlib import Path
 import minicount as mc
 from minicount.safeio import exclusive_lock
 
-from .helpers import (
-    SHORT_RUN,
-    TINY,
-    one_error_line,
-    run_cli,
-    train_module,
-)
+from .helpers import SHORT_RUN, TINY, one_error_line, run_cli, train_module
 
 
 def test_stale_temporaries_are_removed_and_the_hint_is_only_for_this_run(tmp_path, monkeypatch):

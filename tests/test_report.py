@@ -1,0 +1,94 @@
+"""The report (minicount/report.py): its numbers come from the rows, its figures have titles,
+labelled axes and legends, and a failed write leaves the previous report whole."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minicount.cli import main
+from minicount.study import preset
+from minicount.sweep import COMPLETE
+
+from .helpers import TINY_SWEEP, read_csv
+
+
+def test_report_numbers_come_from_the_rows(quick_run):
+    report = (quick_run / "report.md").read_text()
+    for section in ("## Short answer", "## Verdicts", "## The numbers", "## Against the paper"):
+        assert section in report
+    results = json.loads((quick_run / "results.json").read_text())
+    models = read_csv(quick_run / "models.csv")
+    last = [r for r in models if r["name"] == "H=2" and r["step"] == r["steps"]]
+    mean = np.mean([float(r["l_acc"]) for r in last])
+    assert results["statistics"]["H=2"]["l_acc"]["value"] == pytest.approx(mean)
+    # every Markdown table row has as many cells as its header
+    for block in report.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if lines:
+            widths = {len(ln.replace("\\|", "").split("|")) for ln in lines}
+            assert len(widths) == 1, block[:200]
+
+
+def test_figures_have_titles_labelled_axes_and_legends(quick_run):
+    """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
+    legend wherever it draws more than one setting."""
+    from minicount import report
+    from minicount.results import cell_statistics, collect, final_rows
+
+    spec = preset("quick")
+    models, heads, finals = collect(spec, quick_run)
+    fm, fh = final_rows(models, spec), final_rows(heads, spec)
+    stats = {n: cell_statistics(fm[n], fh[n]) for n in spec.names}
+    for name, _, draw in report.FIGURES:
+        fig = draw(report._plt(), spec, models, heads, stats)
+        if fig is None:
+            continue
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        titled = fig._suptitle is not None or all(ax.get_title() for ax in axes)
+        assert titled, name
+        assert all(ax.get_title() or ax.get_ylabel() for ax in axes), name  # what is plotted
+        assert any(ax.get_xlabel() for ax in axes), name
+        if name in ("accuracy.png", "training.png", "roles.png", "ratios.png", "heads.png"):
+            assert any(ax.get_legend() is not None for ax in axes), name
+
+
+def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp_path, monkeypatch):
+    """A full disk while the report is written: the previous report stays whole, nothing
+    half-written or temporary is left, COMPLETE is not written; the rerun completes."""
+    import errno
+
+    import minicount.report as report
+
+    argv = ["sweep", "--set", "n_heads=2", "--steps", "10", *TINY_SWEEP, "--no-figures",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    before = (tmp_path / "report.md").read_text()
+    (tmp_path / "cells" / "stale.json.abc.tmp").write_text("left by a killed writer")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "render", full_disk)
+    assert main(argv) == 2
+    assert not (tmp_path / COMPLETE).exists()
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.undo()
+    # the disk fills while report.md's temporary file is renamed into place
+    import minicount.safeio as safeio
+
+    real_replace = os.replace
+
+    def replace_fails_for_the_report(src, dst):
+        if str(dst).endswith("report.md"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(safeio.os, "replace", replace_fails_for_the_report)
+    assert main(argv) == 2
+    assert (tmp_path / "report.md").read_text() == before
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / COMPLETE).exists()
+    monkeypatch.undo()
+    assert main(argv) == 0 and (tmp_path / COMPLETE).exists()
