@@ -1,3 +1,5 @@
+"""python -m minicount: the command line (minicount/cli.py)."""
+
 import sys
 
 from .cli import main

@@ -3,7 +3,8 @@
 Parameters are a plain dict keyed by TransformerLens names, the same keys as in a
 checkpoint. A single model's arrays have the shapes in brackets below; an ensemble of M
 models (see ``init_ensemble``) has the same keys with a leading [M] on every array, and
-every function here works on both without a branch.
+every function here works on both without a branch. ``member``, ``members``, ``stack`` and
+``n_members`` take an ensemble apart into single models and put them back together.
 
     embed.W_E            [V, d_model]
     pos_embed.W_pos      [n_ctx, d_model]                       (pos_emb=True)
@@ -179,8 +180,9 @@ def members(params: dict) -> list[dict]:
 
 def stack(models: list[dict], xp=None) -> dict:
     """Single models (same names, same shapes) as one ensemble: each array gets a leading
-    model axis, member i being models[i]. Stacked on the models' own array module, then
-    moved with ``xp.asarray`` when xp is given. ``member(stack(ms), i)`` equals ms[i]."""
+    model axis, member i being models[i]. Stacked on the models' own array module (NumPy or
+    CuPy), then passed through ``xp.asarray`` when xp is given (xp=cupy moves host models to
+    the GPU). ``member(stack(ms), i)`` equals ms[i]."""
     models = list(models)
     if not models:
         raise ValueError("stack needs at least one model, got none")
