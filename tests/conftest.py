@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 import minicount as mc
 from minicount.cli import main
+from minicount.data import DataConfig, eval_set
 
 from .helpers import SHORT_RUN, TINY
 
@@ -65,3 +66,9 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
     assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 0
     return out
+
+
+# the held-out strings the designed models are tested on (tests/designed.py)
+@pytest.fixture(scope="module")
+def held_out():
+    return eval_set(DataConfig(max_len=12, n_eval=200))

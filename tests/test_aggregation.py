@@ -1,4 +1,5 @@
-"""Logistic fits, the best uniform vote, aggregation and linear read-outs, two-sided semantics.
+"""Logistic fits, the best uniform vote, aggregation and linear read-outs
+(minicount/analysis/aggregation.py and linear.py), also on designed models (tests/designed.py).
 
 Oracles: scipy's general-purpose minimiser for the penalised problem, closed forms (an
 intercept-only fit is the logit of the base rate), brute-force searches over thresholds,
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minicount as mc
+from minicount.analysis import aggregation_weights, linear_fit
 from minicount.analysis.aggregation import (
     aggregation_batched,
     aggregation_from_contributions,
@@ -24,8 +26,9 @@ from minicount.analysis.aggregation import (
 )
 from minicount.analysis.attribution import eos_contributions
 from minicount.analysis.linear import linear_fit_batched, linear_fit_from_contributions
-from minicount.analysis.semantics import head_semantics, is_semantic
 from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, eval_set
+
+from .designed import COUNT_VALUES, COUNTER, SLOT, hand_built
 
 
 def toy(seed, n=300, k=3, separable=False):
@@ -268,26 +271,37 @@ def test_batched_linear_fit_equals_per_model(ensemble):
         close(batch[i], linear_fit_from_contributions(c[i], offset[i], targets, mask))
 
 
-# ----------------------------------------------------------------------------- two-sided semantics
+# ---------------------------------------------------------------- designed models
 
 
-def test_a_head_with_the_reversed_sign_is_semantic_with_sign_minus_one():
-    """A counter head whose output is flipped: its contribution separates the classes with
-    AUC near 0; judged two-sided it is semantic, with sign -1."""
-    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=1)
-    p = {k: np.zeros(s) for k, s in mc.param_shapes(config).items()}
-    p["embed.W_E"][:, :6] = np.eye(6)
-    p["blocks.0.attn.W_Q"][:, :6, 0] = 1.0
-    for h in range(2):  # both heads attend to 0s and 1s alike and read #1 - #0
-        p["blocks.0.attn.W_K"][h, [ZERO, ONE, TWO, BOS], 0] = [5.0, 5.0, -20.0, -20.0]
-        p["blocks.0.attn.W_V"][h, [ZERO, ONE], 0] = [-1.0, 1.0]
-    p["blocks.0.attn.W_O"][0, 0, 6] = 1.0
-    p["blocks.0.attn.W_O"][1, 0, 6] = -1.0  # head 1 writes the count with the reversed sign
-    p["unembed.W_U"][6, EOS] = 100.0
-    tokens, targets, mask = eval_set(DataConfig(max_len=10, n_eval=100))
-    rows = head_semantics(p, tokens, targets, mask, config)
-    assert rows[0]["auc_sign"] == 1 and rows[0]["auc_two_sided"] >= 0.9
-    assert rows[1]["auc_alone"] <= 0.1
-    assert rows[1]["auc_sign"] == -1 and rows[1]["auc_two_sided"] >= 0.9
-    assert rows[1]["auc_two_sided"] == pytest.approx(1 - rows[1]["auc_alone"])
-    assert is_semantic(rows[1], 0.9) and not is_semantic({"auc_two_sided": None}, 0.9)
+def test_aggregation_of_two_copies_weighted_three_to_one(held_out):
+    tokens, targets, mask = held_out
+    params, config = hand_built([COUNTER, COUNTER], [COUNT_VALUES, COUNT_VALUES])
+    params["blocks.0.attn.W_O"][0, 0, SLOT] = 1.5  # head 0 writes 3x as much as head 1
+    params["blocks.0.attn.W_O"][1, 0, SLOT] = 0.5
+    agg = aggregation_weights(params, tokens, targets, mask, config)
+    np.testing.assert_allclose(agg["alpha_trained"], [0.75, 0.25], rtol=1e-9)
+    assert agg["trained"]["l_acc"] == 1.0
+    assert (
+        agg["fitted"]["l_acc"] == 1.0 and agg["uniform"]["l_acc"] == 1.0
+    )  # copies: uniform suffices
+    assert agg["converged"]
+
+
+def test_aggregation_needs_unequal_weights_when_one_head_is_noise(held_out):
+    tokens, targets, mask = held_out
+    twos = {ZERO: -20.0, ONE: -20.0, TWO: 5.0, BOS: 5.0}  # counts 2s against BOS: no signal
+    params, config = hand_built([COUNTER, twos], [COUNT_VALUES, {TWO: 1.0, BOS: -1.0}])
+    params["blocks.0.attn.W_O"][1, 0, SLOT] = 0.01  # the model barely reads it
+    agg = aggregation_weights(params, tokens, targets, mask, config)
+    assert agg["trained"]["l_acc"] == 1.0 and agg["fitted"]["l_acc"] > 0.99
+    assert agg["uniform"]["l_acc"] < agg["fitted"]["l_acc"] - 0.1  # equal weight lets noise in
+    assert agg["alpha_fitted"][0] > 0.9 and agg["n_eff_fitted"] < 1.2
+
+
+def test_linear_fit_of_a_designed_model(held_out):
+    tokens, targets, mask = held_out
+    params, config = hand_built([COUNTER, COUNTER], [COUNT_VALUES, COUNT_VALUES])
+    fit = linear_fit(params, tokens, targets, mask, config)
+    assert fit["score_r2"] == pytest.approx(1.0, abs=1e-9)  # score = 100 (c0 + c1)/100 - 1
+    assert fit["decision_agreement"] == 1.0 and fit["labels"]["l_acc"] == 1.0

@@ -1,0 +1,63 @@
+"""analyze_model (minicount/analysis/analyze.py): every instrument at once, JSON-ready, an
+inexact config said so, and the same numbers on a GPU."""
+
+import json
+
+import numpy as np
+import pytest
+
+import minicount as mc
+from minicount.analysis import analyze_model
+
+
+def test_analyze_model_is_json_ready(held_out):
+    tokens, targets, mask = held_out
+    config = mc.ModelConfig(n_heads=2, d_model=16, d_head=4)
+    params = mc.init_params(config, 0)
+    result = analyze_model(params, tokens[:40], targets[:40], mask[:40], config)
+    text = json.dumps(result, allow_nan=False)
+    assert result["exact"] and len(result["semantics"]) == 2
+    assert {"metrics", "attention", "ablation", "aggregation", "linear", "interventions"} <= set(
+        result
+    )
+    assert len([r for r in result["ablation"]["zero"] if r["kind"] == "subset"]) == 4
+    assert "NaN" not in text
+
+
+def test_analyze_model_on_an_inexact_config_says_so(held_out):
+    tokens, targets, mask = held_out
+    config = mc.ModelConfig(n_heads=2, d_model=16, d_head=4, mlp=True, d_mlp=16)
+    result = analyze_model(mc.init_params(config, 0), tokens[:20], targets[:20], mask[:20], config)
+    assert result["exact"] is False and "mlp" in result["exact_problem"]
+    assert result["aggregation"] is None and result["semantics"][0]["auc_alone"] is None
+    json.dumps(result, allow_nan=False)
+
+
+def numbers(obj):
+    """Every number in a nested JSON-ready structure, in order (None kept as nan)."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in numbers(v)]
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return [float("nan") if obj is None else float(obj)]
+    return []
+
+
+@pytest.mark.gpu
+def test_analyze_model_on_gpu_matches_cpu(held_out):
+    from minicount.backend import to_device
+
+    from .conftest import gpu_ok
+
+    if not gpu_ok():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    tokens, targets, mask = held_out
+    config = mc.ModelConfig(n_heads=3)
+    params = {k: v.astype(np.float64) for k, v in mc.init_params(config, 1).items()}
+    cpu = analyze_model(params, tokens, targets, mask, config)
+    gpu = analyze_model(to_device(params, "gpu"), tokens, targets, mask, config)
+    for key in ("metrics", "aggregation", "semantics", "attention", "ablation", "interventions"):
+        np.testing.assert_allclose(
+            numbers(gpu[key]), numbers(cpu[key]), rtol=1e-6, atol=1e-9, err_msg=key
+        )
