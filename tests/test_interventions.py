@@ -14,6 +14,18 @@ from minicount.data import BOS, ONE, TWO, ZERO
 from .designed import BOS_SINK, COUNT_VALUES, COUNTER, SLOT, hand_built
 
 
+def pattern_with_scores_hook(params, tokens, config, hook):
+    """Layer 0's attention pattern [B, H, T, T] with hook applied to its attention scores."""
+    _, cache = run_with_cache(
+        params,
+        tokens,
+        config,
+        ["blocks.0.attn.hook_pattern"],
+        hooks={"blocks.0.attn.hook_attn_scores": hook},
+    )
+    return cache["blocks.0.attn.hook_pattern"]
+
+
 def test_forcing_w01_repairs_an_unbalanced_counter(held_out):
     tokens, targets, mask = held_out
     tilted = {**COUNTER, ONE: 6.0}  # w_01 = e: 1s count more than 0s
@@ -23,14 +35,7 @@ def test_forcing_w01_repairs_an_unbalanced_counter(held_out):
     assert rows["force_w01=1"]["l_acc"] == 1.0 and rows["force_w01=1"]["delta"]["l_acc"] > 0
     # the forced pattern has w_01 = 1 at every query, measured
     hook = force_weight_hook(tokens, 0, ZERO, ONE, 1.0)
-    _, cache = run_with_cache(
-        params,
-        tokens,
-        config,
-        ["blocks.0.attn.hook_pattern"],
-        hooks={"blocks.0.attn.hook_attn_scores": hook},
-    )
-    w = measured_weights(cache["blocks.0.attn.hook_pattern"], tokens, mask)
+    w = measured_weights(pattern_with_scores_hook(params, tokens, config, hook), tokens, mask)
     np.testing.assert_allclose(w["w_01"], 1.0, rtol=1e-9)
 
 
@@ -39,14 +44,7 @@ def test_forcing_w02_zero_removes_the_twos(held_out):
     config = mc.ModelConfig(n_heads=2, pos_emb=True, n_ctx=20)  # measured, not from a table
     params = mc.init_params(config, 3)
     hook = force_weight_hook(tokens, 1, ZERO, TWO, 0.0)
-    _, cache = run_with_cache(
-        params,
-        tokens,
-        config,
-        ["blocks.0.attn.hook_pattern"],
-        hooks={"blocks.0.attn.hook_attn_scores": hook},
-    )
-    A = cache["blocks.0.attn.hook_pattern"]
+    A = pattern_with_scores_hook(params, tokens, config, hook)
     assert np.all(np.isfinite(A))
     has_other = np.cumsum(tokens != TWO, axis=1) > 0  # every query sees BOS
     on_twos = (A[:, 1] * (tokens == TWO)[:, None, :]).sum(-1)  # [B, T]

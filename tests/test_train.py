@@ -251,19 +251,14 @@ def test_nan_in_one_ensemble_member_is_named(monkeypatch):
         mc.train(TINY, seed=[0, 1, 2], **RUN)
 
 
+# a tiny run that saves a checkpoint after every step
+EVERY_STEP_SAVED = dict(batch_size=4, max_len=4, n_eval=8, checkpoint_every=1)
+
+
 def test_overflowing_lr_stops_with_the_step_and_parameter(tmp_path):
     ck = tmp_path / "o.npz"
     with np.errstate(all="ignore"), pytest.raises(NonFiniteError) as e:
-        mc.train(
-            TINY,
-            steps=5,
-            batch_size=4,
-            max_len=4,
-            n_eval=8,
-            lr=1e30,
-            checkpoint=ck,
-            checkpoint_every=1,
-        )
+        mc.train(TINY, steps=5, lr=1e30, checkpoint=ck, **EVERY_STEP_SAVED)
     assert e.value.step == 2 and "overflowed" in str(e.value) and e.value.names[0] in str(e.value)
     assert mc.load_checkpoint(ck)["info"]["step"] == 1  # step 1's parameters were still finite
 
@@ -272,16 +267,7 @@ def test_non_finite_parameters_are_never_saved(tmp_path):
     """lr 1e38 makes the first update itself overflow: the checkpoint must not be written."""
     ck = tmp_path / "inf.npz"
     with np.errstate(all="ignore"), pytest.raises(NonFiniteError, match="step 1: parameter "):
-        mc.train(
-            TINY,
-            steps=3,
-            batch_size=4,
-            max_len=4,
-            n_eval=8,
-            lr=1e38,
-            checkpoint=ck,
-            checkpoint_every=1,
-        )
+        mc.train(TINY, steps=3, lr=1e38, checkpoint=ck, **EVERY_STEP_SAVED)
     assert not ck.exists()
 
 
