@@ -35,6 +35,7 @@ import numpy as np
 
 from . import layers, limits
 from .backend import device_of
+from .checks import check_bool, check_choice, check_int
 from .data import V
 from .fast import attention as fast_attention
 from .fast import attention_cuda
@@ -58,12 +59,9 @@ class ModelConfig:
 
     def __post_init__(self):
         for name in ("d_model", "n_heads", "d_head", "n_layers", "n_ctx", "d_mlp", "d_vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            check_int(f"ModelConfig.{name}", getattr(self, name), 1)
         for name in ("pos_emb", "layernorm", "mlp"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"ModelConfig.{name} must be True or False")
+            check_bool(f"ModelConfig.{name}", getattr(self, name))
         if self.d_vocab != V:
             raise ValueError(
                 f"ModelConfig.d_vocab must be {V} (the Count01 tokens 0, 1, 2, BOS, EOS, PAD), "
@@ -171,9 +169,7 @@ ATTENTION = {
 
 def check_attention(attention: str) -> str:
     """attention itself if it names a path of ATTENTION, else a ValueError listing them."""
-    if attention not in ATTENTION:
-        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
-    return attention
+    return check_choice("attention", attention, ATTENTION)
 
 
 def hook_names(config: ModelConfig) -> list[str]:

@@ -26,7 +26,6 @@ equal an uninterrupted run's.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -41,31 +40,47 @@ from .analysis import analyze_ensemble, jsonable
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint
+from .checks import check_bool, check_int, check_number, check_seeds
 from .data import DataConfig, encode, eval_set
-from .limits import check_ensemble, memory_budget, training_bytes
+from .limits import memory_budget, training_bytes
 from .metrics import evaluate
 from .model import ModelConfig
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
-from .train import train
+from .train import TrainConfig, train
 
 # ----------------------------------------------------------------------------- what is run
+
+MAX_HEADS = 16  # the most heads a cell may have: the analyses are built for at most this many
 
 
 @dataclass(frozen=True)
 class Cell:
     """One setting of the knobs that may decide compete vs cooperate (docs/method.md §4 "Study")."""
 
-    n_heads: int = 4  # attention heads
-    d_model: int = 32  # residual width
-    d_head: int = 8  # query/key/value width per head
-    max_len: int = 32  # training strings have 1..max_len symbols
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    bos: bool = True  # a BOS token before every string (an attention sink)
-    p2: float = 1 / 3  # share of 2s among the symbols; 0s and 1s split the rest evenly
-    steps: int = 800  # training steps
-    lr: float = 3e-3  # AdamW learning rate
+    n_heads: int = ModelConfig.n_heads  # attention heads
+    d_model: int = ModelConfig.d_model  # residual width
+    d_head: int = ModelConfig.d_head  # query/key/value width per head
+    max_len: int = TrainConfig.max_len  # training strings have 1..max_len symbols
+    weight_decay: float = TrainConfig.weight_decay  # AdamW's decoupled weight decay
+    bos: bool = TrainConfig.bos  # a BOS token before every string (an attention sink)
+    p2: float = TrainConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
+    steps: int = 800  # training steps (the study's, shorter than TrainConfig's)
+    lr: float = TrainConfig.lr  # AdamW learning rate
+
+    def __post_init__(self):
+        """ValueError (in the knob's words) for a cell that cannot be trained."""
+        for name in ("n_heads", "d_model", "d_head", "max_len", "steps"):
+            check_int(name, getattr(self, name), 1)
+        check_number("p2 (the share of 2s)", self.p2, low=0.0, high=1.0, high_open=True)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_bool("bos", self.bos)
+        if self.n_heads > MAX_HEADS:
+            raise ValueError(
+                f"n_heads={self.n_heads}: the study analyses at most {MAX_HEADS} heads"
+            )
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -89,6 +104,7 @@ class Cell:
 
 KNOBS = tuple(f.name for f in fields(Cell))
 BASE = Cell()
+SEEDS = tuple(range(8))  # the seeds of every cell unless the command line says otherwise
 
 
 def parse_knob(assignment: str) -> tuple[str, list]:
@@ -119,30 +135,13 @@ def parse_knob(assignment: str) -> tuple[str, list]:
     return name, out
 
 
-def check_cell(cell: Cell) -> Cell:
-    """ValueError (in the knob's words) for a cell that cannot be trained."""
-    for name in ("n_heads", "d_model", "d_head", "max_len", "steps"):
-        if getattr(cell, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cell, name)}")
-    if not (0 <= cell.p2 < 1):
-        raise ValueError(f"p2 (the share of 2s) must be in [0, 1), got {cell.p2}")
-    if not (cell.lr > 0 and math.isfinite(cell.lr)):
-        raise ValueError(f"lr must be a positive number, got {cell.lr}")
-    if not (cell.weight_decay >= 0 and math.isfinite(cell.weight_decay)):
-        raise ValueError(f"weight_decay must be >= 0, got {cell.weight_decay}")
-    if cell.n_heads > 16:
-        raise ValueError(f"n_heads={cell.n_heads}: the study analyses at most 16 heads")
-    return cell
-
-
 def grid(assignments: dict[str, list], base: Cell = BASE) -> list[Cell]:
     """Every combination of the knob values (the first knob varies slowest)."""
     names = list(assignments)
-    cells = [
-        check_cell(replace(base, **dict(zip(names, values, strict=True))))
+    return [
+        replace(base, **dict(zip(names, values, strict=True)))  # Cell checks its knobs
         for values in product(*(assignments[n] for n in names))
     ]
-    return cells
 
 
 @dataclass(frozen=True)
@@ -167,8 +166,14 @@ class SweepSpec:
             raise ValueError("every cell needs its own name")
         if not self.seeds:
             raise ValueError("a sweep needs at least one seed")
+        check_seeds(self.seeds)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is repeated")
+        for name, minimum in (("batch_size", 1), ("n_eval", 1), ("first_snapshot", 1),
+                              ("checkpoint_every", 0)):  # fmt: skip
+            check_int(name, getattr(self, name), minimum)
+        check_bool("subsets", self.subsets)
+        check_bool("interventions", self.interventions)
         if len({c.key() for c in self.cells}) != len(self.cells):
             raise ValueError("two cells have the same knobs")
 
@@ -488,9 +493,7 @@ def run_sweep(
     figures=False skips the PNGs (the tables and the report are written all the same);
     train_path is TrainConfig.path for the training (saved in each cell's checkpoint)."""
     device = resolve_device(device)
-    check_ensemble(len(spec.seeds))
-    for cell in spec.cells:
-        check_cell(cell)
+    for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
         cell.model_config()  # the model-size limits (minicount/limits.py)
     check_sizes(spec, device)
     out = Path(out)
