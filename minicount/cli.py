@@ -1,4 +1,11 @@
-"""Command line: ``python -m minicount {train,eval} ...`` (``--help`` on each)."""
+"""Command line: ``python -m minicount {train,eval,reproduce,sweep,analyze,bench} ...``
+(``--help`` on each).
+
+Every option's default is read from the dataclass field it sets (ModelConfig, TrainConfig,
+DataConfig, the sweep's Cell and SweepSpec: ``default(cls, name)``), and every check of an
+option is minicount/checks.py's. It writes only where --out (or --resume) points, prints
+results on stdout, and reports bad input as one line on stderr with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -252,17 +259,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .backend import to_device
-    from .checkpoint import load_checkpoint
     from .data import eval_set
     from .metrics import evaluate
 
-    ck = load_checkpoint(a.checkpoint)  # refuses NaN or inf parameters
-    config, info = ck["config"], ck["info"]
-    train_info = info.get("train", {})
-    max_len = a.max_len or train_info.get("max_len", default(DataConfig, "max_len"))
-    bos = train_info.get("bos", default(DataConfig, "bos")) if not a.no_bos else False
-    data = DataConfig(max_len=max_len, bos=bos, n_eval=a.n_eval, eval_seed=a.eval_seed)
-    _check_eval_memory(ck, a.n_eval, 2 * max_len + int(bos))
+    ck, data = _checkpoint_and_data(a, long=True)
+    config = ck["config"]
     params = to_device(ck["params"], a.device)
     result = {}
     for name, long in (("held_out", False), ("long", True)):
@@ -274,6 +275,25 @@ def cmd_eval(a: argparse.Namespace) -> int:
         result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
     print(_json_text(result, indent=2))
     return 0
+
+
+def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
+    """The checkpoint a.checkpoint (NaN or inf parameters refused) and the DataConfig of the
+    held-out strings to measure it on: the run's own max_len and BOS unless the command line
+    says otherwise. Refuses a held-out set too big for memory (with long, the longer set)."""
+    from .checkpoint import load_checkpoint
+
+    ck = load_checkpoint(a.checkpoint)
+    saved = ck["info"].get("train", {})
+    bos = False if getattr(a, "no_bos", False) else saved.get("bos", default(DataConfig, "bos"))
+    data = DataConfig(
+        max_len=a.max_len or saved.get("max_len", default(DataConfig, "max_len")),
+        bos=bos,
+        n_eval=a.n_eval,
+        eval_seed=getattr(a, "eval_seed", default(DataConfig, "eval_seed")),
+    )
+    _check_eval_memory(ck, a.n_eval, (1 + long) * data.max_len + int(data.bos))
+    return ck, data
 
 
 def _check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
@@ -387,17 +407,10 @@ def _analysis_json(a: argparse.Namespace) -> str:
     from .analysis import analyze_ensemble, analyze_model
     from .analysis.attribution import exactness_problem
     from .backend import to_device
-    from .checkpoint import load_checkpoint
     from .data import eval_set
 
-    ck = load_checkpoint(a.checkpoint)
-    config, train_info = ck["config"], ck["info"].get("train", {})
-    data = DataConfig(
-        max_len=a.max_len or train_info.get("max_len", default(DataConfig, "max_len")),
-        bos=train_info.get("bos", default(DataConfig, "bos")),
-        n_eval=a.n_eval,
-    )
-    _check_eval_memory(ck, a.n_eval, data.max_len + int(data.bos))
+    ck, data = _checkpoint_and_data(a, long=False)
+    config = ck["config"]
     tokens, targets, mask = eval_set(data)
     members = members_of(ck["params"])
     if a.member is not None and a.member >= len(members):
@@ -545,23 +558,13 @@ def add_analyze_parser(sub) -> None:
         "strings. Prints a summary table per model (definitions: docs/method.md); --json or "
         "--out give every number.",
     )
-    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    _add_checkpoint_args(p, default(SweepSpec, "n_eval"), ", as a sweep analyses")
     p.add_argument(
         "--member",
         type=_non_negative_int,
         default=None,
         help="for an ensemble checkpoint: analyse only this member (default all)",
     )
-    p.add_argument(
-        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
-    )
-    p.add_argument(
-        "--n-eval",
-        type=_positive_int,
-        default=default(SweepSpec, "n_eval"),
-        help="held-out strings (%(default)s, as a sweep analyses)",
-    )
-    _add_device_arg(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -594,14 +597,7 @@ def add_bench_parser(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minicount",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (or an ensemble of seeds) and save a checkpoint",
@@ -622,31 +618,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def add_eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="print the metrics of a checkpoint on held-out strings",
         description="Evaluate a checkpoint on the fixed held-out set and the longer-length set.",
     )
-    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
-    p.add_argument(
-        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
-    )
+    _add_checkpoint_args(p, default(DataConfig, "n_eval"))
     p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
-    p.add_argument(
-        "--n-eval",
-        type=_positive_int,
-        default=default(DataConfig, "n_eval"),
-        help="held-out strings (%(default)s)",
-    )
     p.add_argument(
         "--eval-seed",
         type=_non_negative_int,
         default=default(DataConfig, "eval_seed"),
         help="(%(default)s)",
     )
-    _add_device_arg(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_checkpoint_args(p: argparse.ArgumentParser, n_eval: int, note: str = "") -> None:
+    """eval's and analyze's: the checkpoint, the held-out strings' length and number, device."""
+    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    p.add_argument(
+        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
+    )
+    p.add_argument(
+        "--n-eval", type=_positive_int, default=n_eval, help=f"held-out strings (%(default)s{note})"
+    )
+    _add_device_arg(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minicount",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
     add_reproduce_parser(sub)
     add_sweep_parser(sub)
     add_analyze_parser(sub)
