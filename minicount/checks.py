@@ -5,6 +5,9 @@ ValueError that names the field or argument:
                   seeds: the ``__post_init__`` of ModelConfig, DataConfig, TrainConfig and
                   the sweep's Cell and SweepSpec call these
     a whole run   context length and memory, before ``train_with_config`` starts
+    resuming      whether a checkpoint is the same run as the one asked for, and intact:
+                  the one judgement of every resume (``train.resume_run``, which the
+                  command line's ``train --resume`` goes through too)
     model inputs  parameters, tokens, targets, masks and hooks against a ModelConfig, for
                   ``model.forward``, ``loss_and_grads``, ``metrics.evaluate``, checkpoints
     command line  the same checks as argparse types (a bad option is argparse's one-line
@@ -131,6 +134,62 @@ def check_training_memory(config, tc) -> None:
         np.dtype(tc.dtype).itemsize,
     )
     limits.check_memory(need, f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size}")
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+# TrainConfig fields that may differ when a run is resumed: none of them changes the
+# parameters of the steps both runs take (``steps`` only without a cosine schedule)
+RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path")
+
+
+def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
+    return [
+        f"{k}={a.get(k)!r} vs {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in skip and a.get(k) != b.get(k)
+    ]
+
+
+def check_same_run(path, ck: dict, saved, config, tc):
+    """Refuse to resume the run ck (saved with the settings ``saved``) as config and tc unless
+    it is the same run: the same model, and only RESUMABLE_FIELDS changed (``steps`` not
+    under a cosine schedule, whose shape it sets)."""
+    if ck["config"] != config:
+        diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
+        raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
+    diff = _fields_that_differ(saved.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
+    if tc.schedule == "cosine" and tc.steps != saved.steps:
+        diff.append(f"steps={saved.steps} vs {tc.steps}, which reshapes the cosine schedule")
+    if diff:
+        raise ValueError(
+            f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
+            f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume"
+        )
+
+
+def check_intact(path, ck: dict, tc) -> None:
+    """Refuse a checkpoint whose step, history, generator states or parameters disagree."""
+    info, step, history = ck["info"], ck["info"]["step"], ck["info"]["history"]
+    if (
+        not isinstance(step, int)
+        or step != ck["opt_state"]["step"]
+        or not isinstance(history, dict)
+        or len(history.get("loss", ())) != step
+        or len(history.get("step", ())) != step
+    ):
+        raise ValueError(f"{path}: step, optimiser step and history do not agree")
+    if step > tc.steps:
+        raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
+    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
+        raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
+    bad = [
+        k
+        for k, v in ck["params"].items()
+        if v.dtype != np.dtype(tc.dtype) or not np.isfinite(v).all()
+    ]
+    if bad:
+        raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
 
 
 # ----------------------------------------------------------------------------- model inputs

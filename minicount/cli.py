@@ -214,7 +214,7 @@ def given_train_options(argv: list[str]) -> set[str]:
 def resumed_settings(a: argparse.Namespace, given: set[str]):
     """(ModelConfig, TrainConfig) to resume a.resume with: the run's own settings, with the
     options given on the command line put over them. Whether they may change is decided
-    where every resume is, in train.check_same_run: only RESUMABLE_FIELDS may."""
+    where every resume is, in checks.check_same_run: only RESUMABLE_FIELDS may."""
     from .train import saved_run
 
     ck, saved = saved_run(a.resume)

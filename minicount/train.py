@@ -31,8 +31,10 @@ from .checks import (
     check_choice,
     check_fits,
     check_int,
+    check_intact,
     check_number,
     check_probs,
+    check_same_run,
     check_seeds,
     check_training_memory,
 )
@@ -150,11 +152,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# TrainConfig fields that may differ when a run is resumed: none of them changes the
-# parameters of the steps both runs take (``steps`` only without a cosine schedule)
-RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path")
-
-
 def data_rng(seed: int) -> np.random.Generator:
     """The stream of training batches for one seed (separate from the initialisation stream)."""
     return np.random.default_rng([int(seed), 1])
@@ -239,61 +236,12 @@ def saved_run(path) -> tuple[dict, TrainConfig]:
         raise ValueError(f"{path}: damaged training settings ({e})") from None
 
 
-def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
-    return [
-        f"{k}={a.get(k)!r} vs {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if k not in skip and a.get(k) != b.get(k)
-    ]
-
-
-def check_same_run(path, ck: dict, saved: TrainConfig, config: ModelConfig, tc: TrainConfig):
-    """Refuse to resume the run ck (saved with the settings ``saved``) as config and tc unless
-    it is the same run: the same model, and only RESUMABLE_FIELDS changed (``steps`` not
-    under a cosine schedule, whose shape it sets)."""
-    if ck["config"] != config:
-        diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
-        raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
-    diff = _fields_that_differ(saved.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
-    if tc.schedule == "cosine" and tc.steps != saved.steps:
-        diff.append(f"steps={saved.steps} vs {tc.steps}, which reshapes the cosine schedule")
-    if diff:
-        raise ValueError(
-            f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
-            f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume"
-        )
-
-
-def _check_intact(path, ck: dict, tc: TrainConfig) -> None:
-    """Refuse a checkpoint whose step, history, generator states or parameters disagree."""
-    info, step, history = ck["info"], ck["info"]["step"], ck["info"]["history"]
-    if (
-        not isinstance(step, int)
-        or step != ck["opt_state"]["step"]
-        or not isinstance(history, dict)
-        or len(history.get("loss", ())) != step
-        or len(history.get("step", ())) != step
-    ):
-        raise ValueError(f"{path}: step, optimiser step and history do not agree")
-    if step > tc.steps:
-        raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
-    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
-        raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
-    bad = [
-        k
-        for k, v in ck["params"].items()
-        if v.dtype != np.dtype(tc.dtype) or not np.isfinite(v).all()
-    ]
-    if bad:
-        raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
-
-
 def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
     """The RunState saved in the checkpoint at path, on device, after checking that it is a
     run of this config and tc (``check_same_run``) and that it is intact."""
     ck, saved = saved_run(path)
     check_same_run(path, ck, saved, config, tc)
-    _check_intact(path, ck, tc)
+    check_intact(path, ck, tc)
     info, opt_state = ck["info"], ck["opt_state"]
     step, history = info["step"], info["history"]
     rngs = [_restore_rng(s, st) for s, st in zip(tc.data_seeds, info["rng_states"], strict=True)]
