@@ -42,6 +42,12 @@ def default(cls, name: str):
     return next(f.default for f in fields(cls) if f.name == name)
 
 
+def _field_option(g, cls, name: str, help: str, **kw) -> None:
+    """The option --name-with-dashes for the field ``name`` of the dataclass cls, with the
+    field's default."""
+    g.add_argument("--" + name.replace("_", "-"), default=default(cls, name), help=help, **kw)
+
+
 def _json_text(obj, **options) -> str:
     """obj as valid JSON: NaN and infinities (an undefined ROC AUC, say) become null."""
 
@@ -79,14 +85,10 @@ def _signals_interrupt():
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults: the study's one-layer attention-only NoPE model)")
-    for option, what in (("d_model", "residual width"), ("n_heads", "heads per layer"),
-                         ("d_head", "width per head"), ("n_layers", "blocks")):  # fmt: skip
-        g.add_argument(
-            "--" + option.replace("_", "-"),
-            type=_positive_int,
-            default=default(ModelConfig, option),
-            help=what + " (%(default)s)",
-        )
+    for name, what in (("d_model", "residual width"), ("n_heads", "heads per layer"),
+                       ("d_head", "width per head"), ("n_layers", "blocks"),
+                       ("d_mlp", "MLP width, with --mlp")):  # fmt: skip
+        _field_option(g, ModelConfig, name, what + " (%(default)s)", type=_positive_int)
     g.add_argument(
         "--n-ctx",
         type=_positive_int,
@@ -100,12 +102,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--layernorm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm"
     )
     g.add_argument("--mlp", action="store_true", help="add a ReLU MLP to each block")
-    g.add_argument(
-        "--d-mlp",
-        type=_positive_int,
-        default=default(ModelConfig, "d_mlp"),
-        help="MLP width (%(default)s)",
-    )
 
 
 def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
@@ -122,40 +118,55 @@ def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
     )
 
 
-def _train_option(g, name: str, help: str, **kw) -> None:
-    """--name-with-dashes for the TrainConfig field name, its default the field's."""
-    option = "--" + name.replace("_", "-")
-    g.add_argument(option, default=default(TrainConfig, name), help=help, **kw)
-
-
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    _train_option(g, "steps", "optimiser steps (%(default)s)", type=_non_negative_int)
-    _train_option(g, "batch_size", "strings per step (%(default)s)", type=_positive_int)
-    _train_option(g, "lr", "AdamW learning rate (%(default)s)", type=number_option)
-    _train_option(g, "weight_decay", "AdamW weight decay (%(default)s)", type=number_option)
-    _train_option(g, "warmup", "linear warm-up steps (%(default)s)", type=_non_negative_int)
-    _train_option(g, "schedule", "learning-rate schedule after warm-up (%(default)s)",
-                  choices=SCHEDULES)  # fmt: skip
-    _train_option(g, "grad_clip", "max gradient norm per model (%(default)s = off)",
-                  type=number_option)  # fmt: skip
+
+    def option(name, help, **kw):
+        _field_option(g, TrainConfig, name, help, **kw)
+
+    option("steps", "optimiser steps (%(default)s)", type=_non_negative_int)
+    option("batch_size", "strings per step (%(default)s)", type=_positive_int)
+    option("lr", "AdamW learning rate (%(default)s)", type=number_option)
+    option("weight_decay", "AdamW weight decay (%(default)s)", type=number_option)
+    option("warmup", "linear warm-up steps (%(default)s)", type=_non_negative_int)
+    option("schedule", "learning-rate schedule after warm-up (%(default)s)", choices=SCHEDULES)
+    option("grad_clip", "max gradient norm per model (%(default)s = off)", type=number_option)
     seeds = ",".join(map(str, default(TrainConfig, "seeds")))
-    _train_option(g, "seeds", f"default {seeds}; e.g. 7 (one seed), 0,1,5 (a list) or 0-7 (a "
-                  "range); several seeds train an ensemble, one model per seed",
-                  type=seeds_option)  # fmt: skip
-    _train_option(g, "data_seed", "every model of an ensemble sees the same batches, drawn "
-                  "from this seed (one batch per step instead of one per model: faster for "
-                  "big ensembles)", type=_non_negative_int)  # fmt: skip
-    _train_option(g, "n_eval", "held-out strings for the evaluations (%(default)s)",
-                  type=_positive_int)  # fmt: skip
-    _train_option(g, "eval_every", "evaluate every N steps (%(default)s; 0 = only at the end)",
-                  type=_non_negative_int)  # fmt: skip
-    _train_option(g, "dtype", "floating-point precision of parameters and activations "
-                  "(%(default)s; float64 for gradient checks)", choices=DTYPES)  # fmt: skip
-    _train_option(g, "device", "cpu: NumPy; gpu: CuPy on a CUDA GPU; auto: the GPU when CuPy "
-                  "finds one, else the CPU (%(default)s)", choices=DEVICES)  # fmt: skip
-    _train_option(g, "checkpoint_every", "also save the checkpoint every N steps (default "
-                  "%(default)s: at each evaluation)", type=_non_negative_int)  # fmt: skip
+    option(
+        "seeds",
+        f"default {seeds}; e.g. 7 (one seed), 0,1,5 (a list) or 0-7 (a range); several seeds "
+        "train an ensemble, one model per seed",
+        type=seeds_option,
+    )
+    option(
+        "data_seed",
+        "every model of an ensemble sees the same batches, drawn from this seed (one batch "
+        "per step instead of one per model: faster for big ensembles)",
+        type=_non_negative_int,
+    )
+    option("n_eval", "held-out strings for the evaluations (%(default)s)", type=_positive_int)
+    option(
+        "eval_every",
+        "evaluate every N steps (%(default)s; 0 = only at the end)",
+        type=_non_negative_int,
+    )
+    option(
+        "dtype",
+        "floating-point precision of parameters and activations (%(default)s; float64 for "
+        "gradient checks)",
+        choices=DTYPES,
+    )
+    option(
+        "device",
+        "cpu: NumPy; gpu: CuPy on a CUDA GPU; auto: the GPU when CuPy finds one, else the "
+        "CPU (%(default)s)",
+        choices=DEVICES,
+    )
+    option(
+        "checkpoint_every",
+        "also save the checkpoint every N steps (default %(default)s: at each evaluation)",
+        type=_non_negative_int,
+    )
     g.add_argument(
         "--resume",
         metavar="CHECKPOINT",
@@ -165,11 +176,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--out defaults to CHECKPOINT)",
     )
     d = p.add_argument_group("data")
-    _train_option(d, "max_len", "longest training string (%(default)s)", type=_positive_int)
+    _field_option(d, TrainConfig, "max_len", "longest training string (%(default)s)",
+                  type=_positive_int)  # fmt: skip
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
     probs = " ".join(f"{p:.3g}" for p in default(TrainConfig, "probs"))
-    _train_option(d, "probs", f"symbol probabilities ({probs})", type=number_option, nargs=3,
-                  metavar=("P0", "P1", "P2"))  # fmt: skip
+    _field_option(d, TrainConfig, "probs", f"symbol probabilities ({probs})",
+                  type=number_option, nargs=3, metavar=("P0", "P1", "P2"))  # fmt: skip
 
 
 def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -528,18 +540,13 @@ def add_sweep_parser(sub) -> None:
         default=list(SEEDS),
         help=f"seeds of every cell: 0-31, 0,1,5 or 7 (default {SEEDS[0]}-{SEEDS[-1]})",
     )
-    p.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=default(Cell, "steps"),
-        help="training steps when --set steps=... is not given (%(default)s)",
-    )
-    for option, what in (("batch_size", "strings per step per model (%(default)s)"),
-                         ("n_eval", "held-out strings analysed (%(default)s)"),
-                         ("first_snapshot", "first analysed step; then every doubling and the "
-                          "last (%(default)s)")):  # fmt: skip
-        p.add_argument("--" + option.replace("_", "-"), type=_positive_int,
-                       default=default(SweepSpec, option), help=what)  # fmt: skip
+    _field_option(p, Cell, "steps", "training steps when --set steps=... is not given "
+                  "(%(default)s)", type=_positive_int)  # fmt: skip
+    for name, what in (("batch_size", "strings per step per model (%(default)s)"),
+                       ("n_eval", "held-out strings analysed (%(default)s)"),
+                       ("first_snapshot", "first analysed step; then every doubling and the "
+                        "last (%(default)s)")):  # fmt: skip
+        _field_option(p, SweepSpec, name, what, type=_positive_int)
     p.add_argument(
         "--no-subsets",
         action="store_true",
@@ -627,12 +634,7 @@ def add_eval_parser(sub) -> None:
     )
     _add_checkpoint_args(p, default(DataConfig, "n_eval"))
     p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
-    p.add_argument(
-        "--eval-seed",
-        type=_non_negative_int,
-        default=default(DataConfig, "eval_seed"),
-        help="(%(default)s)",
-    )
+    _field_option(p, DataConfig, "eval_seed", "(%(default)s)", type=_non_negative_int)
     p.set_defaults(func=cmd_eval)
 
 
