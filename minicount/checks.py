@@ -4,7 +4,8 @@ ValueError that names the field or argument:
     settings      whole numbers, bounded numbers, flags, choices, symbol probabilities and
                   seeds: the ``__post_init__`` of ModelConfig, DataConfig, TrainConfig and
                   the sweep's Cell and SweepSpec call these
-    a whole run   context length and memory, before ``train_with_config`` starts
+    a whole run   context length and memory, before ``train_with_config`` starts (and
+                  the memory of a batch, and of evaluating a checkpoint)
     resuming      whether a checkpoint is the same run as the one asked for, and intact:
                   the one judgement of every resume (``train.resume_run``, which the
                   command line's ``train --resume`` goes through too)
@@ -134,6 +135,16 @@ def check_training_memory(config, tc) -> None:
         np.dtype(tc.dtype).itemsize,
     )
     limits.check_memory(need, f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size}")
+
+
+def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
+    """Refuse (naming the limit) evaluating the models of checkpoint ck (``load_checkpoint``)
+    on n_eval strings of seq_len positions when it needs more memory than there is."""
+    from .model import n_models
+
+    M = n_models(ck["params"], ck["config"]) or 1
+    need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
+    limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
 
 
 # ----------------------------------------------------------------------------- resuming a run

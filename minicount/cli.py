@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import DEVICES
-from .checks import heads_option, int_option, number_option, seeds_option
+from .checks import check_eval_memory, heads_option, int_option, number_option, seeds_option
 from .data import DataConfig
 from .model import ModelConfig
 from .optim import SCHEDULES
@@ -304,18 +304,8 @@ def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
         n_eval=a.n_eval,
         eval_seed=getattr(a, "eval_seed", default(DataConfig, "eval_seed")),
     )
-    _check_eval_memory(ck, a.n_eval, (1 + long) * data.max_len + int(data.bos))
+    check_eval_memory(ck, a.n_eval, (1 + long) * data.max_len + int(data.bos))
     return ck, data
-
-
-def _check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
-    """Refuse (naming the limit) an evaluation that needs more memory than there is."""
-    from . import limits
-    from .model import n_models
-
-    M = n_models(ck["params"], ck["config"]) or 1
-    need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
-    limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
 
 
 def _sweep_run(spec, a: argparse.Namespace) -> int:
