@@ -472,6 +472,8 @@ def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def add_reproduce_parser(sub) -> None:
+    from .study import PRESETS
+
     p = sub.add_parser(
         "reproduce",
         help="the study: a preset sweep that trains, analyses and writes a report",
@@ -482,7 +484,7 @@ def add_reproduce_parser(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        choices=("default", "full", "quick"),
+        choices=sorted(PRESETS),
         default="default",
         help="default: 8 seeds x 5 settings (minutes on a CPU); full: 64 seeds x 24 cells "
         "(n_heads x weight decay x max_len x steps; for --device gpu); quick: a smoke run",
