@@ -45,6 +45,7 @@ from .data import DataConfig, encode, eval_set
 from .limits import memory_budget, training_bytes
 from .metrics import evaluate
 from .model import ModelConfig
+from .progress import Progress
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
@@ -260,10 +261,17 @@ def _checkpoint_step(path: Path) -> int | None:
 
 
 def advance(
-    cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str, train_path: str = "fast"
+    cell: Cell,
+    spec: SweepSpec,
+    ck: Path,
+    step: int,
+    device: str,
+    train_path: str = "fast",
+    progress: Progress | bool = False,
 ):
     """The ensemble's parameters after ``step`` steps (host arrays [M, ...]) and the training
-    history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards."""
+    history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards.
+    ``progress`` (a Progress) is advanced by each training step."""
     at = _checkpoint_step(ck)
     if at is not None and at > step:  # later than this snapshot: it cannot be recovered
         ck.unlink()
@@ -289,6 +297,7 @@ def advance(
         checkpoint_every=spec.checkpoint_every,
         resume=str(ck) if at is not None else None,
         path=train_path,
+        progress=progress,
     )
 
 
@@ -347,7 +356,14 @@ def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: 
 
 
 def run_cell(
-    cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say, train_path="fast"
+    cell: Cell,
+    name: str,
+    spec: SweepSpec,
+    folder: Path,
+    device: str,
+    say,
+    train_path="fast",
+    progress: Progress | bool = False,
 ) -> None:
     """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -364,7 +380,7 @@ def run_cell(
             continue
         held_out = held_out or eval_set(data)
         t0 = time.perf_counter()
-        params, history = advance(cell, spec, ck, step, device, train_path)
+        params, history = advance(cell, spec, ck, step, device, train_path, progress)
         t1 = time.perf_counter()
         members = analyze_ensemble(
             to_device(params, device),
@@ -434,49 +450,6 @@ def _difference(held, wanted: dict) -> str:
     return "different " + ", ".join(keys) if keys else "different settings"
 
 
-class Progress:
-    """Progress of a sweep: in a terminal, a tqdm bar over model-steps (rate and ETA) with a
-    line per snapshot above it; otherwise (a log file, CI) plain time-stamped lines, each
-    with the time spent and an estimate of what is left."""
-
-    def __init__(self, total_model_steps: float, *, enabled: bool = True):
-        self.total, self.enabled, self.done = total_model_steps, enabled, 0.0
-        self.t0 = time.perf_counter()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=int(total_model_steps), unit=" model-steps",
-                                unit_scale=True, dynamic_ncols=True, leave=True)  # fmt: skip
-
-    def advance(self, model_steps: float) -> None:
-        self.done += model_steps
-        if self.bar is not None:
-            self.bar.update(int(model_steps))
-
-    def line(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}{self.eta()}", file=sys.stderr,
-                  flush=True)  # fmt: skip
-
-    def eta(self) -> str:
-        if self.done <= 0 or self.done >= self.total:
-            return ""
-        spent = time.perf_counter() - self.t0
-        return f" (about {spent * (self.total - self.done) / self.done:.0f}s left)"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_sweep(
     spec: SweepSpec,
     out,
@@ -507,14 +480,17 @@ def run_sweep(
         if (out / COMPLETE).exists():
             (out / COMPLETE).unlink()  # rewritten last, after the outputs below
         M = len(spec.seeds)
-        work = sum(c.steps * M for c in spec.cells)
-        bar = Progress(work, enabled=progress)
+        bar = Progress(sum(c.steps for c in spec.cells), unit="step", enabled=progress)
         bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
         timings = {}
         with blas_threads(threads if device == "cpu" else None):
+            offset = 0  # the steps of the cells before this one
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
-                timings[name] = _run_reported(cell, label, name, spec, out, device, bar, train_path)
+                timings[name] = _run_reported(
+                    cell, label, name, spec, out, device, bar, train_path, offset
+                )
+                offset += cell.steps
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -534,19 +510,20 @@ def _run_reported(
     device: str,
     bar: Progress,
     train_path: str = "fast",
+    offset: int = 0,
 ) -> dict:
-    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds."""
+    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
+    ``bar`` counts the steps of every cell; this cell's start at ``offset``."""
     folder = out / "cells" / cell.key()
     M = len(spec.seeds)
     before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
-    last = [max(before, default=0)]
-    bar.advance(last[0] * M)
+    bar.describe(label)
+    bar.set_done(offset + max(before, default=0))
     if before:
-        bar.line(f"{label}: resuming after step {last[0]}")
+        bar.line(f"{label}: resuming after step {max(before)}")
 
     def say(step, train_s, analysis_s, models):
-        bar.advance((step - last[0]) * M)
-        last[0] = step
+        bar.set_done(offset + step)  # also counts steps a resumed checkpoint had done
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
@@ -554,7 +531,7 @@ def _run_reported(
             f"{analysis_s:.1f}s"
         )
 
-    run_cell(cell, name, spec, folder, device, say, train_path)
+    run_cell(cell, name, spec, folder, device, say, train_path, bar)
     snaps = load_snapshots(folder)
     return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 

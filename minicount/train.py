@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -43,6 +42,7 @@ from .fast.train_step import keep_freed_memory, loss_and_grads_sliced
 from .metrics import evaluate
 from .model import ATTENTION, ModelConfig, init_ensemble, init_params, loss_and_grads_all
 from .optim import SCHEDULES, AdamW, clip_grads, lr_at
+from .progress import Progress
 from .safeio import exclusive_lock, remove_stale_temporaries, resolve_target
 
 
@@ -385,7 +385,9 @@ def train(
     are the other fields of TrainConfig, with its defaults (steps, batch_size, max_len, lr,
     device, weight_decay, warmup, schedule, grad_clip, bos, probs, eval_every, n_eval, dtype,
     checkpoint_every, data_seed, path, ...).
-    ``progress=True`` prints a line at each evaluation; ``checkpoint`` is a path to save to
+    ``progress=True`` shows a bar (a terminal) or periodic lines (a log) on stderr, with a line
+    at each evaluation; a Progress object is advanced step by step instead (a sweep's overall
+    count). ``checkpoint`` is a path to save to
     at each evaluation, every ``checkpoint_every`` steps and at the end;
     ``callback(step, params, history)`` is called after each evaluation. ``resume`` is a
     checkpoint of this run to continue from (only steps, device, eval_every,
@@ -451,7 +453,8 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     last_saved = (resume, run.step) if resume else None  # named if training has to stop
     before = _file_identity(checkpoint)  # an older run's file, not to be named as this run's
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    bar, own_bar = _progress_bar(progress, tc, run.step)
+    log = bar.line if own_bar else (lambda msg: None)
     log(
         f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}"
         + (f", resuming at step {run.step}" if resume else "")
@@ -497,6 +500,7 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     try:
         while run.step < tc.steps:
             train_step(run, opt, config, tc, device, last_saved)
+            bar.advance(1)
             if run.step < tc.steps:
                 between_steps(run.step)
         finish()
@@ -505,4 +509,15 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
         if checkpoint and _file_identity(checkpoint) not in (None, before):
             own = npz_path(checkpoint)  # replaced by a save the interrupt cut short
         raise Interrupted(own) from None
+    finally:
+        if own_bar:
+            bar.close()
     return to_numpy(params), history
+
+
+def _progress_bar(progress, tc: TrainConfig, step: int) -> tuple[Progress, bool]:
+    """(the Progress that counts the steps, whether this run owns it). ``progress`` is a
+    bool (show a bar of this run's own) or a caller's Progress (a sweep's) to advance."""
+    if isinstance(progress, Progress):
+        return progress, False
+    return Progress(tc.steps, unit="step", done=step, desc="train", enabled=bool(progress)), True
