@@ -1,4 +1,11 @@
-"""Command line: ``python -m minicount {train,eval} ...`` (``--help`` on each)."""
+"""Command line: ``python -m minicount {train,eval,reproduce,sweep,analyze,bench} ...``
+(``--help`` on each).
+
+Every option's default is read from the dataclass field it sets (ModelConfig, TrainConfig,
+DataConfig, the sweep's Cell and SweepSpec: ``default(cls, name)``), and every check of an
+option is minicount/checks.py's. It writes only where --out (or --resume) points, prints
+results on stdout, and reports bad input as one line on stderr with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,18 @@ import argparse
 import contextlib
 import json
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from .backend import DEVICES
+from .checks import check_eval_memory, heads_option, int_option, number_option, seeds_option
+from .data import DataConfig
 from .model import ModelConfig
+from .optim import SCHEDULES
+from .sweep import BASE, SEEDS, Cell, SweepSpec
+from .train import DTYPES, TrainConfig
 
 DESCRIPTION = """\
 minicount: a from-scratch transformer (hand-written backprop, NumPy or CuPy) that learns
@@ -19,58 +33,19 @@ attention heads share the work.
 """
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= minimum, or a one-line error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
+_positive_int = int_option(1)
+_non_negative_int = int_option(0)
 
 
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+def default(cls, name: str):
+    """The default of a dataclass's field: the one source of every option's default here."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _seeds(text: str) -> list[int]:
-    """'3' -> [3]; '0,1,5' -> [0, 1, 5]; '0-7' -> [0, ..., 7]; at most MAX_ENSEMBLE seeds,
-    counted before a range is expanded."""
-    from .limits import MAX_ENSEMBLE
-
-    try:
-        if "-" in text.strip("-"):
-            lo, hi = (int(x) for x in text.split("-"))
-            count = hi - lo + 1
-        else:
-            seeds = [int(s) for s in text.split(",")]
-            lo, count = min(seeds), len(seeds)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds look like 3, 0,1,5 or 0-7; got {text!r}") from None
-    if lo < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"a seed range lo-hi needs lo <= hi, got {text!r}")
-    if count > MAX_ENSEMBLE:
-        raise argparse.ArgumentTypeError(
-            f"{count:,} seeds is over the limit of {MAX_ENSEMBLE} models in one run"
-        )
-    return list(range(lo, hi + 1)) if "-" in text.strip("-") else seeds
+def _field_option(g, cls, name: str, help: str, **kw) -> None:
+    """The option --name-with-dashes for the field ``name`` of the dataclass cls, with the
+    field's default."""
+    g.add_argument("--" + name.replace("_", "-"), default=default(cls, name), help=help, **kw)
 
 
 def _json_text(obj, **options) -> str:
@@ -109,20 +84,11 @@ def _signals_interrupt():
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    d = ModelConfig()
     g = p.add_argument_group("model (defaults: the study's one-layer attention-only NoPE model)")
-    g.add_argument(
-        "--d-model", type=_positive_int, default=d.d_model, help="residual width (%(default)s)"
-    )
-    g.add_argument(
-        "--n-heads", type=_positive_int, default=d.n_heads, help="heads per layer (%(default)s)"
-    )
-    g.add_argument(
-        "--d-head", type=_positive_int, default=d.d_head, help="width per head (%(default)s)"
-    )
-    g.add_argument(
-        "--n-layers", type=_positive_int, default=d.n_layers, help="blocks (%(default)s)"
-    )
+    for name, what in (("d_model", "residual width"), ("n_heads", "heads per layer"),
+                       ("d_head", "width per head"), ("n_layers", "blocks"),
+                       ("d_mlp", "MLP width, with --mlp")):  # fmt: skip
+        _field_option(g, ModelConfig, name, what + " (%(default)s)", type=_positive_int)
     g.add_argument(
         "--n-ctx",
         type=_positive_int,
@@ -136,7 +102,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--layernorm", action="store_true", help="pre-LayerNorm blocks and a final LayerNorm"
     )
     g.add_argument("--mlp", action="store_true", help="add a ReLU MLP to each block")
-    g.add_argument("--d-mlp", type=_positive_int, default=d.d_mlp, help="MLP width (%(default)s)")
 
 
 def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
@@ -155,73 +120,52 @@ def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument(
-        "--steps", type=_non_negative_int, default=1000, help="optimiser steps (%(default)s)"
-    )
-    g.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="strings per step (%(default)s)"
-    )
-    g.add_argument("--lr", type=_float, default=3e-3, help="AdamW learning rate (%(default)s)")
-    g.add_argument(
-        "--weight-decay", type=_float, default=0.0, help="AdamW weight decay (%(default)s)"
-    )
-    g.add_argument(
-        "--warmup", type=_non_negative_int, default=0, help="linear warm-up steps (%(default)s)"
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="learning-rate schedule after warm-up (%(default)s)",
-    )
-    g.add_argument(
-        "--grad-clip", type=_float, default=0.0, help="max gradient norm per model, 0 = off"
-    )
-    g.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=[0],
-        help="default 0; e.g. 7 (one seed), 0,1,5 (a list) or 0-7 (a range); several seeds "
+
+    def option(name, help, **kw):
+        _field_option(g, TrainConfig, name, help, **kw)
+
+    option("steps", "optimiser steps (%(default)s)", type=_non_negative_int)
+    option("batch_size", "strings per step (%(default)s)", type=_positive_int)
+    option("lr", "AdamW learning rate (%(default)s)", type=number_option)
+    option("weight_decay", "AdamW weight decay (%(default)s)", type=number_option)
+    option("warmup", "linear warm-up steps (%(default)s)", type=_non_negative_int)
+    option("schedule", "learning-rate schedule after warm-up (%(default)s)", choices=SCHEDULES)
+    option("grad_clip", "max gradient norm per model (%(default)s = off)", type=number_option)
+    seeds = ",".join(map(str, default(TrainConfig, "seeds")))
+    option(
+        "seeds",
+        f"default {seeds}; e.g. 7 (one seed), 0,1,5 (a list) or 0-7 (a range); several seeds "
         "train an ensemble, one model per seed",
+        type=seeds_option,
     )
-    g.add_argument(
-        "--data-seed",
+    option(
+        "data_seed",
+        "every model of an ensemble sees the same batches, drawn from this seed (one batch "
+        "per step instead of one per model: faster for big ensembles)",
         type=_non_negative_int,
-        default=None,
-        help="every model of an ensemble sees the same batches, drawn from this seed "
-        "(one batch per step instead of one per model: faster for big ensembles)",
     )
-    g.add_argument(
-        "--n-eval",
-        type=_positive_int,
-        default=2048,
-        help="held-out strings for the evaluations (%(default)s)",
-    )
-    g.add_argument(
-        "--eval-every",
+    option("n_eval", "held-out strings for the evaluations (%(default)s)", type=_positive_int)
+    option(
+        "eval_every",
+        "evaluate every N steps (%(default)s; 0 = only at the end)",
         type=_non_negative_int,
-        default=100,
-        help="evaluate every N steps (%(default)s; 0 = only at the end)",
     )
-    g.add_argument(
-        "--dtype",
-        choices=("float32", "float64"),
-        default="float32",
-        help="floating-point precision of parameters and activations (%(default)s; float64 "
-        "for gradient checks)",
+    option(
+        "dtype",
+        "floating-point precision of parameters and activations (%(default)s; float64 for "
+        "gradient checks)",
+        choices=DTYPES,
     )
-    g.add_argument(
-        "--device",
-        choices=("cpu", "gpu", "auto"),
-        default="cpu",
-        help="cpu: NumPy (the default); gpu: CuPy on a CUDA GPU; auto: the GPU when CuPy "
-        "finds one, else the CPU",
+    option(
+        "device",
+        "cpu: NumPy; gpu: CuPy on a CUDA GPU; auto: the GPU when CuPy finds one, else the "
+        "CPU (%(default)s)",
+        choices=DEVICES,
     )
-    g.add_argument(
-        "--checkpoint-every",
+    option(
+        "checkpoint_every",
+        "also save the checkpoint every N steps (default %(default)s: at each evaluation)",
         type=_non_negative_int,
-        default=0,
-        help="also save the checkpoint every N steps (default 0: at each evaluation)",
     )
     g.add_argument(
         "--resume",
@@ -232,23 +176,15 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--out defaults to CHECKPOINT)",
     )
     d = p.add_argument_group("data")
-    d.add_argument(
-        "--max-len", type=_positive_int, default=32, help="longest training string (%(default)s)"
-    )
+    _field_option(d, TrainConfig, "max_len", "longest training string (%(default)s)",
+                  type=_positive_int)  # fmt: skip
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
-    d.add_argument(
-        "--probs",
-        type=_float,
-        nargs=3,
-        metavar=("P0", "P1", "P2"),
-        default=[1 / 3, 1 / 3, 1 / 3],
-        help="symbol probabilities (uniform)",
-    )
+    probs = " ".join(f"{p:.3g}" for p in default(TrainConfig, "probs"))
+    _field_option(d, TrainConfig, "probs", f"symbol probabilities ({probs})",
+                  type=number_option, nargs=3, metavar=("P0", "P1", "P2"))  # fmt: skip
 
 
-def train_config_from_args(a: argparse.Namespace):
-    from .train import TrainConfig
-
+def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         steps=a.steps,
         batch_size=a.batch_size,
@@ -288,37 +224,19 @@ def given_train_options(argv: list[str]) -> set[str]:
 
 
 def resumed_settings(a: argparse.Namespace, given: set[str]):
-    """(ModelConfig, TrainConfig) of the run saved in a.resume, with the options that may change
-    on resume taken from the command line; any other option given must agree with the run."""
-    from dataclasses import replace
+    """(ModelConfig, TrainConfig) to resume a.resume with: the run's own settings, with the
+    options given on the command line put over them. Whether they may change is decided
+    where every resume is, in checks.check_same_run: only RESUMABLE_FIELDS may."""
+    from .train import saved_run
 
-    from .checkpoint import load_checkpoint
-    from .train import RESUMABLE_FIELDS, TrainConfig
-
-    ck = load_checkpoint(a.resume)
-    if "train" not in ck["info"]:
-        raise ValueError(f"{a.resume} holds no training state to resume from")
-    try:
-        tc = TrainConfig.from_dict(ck["info"]["train"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{a.resume}: damaged training settings ({e})") from None
-    tc = replace(tc, **{f: getattr(a, f) for f in RESUMABLE_FIELDS if f in given})
-    asked = {**model_config_from_args(a).to_dict(), **train_config_from_args(a).to_dict()}
-    saved = {**ck["config"].to_dict(), **tc.to_dict()}
-    for dest in sorted(given - set(RESUMABLE_FIELDS) - {"out", "resume"}):
-        field = "bos" if dest == "no_bos" else dest
-        if asked[field] != saved[field]:
-            raise ValueError(
-                f"--{dest.replace('_', '-')} asks for {field}={asked[field]!r} but "
-                f"the run in {a.resume} has {saved[field]!r}; a resumed run keeps "
-                f"its settings (only {', '.join(RESUMABLE_FIELDS)} may change)"
-            )
-    return ck["config"], tc
+    ck, saved = saved_run(a.resume)
+    asked = {"bos" if dest == "no_bos" else dest for dest in given}
+    model = {k: v for k, v in model_config_from_args(a).to_dict().items() if k in asked}
+    train = {k: v for k, v in train_config_from_args(a).to_dict().items() if k in asked}
+    return replace(ck["config"], **model), replace(saved, **train)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .backend import resolve_device
     from .checkpoint import check_writable
     from .train import train_with_config, versions
@@ -353,17 +271,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .backend import to_device
-    from .checkpoint import load_checkpoint
-    from .data import DataConfig, eval_set
+    from .data import eval_set
     from .metrics import evaluate
 
-    ck = load_checkpoint(a.checkpoint)  # refuses NaN or inf parameters
-    config, info = ck["config"], ck["info"]
-    train_info = info.get("train", {})
-    max_len = a.max_len or train_info.get("max_len", 32)
-    bos = train_info.get("bos", True) if not a.no_bos else False
-    data = DataConfig(max_len=max_len, bos=bos, n_eval=a.n_eval, eval_seed=a.eval_seed)
-    _check_eval_memory(ck, a.n_eval, 2 * max_len + int(bos))
+    ck, data = _checkpoint_and_data(a, long=True)
+    config = ck["config"]
     params = to_device(ck["params"], a.device)
     result = {}
     for name, long in (("held_out", False), ("long", True)):
@@ -377,25 +289,23 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
-    """Refuse (naming the limit) an evaluation that needs more memory than there is."""
-    from . import limits
-    from .model import n_members
+def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
+    """The checkpoint a.checkpoint (NaN or inf parameters refused) and the DataConfig of the
+    held-out strings to measure it on: the run's own max_len and BOS unless the command line
+    says otherwise. Refuses a held-out set too big for memory (with long, the longer set)."""
+    from .checkpoint import load_checkpoint
 
-    M = n_members(ck["params"]) or 1
-    need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
-    limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
-
-
-def _heads(text: str) -> list[int]:
-    """'1,2,4,8' -> [1, 2, 4, 8]."""
-    try:
-        heads = [int(h) for h in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"heads look like 4 or 1,2,4,8; got {text!r}") from None
-    if not heads or any(h < 1 for h in heads):
-        raise argparse.ArgumentTypeError(f"head counts must be >= 1, got {text!r}")
-    return heads
+    ck = load_checkpoint(a.checkpoint)
+    saved = ck["info"].get("train", {})
+    bos = False if getattr(a, "no_bos", False) else saved.get("bos", default(DataConfig, "bos"))
+    data = DataConfig(
+        max_len=a.max_len or saved.get("max_len", default(DataConfig, "max_len")),
+        bos=bos,
+        n_eval=a.n_eval,
+        eval_seed=getattr(a, "eval_seed", default(DataConfig, "eval_seed")),
+    )
+    check_eval_memory(ck, a.n_eval, (1 + long) * data.max_len + int(data.bos))
+    return ck, data
 
 
 def _sweep_run(spec, a: argparse.Namespace) -> int:
@@ -425,9 +335,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .sweep import BASE, SweepSpec, cell_names, grid, parse_knob
+    from .sweep import cell_names, grid, parse_knob
 
     assignments = {}
     for text in a.set or []:
@@ -494,18 +402,11 @@ def _analysis_json(a: argparse.Namespace) -> str:
     from .analysis import analyze_ensemble, analyze_model
     from .analysis.attribution import exactness_problem
     from .backend import to_device
-    from .checkpoint import load_checkpoint
-    from .data import DataConfig, eval_set
+    from .data import eval_set
     from .model import members, stack
 
-    ck = load_checkpoint(a.checkpoint)
-    config, train_info = ck["config"], ck["info"].get("train", {})
-    data = DataConfig(
-        max_len=a.max_len or train_info.get("max_len", 32),
-        bos=train_info.get("bos", True),
-        n_eval=a.n_eval,
-    )
-    _check_eval_memory(ck, a.n_eval, data.max_len + int(data.bos))
+    ck, data = _checkpoint_and_data(a, long=False)
+    config = ck["config"]
     tokens, targets, mask = eval_set(data)
     models = members(ck["params"])
     if a.member is not None and a.member >= len(models):
@@ -528,13 +429,17 @@ def _analysis_json(a: argparse.Namespace) -> str:
     return _json_text(result, indent=1)
 
 
-def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
+def _add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument(
         "--device",
-        choices=("cpu", "gpu", "auto"),
-        default="cpu",
-        help="where to train and analyse (%(default)s; auto: the GPU if CuPy sees one)",
+        choices=DEVICES,
+        default=default(TrainConfig, "device"),
+        help=f"{what}cpu: NumPy; gpu: CuPy; auto: the GPU when CuPy finds one (%(default)s)",
     )
+
+
+def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    _add_device_arg(p, "where to train and analyse: ")
     p.add_argument(
         "--threads",
         type=_non_negative_int,
@@ -561,6 +466,8 @@ def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def add_reproduce_parser(sub) -> None:
+    from .study import PRESETS
+
     p = sub.add_parser(
         "reproduce",
         help="the study: a preset sweep that trains, analyses and writes a report",
@@ -571,19 +478,19 @@ def add_reproduce_parser(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        choices=("default", "full", "quick"),
+        choices=sorted(PRESETS),
         default="default",
         help="default: 8 seeds x 5 settings (minutes on a CPU); full: 64 seeds x 24 cells "
         "(n_heads x weight decay x max_len x steps; for --device gpu); quick: a smoke run",
     )
     p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")
     p.add_argument(
-        "--seeds", type=_seeds, default=None,
+        "--seeds", type=seeds_option, default=None,
         help="replace the preset's seeds: one seed (7), a list (0,1,5) or a range (0-31)",
     )  # fmt: skip
     p.add_argument(
         "--heads",
-        type=_heads,
+        type=heads_option,
         default=None,
         help="keep only the preset's cells with these head counts (2,4)",
     )
@@ -598,7 +505,7 @@ def add_reproduce_parser(sub) -> None:
 
 
 def add_sweep_parser(sub) -> None:
-    from .sweep import BASE, KNOBS
+    from .sweep import KNOBS
 
     p = sub.add_parser(
         "sweep",
@@ -615,31 +522,17 @@ def add_sweep_parser(sub) -> None:
                    "--set weight_decay=0,0.1; p2 is the share of 2s, bos is on/off")  # fmt: skip
     p.add_argument(
         "--seeds",
-        type=_seeds,
-        default=list(range(8)),
-        help="seeds of every cell: 0-31, 0,1,5 or 7 (default 0-7)",
+        type=seeds_option,
+        default=list(SEEDS),
+        help=f"seeds of every cell: 0-31, 0,1,5 or 7 (default {SEEDS[0]}-{SEEDS[-1]})",
     )
-    p.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=800,
-        help="training steps when --set steps=... is not given (%(default)s)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=128,
-        help="strings per step per model (%(default)s)",
-    )
-    p.add_argument(
-        "--n-eval", type=_positive_int, default=1024, help="held-out strings analysed (%(default)s)"
-    )
-    p.add_argument(
-        "--first-snapshot",
-        type=_positive_int,
-        default=25,
-        help="first analysed step; then every doubling and the last (%(default)s)",
-    )
+    _field_option(p, Cell, "steps", "training steps when --set steps=... is not given "
+                  "(%(default)s)", type=_positive_int)  # fmt: skip
+    for name, what in (("batch_size", "strings per step per model (%(default)s)"),
+                       ("n_eval", "held-out strings analysed (%(default)s)"),
+                       ("first_snapshot", "first analysed step; then every doubling and the "
+                        "last (%(default)s)")):  # fmt: skip
+        _field_option(p, SweepSpec, name, what, type=_positive_int)
     p.add_argument(
         "--no-subsets",
         action="store_true",
@@ -658,24 +551,12 @@ def add_analyze_parser(sub) -> None:
         "strings. Prints a summary table per model (definitions: docs/method.md); --json or "
         "--out give every number.",
     )
-    p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
+    _add_checkpoint_args(p, default(SweepSpec, "n_eval"), ", as a sweep analyses")
     p.add_argument(
         "--member",
         type=_non_negative_int,
         default=None,
         help="for an ensemble checkpoint: analyse only this member (default all)",
-    )
-    p.add_argument(
-        "--max-len", type=_positive_int, default=None, help="default: the training max_len"
-    )
-    p.add_argument(
-        "--n-eval", type=_positive_int, default=1024, help="held-out strings (%(default)s)"
-    )
-    p.add_argument(
-        "--device",
-        choices=("cpu", "gpu", "auto"),
-        default="cpu",
-        help="cpu: NumPy (the default); gpu: CuPy; auto: the GPU when CuPy finds one",
     )
     p.add_argument(
         "--json",
@@ -709,14 +590,7 @@ def add_bench_parser(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minicount",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (or an ensemble of seeds) and save a checkpoint",
@@ -737,28 +611,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def add_eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="print the metrics of a checkpoint on held-out strings",
         description="Evaluate a checkpoint on the fixed held-out set and the longer-length set.",
     )
+    _add_checkpoint_args(p, default(DataConfig, "n_eval"))
+    p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
+    _field_option(p, DataConfig, "eval_seed", "(%(default)s)", type=_non_negative_int)
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser, n_eval: int, note: str = "") -> None:
+    """eval's and analyze's: the checkpoint, the held-out strings' length and number, device."""
     p.add_argument("checkpoint", help="a .npz written by 'minicount train'")
     p.add_argument(
         "--max-len", type=_positive_int, default=None, help="default: the training max_len"
     )
-    p.add_argument("--no-bos", action="store_true", help="evaluate without BOS")
     p.add_argument(
-        "--n-eval", type=_positive_int, default=2048, help="held-out strings (%(default)s)"
+        "--n-eval", type=_positive_int, default=n_eval, help=f"held-out strings (%(default)s{note})"
     )
-    p.add_argument("--eval-seed", type=_non_negative_int, default=12345, help="(%(default)s)")
-    p.add_argument(
-        "--device",
-        choices=("cpu", "gpu", "auto"),
-        default="cpu",
-        help="cpu: NumPy (the default); gpu: CuPy; auto: the GPU when CuPy finds one",
-    )
-    p.set_defaults(func=cmd_eval)
+    _add_device_arg(p)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minicount",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
     add_reproduce_parser(sub)
     add_sweep_parser(sub)
     add_analyze_parser(sub)

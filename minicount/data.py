@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_batch_memory, check_bool, check_int, check_probs
 from .limits import MAX_STRING_LEN
 from .threads import default_threads, pool
 
@@ -27,36 +28,7 @@ ZERO, ONE, TWO, BOS, EOS, PAD = 0, 1, 2, 3, 4, 5
 VOCAB = ("0", "1", "2", "BOS", "EOS", "PAD")
 V = len(VOCAB)
 SYMBOLS = "012"
-
-
-def check_int(name: str, value, minimum: int) -> int:
-    """value as an int, or a ValueError naming the argument and its lower limit."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_batch_memory(n_strings: int, n_pos: int) -> None:
-    """Refuse (ValueError naming the limit) a batch of n_strings x n_pos too big for memory:
-    tokens, targets, mask and the sampler's work arrays, about 80 bytes a position."""
-    from .limits import check_memory
-
-    check_memory(80 * n_strings * n_pos, f"a batch of {n_strings} strings of {n_pos}")
-
-
-def check_probs(probs) -> np.ndarray:
-    """Symbol probabilities as a float64 [3] array, or a ValueError saying what is wrong."""
-    try:
-        p = np.asarray(probs, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"probs must be 3 numbers P(0), P(1), P(2), got {probs!r}") from None
-    if p.shape != (3,) or not np.isfinite(p).all() or (p < 0).any() or not np.isclose(p.sum(), 1.0):
-        raise ValueError(f"probs must be 3 non-negative numbers summing to 1, got {probs!r}")
-    if p[1] == 0:
-        raise ValueError("probs: P(1) must be > 0, or no string has more 1s than 0s")
-    return p
+UNIFORM = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2): the default symbol probabilities
 
 
 def check_token_ids(tokens, name: str = "tokens") -> np.ndarray:
@@ -137,7 +109,7 @@ def sample_strings(
     max_len: int,
     rng: np.random.Generator,
     *,
-    probs=(1 / 3, 1 / 3, 1 / 3),
+    probs=UNIFORM,
     min_len: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw n strings of Count01, vectorised, by rejection.
@@ -207,7 +179,7 @@ def sample_batch(
     rng: np.random.Generator,
     *,
     bos: bool = True,
-    probs=(1 / 3, 1 / 3, 1 / 3),
+    probs=UNIFORM,
     min_len: int = 1,
 ):
     """A training batch of Count01: (tokens [B, T], targets [B, T, V], mask [B, T]).
@@ -229,7 +201,7 @@ def sample_batches(
     rngs,
     *,
     bos: bool = True,
-    probs=(1 / 3, 1 / 3, 1 / 3),
+    probs=UNIFORM,
     min_len: int = 1,
     n_threads: int | None = None,
 ):
@@ -266,7 +238,7 @@ class DataConfig:
 
     max_len: int = 32  # strings have 1..max_len symbols
     bos: bool = True  # prepend BOS (an attention sink); False = the paper's summaries' reading
-    probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2) per symbol
+    probs: tuple = UNIFORM  # P(0), P(1), P(2) per symbol
     n_eval: int = 2048  # strings in the fixed held-out set
     eval_seed: int = 12345  # the held-out sets are the same for every training seed
 
@@ -274,6 +246,7 @@ class DataConfig:
         check_int("max_len", self.max_len, 1)
         check_int("n_eval", self.n_eval, 1)
         check_int("eval_seed", self.eval_seed, 0)
+        check_bool("bos", self.bos)
         if self.max_len > MAX_STRING_LEN:
             raise ValueError(f"max_len={self.max_len} is over the limit of {MAX_STRING_LEN}")
         check_batch_memory(self.n_eval, 2 * self.max_len + 1)  # the long held-out set

@@ -44,7 +44,8 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
-from .model import ModelConfig, check_params, param_shapes
+from .checks import check_params
+from .model import ModelConfig, param_shapes
 from .names import ATTN_HOOKS, act_name
 
 # head axis second in minicount, third in TransformerLens

@@ -86,7 +86,8 @@ def evaluate(
     host; it is moved to the parameters' device.
     """
     from .backend import device_of, to_device
-    from .model import check_batch, forward, n_members
+    from .checks import check_batch
+    from .model import forward, n_members
 
     check_batch(*(np.asarray(to_numpy(a)) for a in (tokens, targets, mask)), params, config)
     device = device_of(params["embed.W_E"])

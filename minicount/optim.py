@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from .backend import array_module
 
+SCHEDULES = ("constant", "cosine")  # learning-rate schedules after warm-up (see lr_at)
+
 
 @dataclass
 class AdamW:
@@ -70,7 +72,7 @@ def lr_at(
     if schedule == "cosine":
         progress = (step - warmup) / max(1, total_steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-    raise ValueError(f"unknown schedule {schedule!r}: use 'constant' or 'cosine'")
+    raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
 
 
 def grad_norms(grads: dict, ensemble: bool):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .results import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02  # noqa: F401 (re-exported)
-from .sweep import BASE, Cell, SweepSpec, cell_names, grid
+from .sweep import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
 
 
 def _default() -> SweepSpec:
@@ -28,7 +28,7 @@ def _default() -> SweepSpec:
     return SweepSpec(
         cells=tuple(c for _, c in cells),
         names=tuple(n for n, _ in cells),
-        seeds=tuple(range(8)),
+        seeds=SEEDS,
         batch_size=64,
         n_eval=512,
         preset="default",
@@ -54,15 +54,11 @@ def _quick() -> SweepSpec:
 
 
 def _full() -> SweepSpec:
-    cells = grid({"n_heads": [2, 4, 8], "weight_decay": [0.0, 0.1], "max_len": [32, 64],
+    L = BASE.max_len
+    cells = grid({"n_heads": [2, 4, 8], "weight_decay": [0.0, 0.1], "max_len": [L, 2 * L],
                   "steps": [1000, 3000]})  # fmt: skip
     return SweepSpec(
-        cells=tuple(cells),
-        names=tuple(cell_names(cells)),
-        seeds=tuple(range(64)),
-        batch_size=128,
-        n_eval=1024,
-        preset="full",
+        cells=tuple(cells), names=tuple(cell_names(cells)), seeds=tuple(range(64)), preset="full"
     )
 
 

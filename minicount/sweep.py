@@ -26,7 +26,6 @@ equal an uninterrupted run's.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -41,31 +40,48 @@ from .analysis import analyze_ensemble, jsonable
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint
+from .checks import check_bool, check_int, check_number, check_seeds
 from .data import DataConfig, encode, eval_set
-from .limits import check_ensemble, memory_budget, training_bytes
+from .limits import memory_budget, training_bytes
 from .metrics import evaluate
 from .model import ModelConfig, member
+from .progress import Progress
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
-from .train import train
+from .train import TrainConfig, train
 
 # ----------------------------------------------------------------------------- what is run
+
+MAX_HEADS = 16  # the most heads a cell may have: the analyses are built for at most this many
 
 
 @dataclass(frozen=True)
 class Cell:
     """One setting of the knobs that may decide compete vs cooperate (docs/method.md §4 "Study")."""
 
-    n_heads: int = 4  # attention heads
-    d_model: int = 32  # residual width
-    d_head: int = 8  # query/key/value width per head
-    max_len: int = 32  # training strings have 1..max_len symbols
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    bos: bool = True  # a BOS token before every string (an attention sink)
-    p2: float = 1 / 3  # share of 2s among the symbols; 0s and 1s split the rest evenly
-    steps: int = 800  # training steps
-    lr: float = 3e-3  # AdamW learning rate
+    n_heads: int = ModelConfig.n_heads  # attention heads
+    d_model: int = ModelConfig.d_model  # residual width
+    d_head: int = ModelConfig.d_head  # query/key/value width per head
+    max_len: int = TrainConfig.max_len  # training strings have 1..max_len symbols
+    weight_decay: float = TrainConfig.weight_decay  # AdamW's decoupled weight decay
+    bos: bool = TrainConfig.bos  # a BOS token before every string (an attention sink)
+    p2: float = TrainConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
+    steps: int = 800  # training steps (the study's, shorter than TrainConfig's)
+    lr: float = TrainConfig.lr  # AdamW learning rate
+
+    def __post_init__(self):
+        """ValueError (in the knob's words) for a cell that cannot be trained."""
+        for name in ("n_heads", "d_model", "d_head", "max_len", "steps"):
+            check_int(name, getattr(self, name), 1)
+        check_number("p2 (the share of 2s)", self.p2, low=0.0, high=1.0, high_open=True)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_bool("bos", self.bos)
+        if self.n_heads > MAX_HEADS:
+            raise ValueError(
+                f"n_heads={self.n_heads}: the study analyses at most {MAX_HEADS} heads"
+            )
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -89,6 +105,7 @@ class Cell:
 
 KNOBS = tuple(f.name for f in fields(Cell))
 BASE = Cell()
+SEEDS = tuple(range(8))  # the seeds of every cell unless the command line says otherwise
 
 
 def parse_knob(assignment: str) -> tuple[str, list]:
@@ -119,30 +136,13 @@ def parse_knob(assignment: str) -> tuple[str, list]:
     return name, out
 
 
-def check_cell(cell: Cell) -> Cell:
-    """ValueError (in the knob's words) for a cell that cannot be trained."""
-    for name in ("n_heads", "d_model", "d_head", "max_len", "steps"):
-        if getattr(cell, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cell, name)}")
-    if not (0 <= cell.p2 < 1):
-        raise ValueError(f"p2 (the share of 2s) must be in [0, 1), got {cell.p2}")
-    if not (cell.lr > 0 and math.isfinite(cell.lr)):
-        raise ValueError(f"lr must be a positive number, got {cell.lr}")
-    if not (cell.weight_decay >= 0 and math.isfinite(cell.weight_decay)):
-        raise ValueError(f"weight_decay must be >= 0, got {cell.weight_decay}")
-    if cell.n_heads > 16:
-        raise ValueError(f"n_heads={cell.n_heads}: the study analyses at most 16 heads")
-    return cell
-
-
 def grid(assignments: dict[str, list], base: Cell = BASE) -> list[Cell]:
     """Every combination of the knob values (the first knob varies slowest)."""
     names = list(assignments)
-    cells = [
-        check_cell(replace(base, **dict(zip(names, values, strict=True))))
+    return [
+        replace(base, **dict(zip(names, values, strict=True)))  # Cell checks its knobs
         for values in product(*(assignments[n] for n in names))
     ]
-    return cells
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,14 @@ class SweepSpec:
             raise ValueError("every cell needs its own name")
         if not self.seeds:
             raise ValueError("a sweep needs at least one seed")
+        check_seeds(self.seeds)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is repeated")
+        for name, minimum in (("batch_size", 1), ("n_eval", 1), ("first_snapshot", 1),
+                              ("checkpoint_every", 0)):  # fmt: skip
+            check_int(name, getattr(self, name), minimum)
+        check_bool("subsets", self.subsets)
+        check_bool("interventions", self.interventions)
         if len({c.key() for c in self.cells}) != len(self.cells):
             raise ValueError("two cells have the same knobs")
 
@@ -255,10 +261,17 @@ def _checkpoint_step(path: Path) -> int | None:
 
 
 def advance(
-    cell: Cell, spec: SweepSpec, ck: Path, step: int, device: str, train_path: str = "fast"
+    cell: Cell,
+    spec: SweepSpec,
+    ck: Path,
+    step: int,
+    device: str,
+    train_path: str = "fast",
+    progress: Progress | bool = False,
 ):
     """The ensemble's parameters after ``step`` steps (host arrays [M, ...]) and the training
-    history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards."""
+    history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards.
+    ``progress`` (a Progress) is advanced by each training step."""
     at = _checkpoint_step(ck)
     if at is not None and at > step:  # later than this snapshot: it cannot be recovered
         ck.unlink()
@@ -284,6 +297,7 @@ def advance(
         checkpoint_every=spec.checkpoint_every,
         resume=str(ck) if at is not None else None,
         path=train_path,
+        progress=progress,
     )
 
 
@@ -342,7 +356,14 @@ def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: 
 
 
 def run_cell(
-    cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str, say, train_path="fast"
+    cell: Cell,
+    name: str,
+    spec: SweepSpec,
+    folder: Path,
+    device: str,
+    say,
+    train_path="fast",
+    progress: Progress | bool = False,
 ) -> None:
     """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -359,7 +380,7 @@ def run_cell(
             continue
         held_out = held_out or eval_set(data)
         t0 = time.perf_counter()
-        params, history = advance(cell, spec, ck, step, device, train_path)
+        params, history = advance(cell, spec, ck, step, device, train_path, progress)
         t1 = time.perf_counter()
         members = analyze_ensemble(
             to_device(params, device),
@@ -429,49 +450,6 @@ def _difference(held, wanted: dict) -> str:
     return "different " + ", ".join(keys) if keys else "different settings"
 
 
-class Progress:
-    """Progress of a sweep: in a terminal, a tqdm bar over model-steps (rate and ETA) with a
-    line per snapshot above it; otherwise (a log file, CI) plain time-stamped lines, each
-    with the time spent and an estimate of what is left."""
-
-    def __init__(self, total_model_steps: float, *, enabled: bool = True):
-        self.total, self.enabled, self.done = total_model_steps, enabled, 0.0
-        self.t0 = time.perf_counter()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=int(total_model_steps), unit=" model-steps",
-                                unit_scale=True, dynamic_ncols=True, leave=True)  # fmt: skip
-
-    def advance(self, model_steps: float) -> None:
-        self.done += model_steps
-        if self.bar is not None:
-            self.bar.update(int(model_steps))
-
-    def line(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}{self.eta()}", file=sys.stderr,
-                  flush=True)  # fmt: skip
-
-    def eta(self) -> str:
-        if self.done <= 0 or self.done >= self.total:
-            return ""
-        spent = time.perf_counter() - self.t0
-        return f" (about {spent * (self.total - self.done) / self.done:.0f}s left)"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_sweep(
     spec: SweepSpec,
     out,
@@ -488,9 +466,7 @@ def run_sweep(
     figures=False skips the PNGs (the tables and the report are written all the same);
     train_path is TrainConfig.path for the training (saved in each cell's checkpoint)."""
     device = resolve_device(device)
-    check_ensemble(len(spec.seeds))
-    for cell in spec.cells:
-        check_cell(cell)
+    for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
         cell.model_config()  # the model-size limits (minicount/limits.py)
     check_sizes(spec, device)
     out = Path(out)
@@ -504,14 +480,17 @@ def run_sweep(
         if (out / COMPLETE).exists():
             (out / COMPLETE).unlink()  # rewritten last, after the outputs below
         M = len(spec.seeds)
-        work = sum(c.steps * M for c in spec.cells)
-        bar = Progress(work, enabled=progress)
+        bar = Progress(sum(c.steps for c in spec.cells), unit="step", enabled=progress)
         bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
         timings = {}
         with blas_threads(threads if device == "cpu" else None):
+            offset = 0  # the steps of the cells before this one
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
-                timings[name] = _run_reported(cell, label, name, spec, out, device, bar, train_path)
+                timings[name] = _run_reported(
+                    cell, label, name, spec, out, device, bar, train_path, offset
+                )
+                offset += cell.steps
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -531,19 +510,20 @@ def _run_reported(
     device: str,
     bar: Progress,
     train_path: str = "fast",
+    offset: int = 0,
 ) -> dict:
-    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds."""
+    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
+    ``bar`` counts the steps of every cell; this cell's start at ``offset``."""
     folder = out / "cells" / cell.key()
     M = len(spec.seeds)
     before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
-    last = [max(before, default=0)]
-    bar.advance(last[0] * M)
+    bar.describe(label)
+    bar.set_done(offset + max(before, default=0))
     if before:
-        bar.line(f"{label}: resuming after step {last[0]}")
+        bar.line(f"{label}: resuming after step {max(before)}")
 
     def say(step, train_s, analysis_s, models):
-        bar.advance((step - last[0]) * M)
-        last[0] = step
+        bar.set_done(offset + step)  # also counts steps a resumed checkpoint had done
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
@@ -551,7 +531,7 @@ def _run_reported(
             f"{analysis_s:.1f}s"
         )
 
-    run_cell(cell, name, spec, folder, device, say, train_path)
+    run_cell(cell, name, spec, folder, device, say, train_path, bar)
     snaps = load_snapshots(folder)
     return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 

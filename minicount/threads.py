@@ -100,16 +100,18 @@ def candidates(cores: int) -> list[int]:
 
 def training_step_timer():
     """A function n_threads -> seconds of one training forward+backward of the default
-    model (batch 256 of up to 32 symbols) on n_threads threads."""
+    model on a default batch (TrainConfig's batch_size strings of up to max_len symbols) on
+    n_threads threads."""
     import numpy as np
 
     from .data import sample_batch
     from .fast.train_step import loss_and_grads_sliced
     from .model import ModelConfig, init_params
+    from .train import TrainConfig
 
-    config = ModelConfig()
+    config, tc = ModelConfig(), TrainConfig()
     params = init_params(config, 0)
-    tokens, targets, mask = sample_batch(256, 32, np.random.default_rng(0))
+    tokens, targets, mask = sample_batch(tc.batch_size, tc.max_len, np.random.default_rng(0))
 
     def seconds(n_threads: int) -> float:
         t0 = time.perf_counter()

@@ -15,23 +15,34 @@ parameter; a checkpoint is never written over with non-finite parameters.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from . import __version__, limits
+from . import __version__
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import check_writable, load_checkpoint, npz_path, save
-from .data import DataConfig, check_int, check_probs, eval_set, sample_batches
+from .checks import (
+    check_bool,
+    check_choice,
+    check_fits,
+    check_int,
+    check_intact,
+    check_number,
+    check_probs,
+    check_same_run,
+    check_seeds,
+    check_training_memory,
+)
+from .data import DataConfig, eval_set, sample_batches
 from .fast.train_step import keep_freed_memory, loss_and_grads_sliced
 from .metrics import evaluate
 from .model import ATTENTION, ModelConfig, init_ensemble, init_params, loss_and_grads_all
-from .optim import AdamW, clip_grads, lr_at
+from .optim import SCHEDULES, AdamW, clip_grads, lr_at
+from .progress import Progress
 from .safeio import exclusive_lock, remove_stale_temporaries, resolve_target
 
 
@@ -56,25 +67,7 @@ class NonFiniteError(ValueError):
         self.step, self.names, self.checkpoint = step, names, checkpoint
 
 
-def _check_number(
-    name: str,
-    value,
-    *,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """value as a float within its limits, or a ValueError naming them."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below and math.isfinite(value)):
-        limits = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {limits}, got {value}")
-    return value
+DTYPES = ("float32", "float64")  # TrainConfig.dtype: of parameters and activations
 
 
 @dataclass
@@ -83,21 +76,19 @@ class TrainConfig:
 
     steps: int = 1000  # optimiser steps
     batch_size: int = 256  # strings per step (per model)
-    lr: float = 3e-3  # AdamW learning rate
-    weight_decay: float = 0.0  # decoupled weight decay
-    beta1: float = 0.9
-    beta2: float = 0.999
+    lr: float = AdamW.lr  # AdamW learning rate
+    weight_decay: float = AdamW.weight_decay  # decoupled weight decay
+    beta1: float = AdamW.beta1
+    beta2: float = AdamW.beta2
     warmup: int = 0  # steps of linear warm-up
     schedule: str = "constant"  # 'constant' or 'cosine' (decays to 10% of lr)
     grad_clip: float = 0.0  # clip each model's global gradient norm (0 = off)
     seeds: tuple = (0,)  # one seed per model; more than one trains an ensemble
-    max_len: int = 32  # strings have 1..max_len symbols
-    bos: bool = True  # prepend BOS to every string
-    probs: tuple = (1 / 3, 1 / 3, 1 / 3)  # P(0), P(1), P(2)
-    eval_every: int = (
-        100  # evaluate on held-out strings every this many steps (0 = only at the end)
-    )
-    n_eval: int = 2048  # held-out strings
+    max_len: int = DataConfig.max_len  # strings have 1..max_len symbols
+    bos: bool = DataConfig.bos  # prepend BOS to every string
+    probs: tuple = DataConfig.probs  # P(0), P(1), P(2)
+    eval_every: int = 100  # evaluate on held-out strings every N steps (0 = only at the end)
+    n_eval: int = DataConfig.n_eval  # held-out strings
     device: str = "cpu"  # 'cpu', 'gpu' or 'auto'
     dtype: str = "float32"  # 'float32' or 'float64'
     ensemble: bool = False  # keep a model axis even with one seed
@@ -114,46 +105,25 @@ class TrainConfig:
     path: str = "fast"
 
     def __post_init__(self):
-        seeds = (self.seeds,) if isinstance(self.seeds, (int, np.integer)) else self.seeds
-        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-            raise ValueError(f"seeds must be a list of whole numbers >= 0, got {self.seeds!r}")
-        self.seeds = tuple(check_int("seed", s, 0) for s in seeds)
-        if not self.seeds:
-            raise ValueError("seeds must hold at least one seed")
-        limits.check_ensemble(len(self.seeds))
+        self.seeds = check_seeds(self.seeds)
         self.probs = tuple(check_probs(self.probs).tolist())
         if self.data_seed is not None:
             self.data_seed = check_int("data_seed", self.data_seed, 0)
-        for name, minimum in (
-            ("steps", 0),
-            ("batch_size", 1),
-            ("max_len", 1),
-            ("warmup", 0),
-            ("eval_every", 0),
-            ("n_eval", 1),
-            ("checkpoint_every", 0),
-        ):
+        for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
+                              ("eval_every", 0), ("n_eval", 1),
+                              ("checkpoint_every", 0)):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), minimum))
-        self.lr = _check_number("lr", self.lr, low=0.0, low_open=True)
-        self.weight_decay = _check_number("weight_decay", self.weight_decay, low=0.0)
-        self.grad_clip = _check_number("grad_clip", self.grad_clip, low=0.0)
+        self.lr = check_number("lr", self.lr, low=0.0, low_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            setattr(self, name, check_number(name, getattr(self, name), low=0.0))
         for name in ("beta1", "beta2"):
-            setattr(
-                self,
-                name,
-                _check_number(name, getattr(self, name), low=0.0, high=1.0, high_open=True),
-            )
+            beta = check_number(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+            setattr(self, name, beta)
         for name in ("bos", "ensemble"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.path not in ATTENTION:
-            raise ValueError(f"path must be one of {', '.join(ATTENTION)}, got {self.path!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+            check_bool(name, getattr(self, name))
+        for name, choices in (("schedule", SCHEDULES), ("dtype", DTYPES), ("path", ATTENTION),
+                              ("device", DEVICES)):  # fmt: skip
+            check_choice(name, getattr(self, name), choices)
         self.data  # noqa: B018 (checks max_len against its limit)
 
     @property
@@ -182,36 +152,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# TrainConfig fields that may differ when a run is resumed: none of them changes the
-# parameters of the steps both runs take (``steps`` only without a cosine schedule)
-RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path")
-
-
 def data_rng(seed: int) -> np.random.Generator:
     """The stream of training batches for one seed (separate from the initialisation stream)."""
     return np.random.default_rng([int(seed), 1])
-
-
-def check_fits(config: ModelConfig, tc: TrainConfig) -> None:
-    """Refuse a model whose context cannot hold the training (and long evaluation) strings."""
-    if config.pos_emb and config.n_ctx < tc.max_len + int(tc.bos):
-        raise ValueError(
-            f"n_ctx={config.n_ctx} is too small for max_len={tc.max_len} "
-            f"(needs at least {tc.max_len + int(tc.bos)})"
-        )
-
-
-def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
-    """Refuse (one-line ValueError naming the limit) a run that needs more memory than there is."""
-    need = limits.training_bytes(
-        config,
-        len(tc.seeds),
-        tc.batch_size,
-        tc.max_len + int(tc.bos),
-        tc.n_eval,
-        np.dtype(tc.dtype).itemsize,
-    )
-    limits.check_memory(need, f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size}")
 
 
 def versions(device: str = "cpu") -> dict:
@@ -266,14 +209,6 @@ def checkpoint_info(tc: TrainConfig, run: RunState, device: str) -> dict:
     }
 
 
-def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
-    return [
-        f"{k}={a.get(k)!r} vs {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if k not in skip and a.get(k) != b.get(k)
-    ]
-
-
 def _restore_rng(seed: int, state) -> np.random.Generator:
     rng = data_rng(seed)
     try:
@@ -283,52 +218,32 @@ def _restore_rng(seed: int, state) -> np.random.Generator:
     return rng
 
 
-def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
-    """The RunState saved in the checkpoint at path, on device, after checking that it is a
-    run of this config and tc (only RESUMABLE_FIELDS may differ) and that it is intact."""
+def saved_run(path) -> tuple[dict, TrainConfig]:
+    """The checkpoint at path (``load_checkpoint``) and the TrainConfig it was trained with;
+    ValueError if it holds no training state to resume from. The one reader of a run to
+    resume: ``resume_run`` and the command line's ``train --resume`` both start here."""
     ck = load_checkpoint(path)
-    info, opt_state = ck["info"], ck["opt_state"]
+    info = ck["info"]
     keys = ("train", "step", "rng_states", "history")
-    if opt_state is None or any(k not in info for k in keys):
+    if ck["opt_state"] is None or any(k not in info for k in keys):
         raise ValueError(
             f"{path} holds no training state to resume from (it was not written by "
             "train with a checkpoint path)"
         )
-    if ck["config"] != config:
-        diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
-        raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
     try:
-        saved_tc = TrainConfig.from_dict(info["train"])
+        return ck, TrainConfig.from_dict(info["train"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: damaged training settings ({e})") from None
-    diff = _fields_that_differ(saved_tc.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
-    if tc.schedule == "cosine" and tc.steps != saved_tc.steps:
-        diff.append(f"steps={saved_tc.steps} vs {tc.steps}, which reshapes the cosine schedule")
-    if diff:
-        raise ValueError(
-            f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
-            f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume"
-        )
+
+
+def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
+    """The RunState saved in the checkpoint at path, on device, after checking that it is a
+    run of this config and tc (``check_same_run``) and that it is intact."""
+    ck, saved = saved_run(path)
+    check_same_run(path, ck, saved, config, tc)
+    check_intact(path, ck, tc)
+    info, opt_state = ck["info"], ck["opt_state"]
     step, history = info["step"], info["history"]
-    if (
-        not isinstance(step, int)
-        or step != opt_state["step"]
-        or not isinstance(history, dict)
-        or len(history.get("loss", ())) != step
-        or len(history.get("step", ())) != step
-    ):
-        raise ValueError(f"{path}: step, optimiser step and history do not agree")
-    if step > tc.steps:
-        raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
-    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
-        raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
-    bad = [
-        k
-        for k, v in ck["params"].items()
-        if v.dtype != np.dtype(tc.dtype) or not np.isfinite(v).all()
-    ]
-    if bad:
-        raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
     rngs = [_restore_rng(s, st) for s, st in zip(tc.data_seeds, info["rng_states"], strict=True)]
     history.setdefault("eval", [])
     moments = to_device({k: v for k, v in opt_state.items() if k != "step"}, device)
@@ -457,12 +372,7 @@ def train_step(run: RunState, opt: AdamW, config: ModelConfig, tc: TrainConfig, 
 def train(
     config: ModelConfig,
     *,
-    steps: int = 1000,
-    seed=0,
-    batch_size: int = 256,
-    max_len: int = 32,
-    lr: float = 3e-3,
-    device: str = "cpu",
+    seed=TrainConfig.seeds,
     progress=False,
     checkpoint: str | None = None,
     callback=None,
@@ -471,13 +381,17 @@ def train(
 ):
     """Train a model (or, with a list of seeds, an ensemble) on Count01.
 
-    Further keyword options are the fields of TrainConfig (weight_decay, warmup, schedule,
-    grad_clip, bos, probs, eval_every, n_eval, dtype, checkpoint_every, ...).
-    ``progress=True`` prints a line at each evaluation; ``checkpoint`` is a path to save to
+    ``seed`` is one seed or a list of them (TrainConfig.seeds); the further keyword options
+    are the other fields of TrainConfig, with its defaults (steps, batch_size, max_len, lr,
+    device, weight_decay, warmup, schedule, grad_clip, bos, probs, eval_every, n_eval, dtype,
+    checkpoint_every, data_seed, path, ...).
+    ``progress=True`` shows a bar (a terminal) or periodic lines (a log) on stderr, with a line
+    at each evaluation; a Progress object is advanced step by step instead (a sweep's overall
+    count). ``checkpoint`` is a path to save to
     at each evaluation, every ``checkpoint_every`` steps and at the end;
     ``callback(step, params, history)`` is called after each evaluation. ``resume`` is a
-    checkpoint of this run to continue from (only steps, device, eval_every and
-    checkpoint_every may differ); on NumPy the result equals an uninterrupted run's.
+    checkpoint of this run to continue from (only steps, device, eval_every,
+    checkpoint_every and path may differ); on NumPy the result equals an uninterrupted run's.
 
     Returns (params, history): params as NumPy arrays (with a leading model axis for an
     ensemble) and history, a dict with 'step', 'loss' per step and 'eval', a list of
@@ -485,15 +399,7 @@ def train(
     a gradient or a parameter becomes NaN or infinite.
     """
     seeds = tuple(seed) if isinstance(seed, (list, tuple, np.ndarray)) else (seed,)
-    tc = TrainConfig(
-        steps=steps,
-        seeds=seeds,
-        batch_size=batch_size,
-        max_len=max_len,
-        lr=lr,
-        device=device,
-        **options,
-    )
+    tc = TrainConfig(seeds=seeds, **options)
     return train_with_config(
         config, tc, progress=progress, checkpoint=checkpoint, callback=callback, resume=resume
     )
@@ -514,7 +420,7 @@ def train_with_config(
     if not isinstance(config, ModelConfig) or not isinstance(tc, TrainConfig):
         raise ValueError("train_with_config needs a ModelConfig and a TrainConfig")
     check_fits(config, tc)
-    check_memory(config, tc)
+    check_training_memory(config, tc)
     device = resolve_device(tc.device)
     if device == "cpu":
         keep_freed_memory()  # process-wide: glibc keeps freed blocks (see fast/train_step.py)
@@ -547,7 +453,8 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     last_saved = (resume, run.step) if resume else None  # named if training has to stop
     before = _file_identity(checkpoint)  # an older run's file, not to be named as this run's
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    bar, own_bar = _progress_bar(progress, tc, run.step)
+    log = bar.line if own_bar else (lambda msg: None)
     log(
         f"training {len(tc.seeds)} model(s) {config} for {tc.steps} steps on {device}"
         + (f", resuming at step {run.step}" if resume else "")
@@ -593,6 +500,7 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     try:
         while run.step < tc.steps:
             train_step(run, opt, config, tc, device, last_saved)
+            bar.advance(1)
             if run.step < tc.steps:
                 between_steps(run.step)
         finish()
@@ -601,4 +509,15 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
         if checkpoint and _file_identity(checkpoint) not in (None, before):
             own = npz_path(checkpoint)  # replaced by a save the interrupt cut short
         raise Interrupted(own) from None
+    finally:
+        if own_bar:
+            bar.close()
     return to_numpy(params), history
+
+
+def _progress_bar(progress, tc: TrainConfig, step: int) -> tuple[Progress, bool]:
+    """(the Progress that counts the steps, whether this run owns it). ``progress`` is a
+    bool (show a bar of this run's own) or a caller's Progress (a sweep's) to advance."""
+    if isinstance(progress, Progress):
+        return progress, False
+    return Progress(tc.steps, unit="step", done=step, desc="train", enabled=bool(progress)), True

@@ -260,7 +260,7 @@ def test_cli_resume_refuses_changed_settings_and_continues(tmp_path, capsys):
     base = ["train", "--batch-size", "4", "--max-len", "4", "--eval-every", "0", "--lr", "0.01"]
     assert main(base + ["--steps", "6", "--out", ck]) == 0
     assert main(["train", "--steps", "9", "--resume", ck, "--lr", "0.1"]) == 2
-    assert "lr=0.1" in capsys.readouterr().err
+    assert "lr=0.01 vs 0.1" in capsys.readouterr().err
     assert main(base + ["--steps", "9", "--resume", ck]) == 0  # same options again: fine
     assert mc.load_checkpoint(ck)["info"]["step"] == 9
     whole, _ = mc.train(
