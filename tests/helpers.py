@@ -19,18 +19,8 @@ train_module = sys.modules["minicount.train"]  # (minicount.train is also the tr
 ROOT = Path(__file__).resolve().parents[1]
 TINY = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
 # every option that changes the trajectory is off its default, so resume must restore them all
-RUN = dict(
-    steps=24,
-    batch_size=8,
-    max_len=6,
-    eval_every=8,
-    n_eval=32,
-    lr=1e-2,
-    warmup=3,
-    schedule="cosine",
-    weight_decay=0.01,
-    grad_clip=0.5,
-)
+RUN = dict(steps=24, batch_size=8, max_len=6, eval_every=8, n_eval=32, lr=1e-2, warmup=3,
+           schedule="cosine", weight_decay=0.01, grad_clip=0.5)  # fmt: skip
 # a short run, for a checkpoint to damage or to write through
 SHORT_RUN = dict(steps=4, batch_size=4, max_len=4, n_eval=16, eval_every=2)
 # a sweep's options for tiny cells
