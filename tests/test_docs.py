@@ -2,7 +2,8 @@
 
 Links are markdown's ``[text](target)``, ``![alt](target)`` and ``[label]: target``, outside
 code blocks and inline code. Web links (http, https, mailto) and pure ``#anchors`` are not
-checked; a ``#fragment`` or ``?query`` is cut off the target before the check; a target is
+checked; a ``?query`` is cut off the target before the check; a ``#fragment`` of a link to a
+markdown file must name one of its headings (as GitHub makes anchors of them); a target is
 relative to the folder of the file that holds it and must stay inside the repository. One
 test per file, which lists all of that file's broken links at once.
 
@@ -40,7 +41,20 @@ def link_targets(text: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def broken_links(doc: Path) -> list[tuple[int, str, str]]:
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(doc: Path) -> set[str]:
+    blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # noqa: E731 - no headings in code
+    return {anchor(h) for h in HEADING.findall(FENCE.sub(blank, doc.read_text()))}
+
+
+def broken_links(doc: Path, root: Path = ROOT) -> list[tuple[int, str, str]]:
     """(line, target, why) of every relative link in doc that leads nowhere in the repository."""
     broken = []
     for line, target in link_targets(doc.read_text()):
@@ -48,10 +62,13 @@ def broken_links(doc: Path) -> list[tuple[int, str, str]]:
             continue
         relative = re.split(r"[#?]", target, maxsplit=1)[0]
         resolved = (doc.parent / relative).resolve()
+        fragment = target.split("#", 1)[1] if "#" in target else None
         if not resolved.exists():
             broken.append((line, target, "no such file"))
-        elif not resolved.is_relative_to(ROOT):
+        elif not resolved.is_relative_to(root):
             broken.append((line, target, "outside the repository"))
+        elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
+            broken.append((line, target, "no such heading"))
     return broken
 
 
@@ -66,6 +83,20 @@ def test_the_link_finder():
         (1, "https://x.org/y"),
         (5, "#top"),
         (6, "../c.md"),
+    ]
+
+
+def test_anchors_as_github_makes_them(tmp_path):
+    assert anchor("The study: do the heads compete or cooperate?") == (
+        "the-study-do-the-heads-compete-or-cooperate"
+    )
+    assert anchor("Extras in detail") == "extras-in-detail"
+    page = tmp_path / "page.md"
+    page.write_text("# Top\n```\n# not a heading\n```\n## Two words\n")
+    assert anchors(page) == {"top", "two-words"}
+    (tmp_path / "r.md").write_text("[a](page.md#two-words) [b](page.md#not-a-heading)\n")
+    assert broken_links(tmp_path / "r.md", root=tmp_path) == [
+        (1, "page.md#not-a-heading", "no such heading")
     ]
 
 
