@@ -11,8 +11,10 @@ instruments need, with the model axis [M] kept in front of every array:
                     the ablated heads in mean mode, a constant per subset)
     semantics       c_h alone, offset + c_h, offset + H c_h
     interventions   an edit of head h's attention changes only c_h: s' = s - c_h + c'_h, and
-                    c'_h for every head comes from one edited softmax; head h reading head
-                    g's values contributes pattern_h @ (v_g · W_O[h] W_U[:, EOS])
+                    c'_h for every head comes from sums of its unedited pattern over the
+                    keys of tokens 0, 1, 2 and the rest (an edit rescales or drops one such
+                    class of keys: _edited_from_sums); head h reading head g's values
+                    contributes pattern_h @ (v_g · W_O[h] W_U[:, EOS])
     attention       score tables [M, H, V, V] (NoPE) and masked sums over the patterns
 
 Other configs are refused: there the heads do not add up, and each member needs
@@ -101,12 +103,24 @@ def _value_contributions(pattern, vu):
     return (pattern @ vu[..., None])[..., 0]
 
 
-def _attention_sums(pattern, tok, real) -> dict:
+def _prefix_shaped(real) -> bool:
+    """Whether every row of real [b, T] is True...True False...False: then a real query sees
+    only real keys, and sums over keys need no mask."""
+    return bool((real[:, 1:] <= real[:, :-1]).all())
+
+
+def _attention_sums(pattern, tok, real, on_token=None) -> dict:
     """Masked sums behind the measured w_01, w_02 and BOS weight (see measured_weights):
-    name -> (sums [M, H, 3], counts [3]). pattern [M, b, H, T, T], tok and real [b, T]."""
+    name -> (sums [M, H, 3], counts [3]). pattern [M, b, H, T, T], tok and real [b, T].
+
+    on_token [M, b, H, T, V]: the weight on the keys of each token per query, where it is
+    already known (any key mask: only real queries are read, and _prefix_shaped(real) is
+    the caller's to check); else pattern @ the real keys' one-hot, in float64."""
     xp = array_module(pattern)
     one_hot = ((tok[..., None] == xp.arange(V)) & real[..., None]).astype(xp.float64)  # [b, T, V]
-    on_token = pattern.astype(xp.float64) @ one_hot[:, None]  # [M, b, H, T, V]
+    if on_token is None:
+        on_token = pattern.astype(xp.float64) @ one_hot[:, None]  # [M, b, H, T, V]
+    on_token = on_token.astype(xp.float64)
     seen = xp.cumsum(one_hot, axis=1)[:, None]  # [b, 1, T, V] keys of each token so far
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,37 +145,85 @@ def _softmax_without(scores, removed):
     return pattern
 
 
-def _edited_contributions(params, scores, v, u, tok, pattern) -> dict:
-    """Each head's EOS part under every intervention, [M, b, H, T] (cross: see below).
+def _edited_by_softmax(scores, vu, tok) -> dict:
+    """The attention edits of one head at a time by edited softmaxes (the interventions'
+    own construction): {"w01", "w02", "ideal"}, each [M, b, H, T].
 
-    scores [M, b, H, T, T] before the softmax, v [M, b, H, T, d_head], u [M, H, d_head].
-    "cross" [M, b, H, T, G]: head h with its own pattern reading head g's value vectors.
-    """
-    vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
+    scores [M, b, H, T, T] before the softmax, vu [M, b, H, T] each head's values read out
+    at EOS, tok [b, T]. _edited_from_sums computes the same from sums over the pattern."""
     w01 = force_weight(scores, tok, ZERO, ONE, 1.0)  # [M, b, H, T, T]
     no_twos = removed_keys(tok, TWO, scores.shape[-1])  # [b, 1, T, T] w_02 = 0
-    out = {
+    return {
         "w01": _value_contributions(causal_softmax(w01), vu),
         "w02": _value_contributions(_softmax_without(scores, no_twos), vu),
         "ideal": _value_contributions(_softmax_without(w01, no_twos), vu),
     }
-    # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
-    v_read = v @ u.swapaxes(-1, -2)[:, None, None]
-    cross = pattern @ v_read.transpose(0, 1, 4, 3, 2)  # [M, b, H, T, T] @ [M, b, H, T, G]
-    H = cross.shape[2]
-    if H <= SWAP_ALL_PAIRS_UP_TO:
-        out["cross"] = cross  # [M, b, H, T, G]
-    else:  # only the mean over heads and the roll are asked for
-        xp = array_module(cross)
-        nxt = ((xp.arange(H) + 1) % H)[None, None, :, None, None]  # [1, 1, H, 1, 1]
-        out["mean"] = cross.mean(axis=-1)  # [M, b, H, T]
-        out["roll"] = xp.take_along_axis(cross, nxt, axis=-1)[..., 0]  # [M, b, H, T]
-    return out
+
+
+EDIT_KEYS = (ZERO, ONE, TWO)  # the key tokens the attention edits treat apart; the rest: other
+
+
+def _key_classes(tok, dtype):
+    """[b, T, 4] one-hot of each key's class: token 0, 1, 2, or any other token."""
+    xp = array_module(tok)
+    parts = [tok == a for a in EDIT_KEYS]
+    parts.append(~(parts[0] | parts[1] | parts[2]))
+    return xp.stack(parts, axis=-1).astype(dtype)
+
+
+def _edited_from_sums(S, C, tok, real):
+    """The attention edits of every head from sums over its unedited pattern, or None where
+    the pattern has lost too much precision for that (then use _edited_by_softmax).
+
+    S [M, b, H, T, 4]: each query's total weight on the keys of each class (_key_classes),
+    C [M, b, H, T, 4]: the same sums of weight times the key's value read out at EOS;
+    tok, real [b, T]. Returns {"w01", "w02", "ideal"}: [M, b, H, T] in the dtype of S.
+
+    An edit that scales the weights of one class of keys by f (force w_01 = 1:
+    f = mean weight per 0-key / mean weight per 1-key, where the query sees both) or drops
+    them (force w_02 = 0: the 2-keys, where the query sees another key) gives the query
+    Σ_class f_class C_class / Σ_class f_class S_class: the softmax of the edited scores,
+    renormalised, without forming it. Every denominator is a sum of non-negative weights,
+    so nothing cancels; it is refused where a weight it divides by is below 2^30 times the
+    smallest normal float (the pattern holds too few digits there).
+    """
+    xp = array_module(S)
+    dtype = S.dtype
+    S, C = S.astype(xp.float64), C.astype(xp.float64)  # [M, b, H, T, 4]
+    seen = xp.cumsum(_key_classes(tok, xp.float64), axis=1)  # [b, T, 4] keys so far
+    n0, n1, n2, n_other = (seen[..., i][:, None] for i in range(4))  # [b, 1, T]
+    both = (n0 > 0) & (n1 > 0)  # [b, 1, T] w_01 is defined
+    removed = (n2 > 0) & (n0 + n1 + n_other > 0)  # [b, 1, T] 2-keys removed
+    s0, s1, s2, s_other = (S[..., i] for i in range(4))  # [M, b, H, T]
+    c0, c1, c2, c_other = (C[..., i] for i in range(4))
+    low = float(np.finfo(dtype).tiny) * 2.0**30
+    kept = s_other + s0 + s1  # weight on the keys that survive the removal of the 2s
+    bad = (both & ((s0 < low) | (s1 < low))) | (removed & (kept < low))  # [M, b, H, T]
+    if bool((bad & real[:, None]).any()):
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = xp.where(both, (s0 * n1) / (s1 * n0), 1.0)  # [M, b, H, T] scale of the 1-keys
+    f = xp.where(xp.isfinite(f), f, 1.0)  # only outside both, or at queries not measured
+    keep2 = xp.where(removed, 0.0, 1.0)  # [b, 1, T]
+    base_c, base_s = c_other + c0, s_other + s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "w01": (base_c + f * c1 + c2) / (base_s + f * s1 + s2),
+            "w02": (base_c + c1 + keep2 * c2) / (base_s + s1 + keep2 * s2),
+            "ideal": (base_c + f * c1 + keep2 * c2) / (base_s + f * s1 + keep2 * s2),
+        }
+    return {k: v.astype(dtype) for k, v in out.items()}
 
 
 def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     """One forward pass over a chunk of b sequences (tokens, mask [b, T]), and what the
-    instruments need from it, every array with the model axis in front."""
+    instruments need from it, every array with the model axis in front.
+
+    Everything read from the attention patterns comes from one product of each head's
+    pattern [T, T] with a few columns per key: its one-hot token (the attention sums), and
+    for the interventions the values of every head read out through this head's W_O
+    (cross: head h reading head g's values) and the per-class sums of _edited_from_sums.
+    """
     from .hooks import run_with_cache
 
     names = {n: act_name(n, 0) for n in ("pattern", "z", "v", "attn_scores")}
@@ -171,24 +233,61 @@ def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     u, w = _eos_readouts(params)  # [M, H, d_head], [M, d_model]
     z = cache[names["z"]]  # [M, b, H, T, d_head]
     pattern = cache[names["pattern"]]  # [M, b, H, T, T]
+    M, b, H, T = pattern.shape[:4]
     real = mask.astype(bool)  # [b, T]
+    dtype = pattern.dtype
+    one_hot = xp.broadcast_to(
+        (tokens[..., None] == xp.arange(V)).astype(dtype)[None, :, None], (M, b, H, T, V)
+    )  # [M, b, H, T, V] every key's token
+    columns = [one_hot]
+    if edits:
+        v = cache[names["v"]]  # [M, b, H, T, d_head]
+        # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
+        v_read = (v @ u.swapaxes(-1, -2)[:, None, None]).transpose(0, 1, 4, 3, 2)  # [M, b, H, T, G]
+        vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
+        classes = _key_classes(tokens, dtype)[None, :, None]  # [1, b, 1, T, 4]
+        columns += [v_read, classes * vu[..., None]]  # [M, b, H, T, G], [M, b, H, T, 4]
+    product = pattern @ xp.concatenate(columns, axis=-1)  # [M, b, H, T, V (+ G + 4)]
+    on_token = product[..., :V]  # [M, b, H, T, V] weight on the keys of each token
     out = {
         "logits": logits,
         "c": (z @ u[:, None, :, :, None])[..., 0],  # [M, b, H, T]
         "offset": _offset(params, tokens, w),  # [M, b, T]
         # Σ of z over the real positions, in float64: the mean-ablation means
         "z_sum": (z.astype(xp.float64) * real[:, None, :, None]).sum(axis=(1, 3)),  # [M, H, dh]
-        "attention": _attention_sums(pattern, tokens, real),
+        "attention": _attention_sums(
+            pattern, tokens, real, on_token if _prefix_shaped(real) else None
+        ),
     }
     if edits:
-        scores, v = cache[names["attn_scores"]], cache[names["v"]]
-        out["edits"] = _edited_contributions(params, scores, v, u, tokens, pattern)
+        cross = product[..., V : V + H]  # [M, b, H, T, G]
+        class_sums = xp.stack([on_token[..., a] for a in EDIT_KEYS], axis=-1)  # [M, b, H, T, 3]
+        others = [i for i in range(V) if i not in EDIT_KEYS]
+        S = xp.concatenate([class_sums, on_token[..., others].sum(-1, keepdims=True)], axis=-1)
+        edited = _edited_from_sums(S, product[..., V + H :], tokens, real)
+        if edited is None:  # a weight underflowed: the edited softmaxes themselves
+            edited = _edited_by_softmax(cache[names["attn_scores"]], vu, tokens)
+        out["edits"] = {**edited, **_cross_terms(cross)}
     return out
+
+
+def _cross_terms(cross) -> dict:
+    """What the value interventions read from cross [M, b, H, T, G] (head h reading head
+    g's values): all of it for H <= SWAP_ALL_PAIRS_UP_TO, else its mean over g and the roll."""
+    H = cross.shape[2]
+    if H <= SWAP_ALL_PAIRS_UP_TO:
+        return {"cross": cross}  # [M, b, H, T, G]
+    xp = array_module(cross)
+    nxt = ((xp.arange(H) + 1) % H)[None, None, :, None, None]  # [1, 1, H, 1, 1]
+    return {
+        "mean": cross.mean(axis=-1),  # [M, b, H, T]
+        "roll": xp.take_along_axis(cross, nxt, axis=-1)[..., 0],  # [M, b, H, T]
+    }
 
 
 def _chunk_size(M: int, H: int, T: int, edits: bool) -> int:
     """Sequences per chunk so that the [M, b, H, T, T] arrays stay near CHUNK_BYTES."""
-    per_sequence = M * H * T * (T * 8 * (3 + 6 * edits) + H * 8 * edits)
+    per_sequence = M * H * T * (T * 8 * (3 + edits) + (V + H + 4) * 8 * 3)
     return max(1, CHUNK_BYTES // per_sequence)
 
 
