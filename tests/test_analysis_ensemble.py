@@ -270,3 +270,16 @@ def test_ensemble_through_the_edited_softmaxes(monkeypatch):
     for i, member in enumerate(members(params)):
         ref = analyze_model(member, tokens, targets, mask, config)
         assert_same(ref, got[i], rtol=1e-7, atol=1e-9, path=f"member {i}")
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_threads_share_out_the_same_work(monkeypatch, threads):
+    # the chunks and the groups of models change with the thread count, the result does not
+    config = mc.ModelConfig(d_model=16, n_heads=3, d_head=4)
+    params = mc.init_ensemble(config, [0, 1, 2, 3], dtype=np.float64)
+    tokens, targets, mask = held_out(n_eval=48)
+    monkeypatch.setenv("MINICOUNT_THREADS", "2")
+    want = analyze_ensemble(params, tokens, targets, mask, config)
+    monkeypatch.setenv("MINICOUNT_THREADS", threads)
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    assert_same(want, got, rtol=1e-12, atol=1e-12)

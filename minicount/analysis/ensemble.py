@@ -23,6 +23,9 @@ analyze_model's hooked forward passes.
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
@@ -33,6 +36,7 @@ from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..model import check_params
 from ..names import act_name, param_name
+from ..threads import default_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
 from .analyze import jsonable
@@ -52,6 +56,37 @@ from .semantics import two_sided
 
 CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
 ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
+
+_executors: dict[int, ThreadPoolExecutor] = {}  # this module's own: its tasks never wait on it
+
+
+class _Work:
+    """Independent pieces of the analysis, run on n threads (NumPy releases the GIL inside
+    array operations) or, for n = 1, in turn as they are handed in."""
+
+    def __init__(self, n: int):
+        if n > 1 and n not in _executors:
+            _executors[n] = ThreadPoolExecutor(n, thread_name_prefix="minicount-analysis")
+        self.n = n
+        self.executor = _executors[n] if n > 1 else None
+
+    def submit(self, f, *args, **kwargs):
+        """A function that returns f(*args, **kwargs)."""
+        if self.executor is None:
+            value = f(*args, **kwargs)
+            return lambda: value
+        return self.executor.submit(f, *args, **kwargs).result
+
+    def map(self, f, items) -> list:
+        """[f(item) for item in items], in order."""
+        if self.executor is None:
+            return [f(item) for item in items]
+        return list(self.executor.map(f, items))
+
+    def groups(self, M: int) -> list[tuple[int, int]]:
+        """(start, stop) of n groups of consecutive models (fewer if M < n)."""
+        edges = np.linspace(0, M, min(self.n, M) + 1).round().astype(int)
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
 def check_ensemble(params: dict, config) -> int:
@@ -291,16 +326,20 @@ def _chunk_size(M: int, H: int, T: int, edits: bool) -> int:
     return max(1, CHUNK_BYTES // per_sequence)
 
 
-def _forward_all(params, tokens, mask, config, edits: bool) -> dict:
-    """_chunk over the whole batch: per-position arrays joined on the batch axis, the
-    attention sums added up; c and the edited parts as [M, H, B, T]."""
+def _forward_all(params, tokens, mask, config, edits: bool, work: _Work | None = None) -> dict:
+    """_chunk over the whole batch (the chunks shared out by work): per-position arrays
+    joined on the batch axis, the attention sums added up; c and the edited parts as
+    [M, H, B, T]."""
     M, (B, T) = params["embed.W_E"].shape[0], tokens.shape
     xp = array_module(params["embed.W_E"])
+    work = work or _Work(1)
     size = _chunk_size(M, config.n_heads, T, edits)
-    parts = [
-        _chunk(params, tokens[i : i + size], mask[i : i + size], config, edits)
-        for i in range(0, B, size)
-    ]
+    if work.n > 1:  # at least two chunks per thread
+        size = max(1, min(size, -(-B // (2 * work.n))))
+    parts = work.map(
+        lambda i: _chunk(params, tokens[i : i + size], mask[i : i + size], config, edits),
+        range(0, B, size),
+    )
     heads_first = lambda a: a.transpose(0, 2, 1, *range(3, a.ndim))  # noqa: E731 [M, H, b, ...]
     out = {
         "logits": xp.concatenate([q["logits"] for q in parts], axis=1),  # [M, B, T, V]
@@ -470,6 +509,12 @@ def _intervention_scores(tokens, c, base, edits, H: int, xp):
     return [(name, heads) for name, heads, _ in runs], xp.stack(rows, axis=1)
 
 
+def _heads_all(c, offset, fill_eos, at: Positions, H: int, subsets: bool):
+    """(ablation, semantics) of every member: see _ablation_all and _semantics_all."""
+    ablation, zero_metrics, index = _ablation_all(c, offset, fill_eos, at, H, subsets)
+    return ablation, _semantics_all(c, offset, at, zero_metrics, index)
+
+
 def _interventions_all(tokens, c, base_score, edits, at: Positions, H: int) -> list[list[dict]]:
     """intervention_study of every member. c [M, H, N], base_score [M, N] (the model's own
     EOS score), edits: the edited contributions at the real positions."""
@@ -554,12 +599,23 @@ def analyze_ensemble(
     logits (n_layers > 1, layernorm, mlp).
     """
     M = check_ensemble(params, config)
+    xp = array_module(params["embed.W_E"])
+    n_threads = default_threads() if xp is np else 1
+    # the work is shared out by model and by chunk instead: BLAS threads would only compete
+    with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
+        return _analyze(
+            params, tokens, targets, mask, config, M, subsets, interventions, l2, _Work(n_threads)
+        )
+
+
+def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l2, work):
+    """analyze_ensemble, the pieces run by work."""
     H = config.n_heads
     device = device_of(params["embed.W_E"])
     xp = array_module(params["embed.W_E"])
     tokens = to_device(np.asarray(to_numpy(tokens)), device)  # [B, T]
     at = Positions(targets, mask, device)
-    run = _forward_all(params, tokens, at.mask, config, interventions)
+    run = _forward_all(params, tokens, at.mask, config, interventions, work)
     c, offset = run["c"], run["offset"]  # [M, H, B, T], [M, B, T]
     c_real, offset_real = at.real(c), at.real(offset)  # [M, H, N], [M, N]
     n_real = float(at.mask.sum())
@@ -568,18 +624,29 @@ def analyze_ensemble(
     W_U_eos = params["unembed.W_U"][..., EOS].astype(xp.float64)  # [M, d_model]
     fill_eos = (means @ W_U_eos[..., None])[..., 0]  # [M, H]
 
-    metrics = _top_metrics(run["logits"], targets, mask, at)  # each [M]
-    ablation, zero_metrics, index = _ablation_all(c_real, offset_real, fill_eos, at, H, subsets)
-    semantics = _semantics_all(c_real, offset_real, at, zero_metrics, index)
-    attention = _attention_all(params, run["attention"], config)
-    summary = _contributions_all(c_real, at)
-    aggregation = aggregation_batched(c, offset, targets, mask, l2=l2)
-    linear = linear_fit_batched(c, offset, targets, mask, l2=l2)
+    # independent pieces, the largest first; the fits by groups of models
+    groups = work.groups(M)
+    aggregation = [
+        work.submit(aggregation_batched, c[a:b], offset[a:b], targets, mask, l2=l2)
+        for a, b in groups
+    ]
+    linear = [
+        work.submit(linear_fit_batched, c[a:b], offset[a:b], targets, mask, l2=l2)
+        for a, b in groups
+    ]
+    heads = work.submit(_heads_all, c_real, offset_real, fill_eos, at, H, subsets)
     if interventions:
         edits = {k: at.real(xp.moveaxis(v, -1, 2) if k == "cross" else v)
                  for k, v in run["edits"].items()}  # [M, H, N] (cross: [M, H, G, N])  # fmt: skip
         base_score = at.real(run["logits"][..., EOS])  # [M, N]
-        edited = _interventions_all(tokens, c_real, base_score, edits, at, H)
+        edited = work.submit(_interventions_all, tokens, c_real, base_score, edits, at, H)
+    metrics = work.submit(_top_metrics, run["logits"], targets, mask, at)  # each [M]
+    attention = _attention_all(params, run["attention"], config)
+    summary = _contributions_all(c_real, at)
+    metrics, (ablation, semantics) = metrics(), heads()
+    aggregation = [row for part in aggregation for row in part()]
+    linear = [row for part in linear for row in part()]
+    edited = edited() if interventions else None
     results = []
     for m in range(M):
         out = {
