@@ -634,19 +634,30 @@ def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l
         work.submit(linear_fit_batched, c[a:b], offset[a:b], targets, mask, l2=l2)
         for a, b in groups
     ]
-    heads = work.submit(_heads_all, c_real, offset_real, fill_eos, at, H, subsets)
+    heads = [
+        work.submit(_heads_all, c_real[a:b], offset_real[a:b], fill_eos[a:b], at, H, subsets)
+        for a, b in groups
+    ]
     if interventions:
         edits = {k: at.real(xp.moveaxis(v, -1, 2) if k == "cross" else v)
                  for k, v in run["edits"].items()}  # [M, H, N] (cross: [M, H, G, N])  # fmt: skip
         base_score = at.real(run["logits"][..., EOS])  # [M, N]
-        edited = work.submit(_interventions_all, tokens, c_real, base_score, edits, at, H)
+        edited = [
+            work.submit(
+                _interventions_all, tokens, c_real[a:b], base_score[a:b],
+                {k: v[a:b] for k, v in edits.items()}, at, H,
+            )
+            for a, b in groups
+        ]  # fmt: skip
     metrics = work.submit(_top_metrics, run["logits"], targets, mask, at)  # each [M]
     attention = _attention_all(params, run["attention"], config)
     summary = _contributions_all(c_real, at)
-    metrics, (ablation, semantics) = metrics(), heads()
+    metrics = metrics()
+    ablation = [row for part in heads for row in part()[0]]
+    semantics = [row for part in heads for row in part()[1]]
     aggregation = [row for part in aggregation for row in part()]
     linear = [row for part in linear for row in part()]
-    edited = edited() if interventions else None
+    edited = [row for part in edited for row in part()] if interventions else None
     results = []
     for m in range(M):
         out = {
