@@ -320,10 +320,11 @@ def _cross_terms(cross) -> dict:
     }
 
 
-def _chunk_size(M: int, H: int, T: int, edits: bool) -> int:
-    """Sequences per chunk so that the [M, b, H, T, T] arrays stay near CHUNK_BYTES."""
+def _chunk_size(M: int, H: int, T: int, edits: bool, threads: int = 1) -> int:
+    """Sequences per chunk so that the [M, b, H, T, T] arrays of the chunks being computed at
+    once (one per thread) stay near CHUNK_BYTES."""
     per_sequence = M * H * T * (T * 8 * (3 + edits) + (V + H + 4) * 8 * 3)
-    return max(1, CHUNK_BYTES // per_sequence)
+    return max(1, CHUNK_BYTES // (threads * per_sequence))
 
 
 def _forward_all(params, tokens, mask, config, edits: bool, work: _Work | None = None) -> dict:
@@ -333,7 +334,7 @@ def _forward_all(params, tokens, mask, config, edits: bool, work: _Work | None =
     M, (B, T) = params["embed.W_E"].shape[0], tokens.shape
     xp = array_module(params["embed.W_E"])
     work = work or _Work(1)
-    size = _chunk_size(M, config.n_heads, T, edits)
+    size = _chunk_size(M, config.n_heads, T, edits, work.n)
     if work.n > 1:  # at least two chunks per thread
         size = max(1, min(size, -(-B // (2 * work.n))))
     parts = work.map(
