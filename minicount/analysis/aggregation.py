@@ -274,10 +274,11 @@ def best_threshold(v, y):
     N = v.shape[-1]
     order = xp.argsort(v, axis=-1)  # [G, A, N]
     v_sorted = xp.take_along_axis(v, order, axis=-1)  # [G, A, N]
-    y_full = xp.broadcast_to(xp.asarray(y, dtype=xp.float64)[:, None, :], v.shape)
+    # the labels carried along as bytes and counted in integers: exact, and less to move
+    y_full = xp.broadcast_to(xp.asarray(y).astype(xp.int8)[:, None, :], v.shape)
     y_sorted = xp.take_along_axis(y_full, order, axis=-1)  # [G, A, N]
-    zero = xp.zeros(v.shape[:-1] + (1,))
-    pos_below = xp.concatenate([zero, xp.cumsum(y_sorted, axis=-1)], axis=-1)  # [G, A, N+1]
+    pos_below = xp.zeros(v.shape[:-1] + (N + 1,))  # [G, A, N+1] 1s among the lowest j
+    pos_below[..., 1:] = xp.cumsum(y_sorted, axis=-1, dtype=xp.int32)
     j = xp.arange(N + 1)
     correct = (j - pos_below) + (pos_below[..., -1:] - pos_below)  # 0s below + 1s above
     edge = xp.ones(v.shape[:-1] + (1,), dtype=bool)
