@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+_blas: list = []  # [threadpoolctl controller] once looked up (empty: not yet, [None]: absent)
 _measured: dict[str, int] = {}  # this process's answer, per machine key
 
 MARGIN = 0.8  # more threads must take at most 80% of one thread's time to be chosen
@@ -192,3 +193,20 @@ def blas_threads(n: int | None):
         return
     with threadpool_limits(limits=n, user_api="blas"):
         yield
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread (a no-op without threadpoolctl).
+
+    For stacks of small or skinny matrices: OpenBLAS splits even a [9, N] @ [N, 9] product
+    over its threads, and their hand-offs cost more than the product (several times more
+    on a busy machine)."""
+    if not _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas.append(ThreadpoolController())
+        except ImportError:
+            _blas.append(None)
+    controller = _blas[0]
+    return controller.limit(limits=1, user_api="blas") if controller else contextlib.nullcontext()

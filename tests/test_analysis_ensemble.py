@@ -10,6 +10,8 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minicount as mc
 from minicount.analysis import (
@@ -147,3 +149,93 @@ def test_single_models_and_empty_ensembles_are_refused():
     empty = {k: v[:0] for k, v in mc.init_ensemble(config, [0]).items()}
     with pytest.raises(ValueError, match="empty"):
         analyze_ensemble(empty, tokens, targets, mask, config)
+
+
+# ------------------------------------------------------------------ attention edits
+
+
+def _class_sums(pattern, vu, tok):
+    """S, C [..., T, 4] the simple way: the pattern's weight (times vu) on the keys of
+    tokens 0, 1, 2 and of every other token, one class at a time."""
+    from minicount.data import ONE, TWO, ZERO
+
+    classes = [tok == ZERO, tok == ONE, tok == TWO]
+    classes.append(~(classes[0] | classes[1] | classes[2]))
+    S = np.stack([(pattern * k[:, None, None, :]).sum(-1) for k in classes], axis=-1)
+    C = np.stack([(pattern * vu[..., None, :] * k[:, None, None, :]).sum(-1) for k in classes], -1)
+    return S, C
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(1, 9),
+    st.floats(0.01, 8.0),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_edits_from_pattern_sums_equal_the_edited_softmaxes(b, T, scale, bos, seed):
+    from minicount.analysis.ensemble import _edited_by_softmax, _edited_from_sums
+    from minicount.fast.attention import causal_softmax
+
+    rng = np.random.default_rng(seed)
+    tok = rng.integers(0, 3, (b, T))
+    if bos:
+        tok[:, 0] = mc.data.BOS
+    tok[rng.random((b, T)) < 0.1] = mc.data.PAD
+    scores = rng.normal(0.0, scale, (2, b, 3, T, T))  # [M, b, H, T, T]
+    vu = rng.normal(size=(2, b, 3, T))
+    S, C = _class_sums(causal_softmax(scores), vu, tok)
+    got = _edited_from_sums(S, C, tok, np.ones((b, T), bool))
+    want = _edited_by_softmax(scores, vu, tok)
+    assert list(got) == list(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_edits_from_sums_refuse_an_underflowed_pattern():
+    # a 1-key whose weight underflows: the ratio of means cannot be read off the pattern
+    from minicount.analysis.ensemble import _edited_from_sums
+    from minicount.fast.attention import causal_softmax
+
+    tok = np.array([[mc.data.BOS, 0, 1, 2]])
+    scores = np.zeros((1, 1, 1, 4, 4))
+    scores[..., 2] = -800.0  # exp(-800) is 0 in float64
+    vu = np.ones((1, 1, 1, 4))
+    S, C = _class_sums(causal_softmax(scores), vu, tok)
+    real = np.ones((1, 4), bool)
+    assert _edited_from_sums(S, C, tok, real) is None
+    assert _edited_from_sums(S, C, tok, real & [True, True, False, False]) is not None
+
+
+def test_ensemble_through_the_edited_softmaxes(monkeypatch):
+    # where _edited_from_sums refuses (an underflowed weight, see above) the edited
+    # softmaxes are taken instead: forced here on every chunk, the result is unchanged
+    from minicount.analysis import ensemble
+
+    calls = []
+    by_softmax = ensemble._edited_by_softmax
+    monkeypatch.setattr(ensemble, "_edited_from_sums", lambda *a: None)
+    monkeypatch.setattr(
+        ensemble, "_edited_by_softmax", lambda *a: calls.append(1) or by_softmax(*a)
+    )
+    config = mc.ModelConfig(d_model=16, n_heads=3, d_head=4)
+    params = mc.init_ensemble(config, [7, 8], dtype=np.float64)
+    tokens, targets, mask = held_out(n_eval=48)
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    assert calls
+    for i, member in enumerate(members(params)):
+        ref = analyze_model(member, tokens, targets, mask, config)
+        assert_same(ref, got[i], rtol=1e-7, atol=1e-9, path=f"member {i}")
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_threads_share_out_the_same_work(monkeypatch, threads):
+    # the chunks and the groups of models change with the thread count, the result does not
+    config = mc.ModelConfig(d_model=16, n_heads=3, d_head=4)
+    params = mc.init_ensemble(config, [0, 1, 2, 3], dtype=np.float64)
+    tokens, targets, mask = held_out(n_eval=48)
+    monkeypatch.setenv("MINICOUNT_THREADS", "2")
+    want = analyze_ensemble(params, tokens, targets, mask, config)
+    monkeypatch.setenv("MINICOUNT_THREADS", threads)
+    got = analyze_ensemble(params, tokens, targets, mask, config)
+    assert_same(want, got, rtol=1e-12, atol=1e-12)

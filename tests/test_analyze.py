@@ -61,3 +61,37 @@ def test_analyze_model_on_gpu_matches_cpu(held_out):
         np.testing.assert_allclose(
             numbers(gpu[key]), numbers(cpu[key]), rtol=1e-6, atol=1e-9, err_msg=key
         )
+
+
+def test_jsonable_turns_every_leaf_into_plain_json():
+    from minicount.analysis import jsonable
+
+    got = jsonable(
+        {
+            1: (np.float32(1.5), np.float64(np.nan), float("inf"), -0.0, 2.5),
+            "ints": [np.int64(3), 4, np.arange(2)],
+            "flags": [True, np.bool_(False), np.array([True])],
+            "text": ["a", None],
+            "array": np.array([[1.0, np.inf]], dtype=np.float32),
+        }
+    )
+    want = {
+        "1": [1.5, None, None, -0.0, 2.5],
+        "ints": [3, 4, [0, 1]],
+        "flags": [True, False, [True]],
+        "text": ["a", None],
+        "array": [[1.0, None]],
+    }
+    assert got == want
+    leaves = [*got["1"], *got["ints"][:2], *got["flags"][:2]]
+    assert [type(v) for v in leaves] == [
+        float,
+        type(None),
+        type(None),
+        float,
+        float,
+        int,
+        int,
+        bool,
+        bool,
+    ]

@@ -53,6 +53,7 @@ import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
 from ..data import EOS
+from ..threads import one_blas_thread
 from .attribution import eos_contributions
 from .hooks import check_single
 from .scoring import eos_metrics
@@ -68,10 +69,11 @@ SCAN_ELEMENTS = 1 << 21  # at most this many scores sorted at once in the thresh
 
 
 def _objective(u, m, n, w, l2):
-    """[G] mean BCE over rows m from the signed logits u = (1 - 2y) z [G, N], + (l2 / 2)|w|²."""
+    """([G] mean BCE over rows m from the signed logits u = (1 - 2y) z [G, N], + (l2 / 2)|w|²,
+    and the BCE per row [G, N]: the softplus of u that the next Newton step needs)."""
     xp = array_module(u)
     bce = xp.logaddexp(0.0, u)  # [G, N] log(1 + e^u), exact even where it is tiny
-    return (bce * m).sum(axis=1) / n + 0.5 * l2 * (w * w).sum(axis=1)
+    return (bce * m).sum(axis=1) / n + 0.5 * l2 * (w * w).sum(axis=1), bce
 
 
 def _newton_step(state, k):
@@ -79,7 +81,7 @@ def _newton_step(state, k):
     xp = array_module(state["z"])
     A, A_T, r, m, n = state["A"], state["A_T"], state["r"], state["m"], state["n"]
     u = r * state["z"]  # [g, N] logit signed so that u < 0 is the right side
-    softplus = xp.logaddexp(0.0, u)  # [g, N]
+    softplus = state["softplus"]  # [g, N] log(1 + e^u), kept from the objective at z
     wrong = xp.exp(u - softplus)  # [g, N] σ(u) = |p - y|, exact where it is tiny
     residual = m * r * wrong  # [g, N] p - y
     curvature = m * wrong * xp.exp(-softplus)  # [g, N] σ(u) σ(-u) = p (1 - p)
@@ -92,26 +94,28 @@ def _newton_step(state, k):
 
 
 def _line_search(state, step, grad, skip, k):
-    """(accepted [g], t [g], loss [g], shift [g, N]): backtracking per problem, halving t until
-    the objective falls by at least 1e-4 t (grad · step). Problems in skip are left alone."""
+    """(accepted [g], t [g], loss [g], shift [g, N], softplus [g, N]): backtracking per
+    problem, halving t until the objective falls by at least 1e-4 t (grad · step), and the
+    softplus of the signed logits where it stopped. Problems in skip are left alone."""
     xp = array_module(step)
     A, r, m, n, l2 = state["A"], state["r"], state["m"], state["n"], state["l2"]
     shift = (A @ step[..., None])[..., 0]  # [g, N] change of z per unit step
     decrease = (grad * step).sum(axis=1)  # [g] >= 0 (the Hessian is positive definite)
     t = xp.ones(step.shape[0])
-    accepted, loss = skip.copy(), state["loss"]
+    accepted, loss, softplus = skip.copy(), state["loss"], state["softplus"]
     for _ in range(40):
         pending = ~accepted
         if not bool(pending.any()):
             break
         z = state["z"] - t[:, None] * shift  # [g, N]
         w = state["theta"][:, :k] - t[:, None] * step[:, :k]  # [g, k]
-        trial = _objective(r * z, m, n, w, l2)  # [g]
+        trial, bce = _objective(r * z, m, n, w, l2)  # [g], [g, N]
         ok = pending & (trial <= state["loss"] - 1e-4 * t * decrease)
         loss = xp.where(ok, trial, loss)
+        softplus = xp.where(ok[:, None], bce, softplus)
         accepted |= ok
         t = xp.where(pending & ~ok, 0.5 * t, t)
-    return accepted & ~skip, t, loss, shift
+    return accepted & ~skip, t, loss, shift, softplus
 
 
 def fit_logistic_batched(
@@ -142,8 +146,17 @@ def fit_logistic_batched(
     are equal.
 
     Returns {"w": [G, k], "b": [G], "loss": [G], "iterations": [G], "converged": [G] bool},
-    arrays on the module of X, float64.
+    arrays on the module of X, float64. On the CPU BLAS runs on one thread meanwhile: the
+    Hessians are [k+1, N] @ [N, k+1] products, which OpenBLAS's threads slow down.
     """
+    if array_module(X) is np:
+        with one_blas_thread():
+            return _fit_logistic(X, y, offset, mask, l2, max_iter, tol)
+    return _fit_logistic(X, y, offset, mask, l2, max_iter, tol)
+
+
+def _fit_logistic(X, y, offset, mask, l2, max_iter: int, tol: float) -> dict:
+    """fit_logistic_batched itself."""
     xp = array_module(X)
     X = xp.asarray(X, dtype=xp.float64)
     if X.ndim != 3:
@@ -175,7 +188,9 @@ def fit_logistic_batched(
         "z": offset * m,  # [G, N] logits
         "iterations": xp.zeros(G, dtype=xp.int64),
     }
-    state["loss"] = _objective(state["r"] * state["z"], m, state["n"], state["theta"][:, :k], l2)
+    state["loss"], state["softplus"] = _objective(
+        state["r"] * state["z"], m, state["n"], state["theta"][:, :k], l2
+    )
     out = {
         "theta": xp.zeros((G, k + 1)),
         "loss": xp.zeros(G),
@@ -199,12 +214,13 @@ def fit_logistic_batched(
         # converged: a tiny Newton step, or a predicted decrease below the loss's rounding
         # (then the line search would only chase noise); the last full step is still taken
         done = (size < tol) | ((grad * step).sum(axis=1) < 1e-15 * state["loss"])
-        moved, t, loss, shift = _line_search(state, step, grad, done, k)
+        moved, t, loss, shift, softplus = _line_search(state, step, grad, done, k)
         stuck = ~done & ~moved  # no descent left: the optimum to rounding, or underflow
         t = xp.where(done, 1.0, t)
         state["theta"] = xp.where((moved | done)[:, None], theta - t[:, None] * step, theta)
         state["z"] = xp.where(moved[:, None], state["z"] - t[:, None] * shift, state["z"])
         state["loss"] = xp.where(moved, loss, state["loss"])
+        state["softplus"] = softplus  # at the new z where moved (bitwise: the same z), else old
         state["iterations"] = state["iterations"] + moved
         finished = done | stuck
         if bool(finished.any()):
@@ -258,10 +274,11 @@ def best_threshold(v, y):
     N = v.shape[-1]
     order = xp.argsort(v, axis=-1)  # [G, A, N]
     v_sorted = xp.take_along_axis(v, order, axis=-1)  # [G, A, N]
-    y_full = xp.broadcast_to(xp.asarray(y, dtype=xp.float64)[:, None, :], v.shape)
+    # the labels carried along as bytes and counted in integers: exact, and less to move
+    y_full = xp.broadcast_to(xp.asarray(y).astype(xp.int8)[:, None, :], v.shape)
     y_sorted = xp.take_along_axis(y_full, order, axis=-1)  # [G, A, N]
-    zero = xp.zeros(v.shape[:-1] + (1,))
-    pos_below = xp.concatenate([zero, xp.cumsum(y_sorted, axis=-1)], axis=-1)  # [G, A, N+1]
+    pos_below = xp.zeros(v.shape[:-1] + (N + 1,))  # [G, A, N+1] 1s among the lowest j
+    pos_below[..., 1:] = xp.cumsum(y_sorted, axis=-1, dtype=xp.int32)
     j = xp.arange(N + 1)
     correct = (j - pos_below) + (pos_below[..., -1:] - pos_below)  # 0s below + 1s above
     edge = xp.ones(v.shape[:-1] + (1,), dtype=bool)

@@ -22,6 +22,13 @@ from .semantics import head_semantics
 
 def jsonable(obj):
     """Arrays, NumPy scalars and nested containers -> lists, floats, ints; nan/inf -> None."""
+    kind = type(obj)  # the common leaves first: a result holds thousands of them
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is int or kind is bool or kind is str or obj is None:
+        return obj
+    if isinstance(obj, np.generic):  # a NumPy scalar: as np.asarray(obj).tolist() would give
+        return jsonable(obj.item())
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -11,8 +11,10 @@ instruments need, with the model axis [M] kept in front of every array:
                     the ablated heads in mean mode, a constant per subset)
     semantics       c_h alone, offset + c_h, offset + H c_h
     interventions   an edit of head h's attention changes only c_h: s' = s - c_h + c'_h, and
-                    c'_h for every head comes from one edited softmax; head h reading head
-                    g's values contributes pattern_h @ (v_g · W_O[h] W_U[:, EOS])
+                    c'_h for every head comes from sums of its unedited pattern over the
+                    keys of tokens 0, 1, 2 and the rest (an edit rescales or drops one such
+                    class of keys: _edited_from_sums); head h reading head g's values
+                    contributes pattern_h @ (v_g · W_O[h] W_U[:, EOS])
     attention       score tables [M, H, V, V] (NoPE) and masked sums over the patterns
 
 Other configs are refused: there the heads do not add up, and each member needs
@@ -20,6 +22,9 @@ analyze_model's hooked forward passes.
 """
 
 from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,6 +36,7 @@ from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..names import act_name, param_name
+from ..threads import default_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
 from .analyze import jsonable
@@ -50,6 +56,37 @@ from .semantics import two_sided
 
 CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
 ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
+
+_executors: dict[int, ThreadPoolExecutor] = {}  # this module's own: its tasks never wait on it
+
+
+class _Work:
+    """Independent pieces of the analysis, run on n threads (NumPy releases the GIL inside
+    array operations) or, for n = 1, in turn as they are handed in."""
+
+    def __init__(self, n: int):
+        if n > 1 and n not in _executors:
+            _executors[n] = ThreadPoolExecutor(n, thread_name_prefix="minicount-analysis")
+        self.n = n
+        self.executor = _executors[n] if n > 1 else None
+
+    def submit(self, f, *args, **kwargs):
+        """A function that returns f(*args, **kwargs)."""
+        if self.executor is None:
+            value = f(*args, **kwargs)
+            return lambda: value
+        return self.executor.submit(f, *args, **kwargs).result
+
+    def map(self, f, items) -> list:
+        """[f(item) for item in items], in order."""
+        if self.executor is None:
+            return [f(item) for item in items]
+        return list(self.executor.map(f, items))
+
+    def groups(self, M: int) -> list[tuple[int, int]]:
+        """(start, stop) of n groups of consecutive models (fewer if M < n)."""
+        edges = np.linspace(0, M, min(self.n, M) + 1).round().astype(int)
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
 def check_ensemble(params: dict, config) -> int:
@@ -101,12 +138,24 @@ def _value_contributions(pattern, vu):
     return (pattern @ vu[..., None])[..., 0]
 
 
-def _attention_sums(pattern, tok, real) -> dict:
+def _prefix_shaped(real) -> bool:
+    """Whether every row of real [b, T] is True...True False...False: then a real query sees
+    only real keys, and sums over keys need no mask."""
+    return bool((real[:, 1:] <= real[:, :-1]).all())
+
+
+def _attention_sums(pattern, tok, real, on_token=None) -> dict:
     """Masked sums behind the measured w_01, w_02 and BOS weight (see measured_weights):
-    name -> (sums [M, H, 3], counts [3]). pattern [M, b, H, T, T], tok and real [b, T]."""
+    name -> (sums [M, H, 3], counts [3]). pattern [M, b, H, T, T], tok and real [b, T].
+
+    on_token [M, b, H, T, V]: the weight on the keys of each token per query, where it is
+    already known (any key mask: only real queries are read, and _prefix_shaped(real) is
+    the caller's to check); else pattern @ the real keys' one-hot, in float64."""
     xp = array_module(pattern)
     one_hot = ((tok[..., None] == xp.arange(V)) & real[..., None]).astype(xp.float64)  # [b, T, V]
-    on_token = pattern.astype(xp.float64) @ one_hot[:, None]  # [M, b, H, T, V]
+    if on_token is None:
+        on_token = pattern.astype(xp.float64) @ one_hot[:, None]  # [M, b, H, T, V]
+    on_token = on_token.astype(xp.float64)
     seen = xp.cumsum(one_hot, axis=1)[:, None]  # [b, 1, T, V] keys of each token so far
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,37 +180,85 @@ def _softmax_without(scores, removed):
     return pattern
 
 
-def _edited_contributions(params, scores, v, u, tok, pattern) -> dict:
-    """Each head's EOS part under every intervention, [M, b, H, T] (cross: see below).
+def _edited_by_softmax(scores, vu, tok) -> dict:
+    """The attention edits of one head at a time by edited softmaxes (the interventions'
+    own construction): {"w01", "w02", "ideal"}, each [M, b, H, T].
 
-    scores [M, b, H, T, T] before the softmax, v [M, b, H, T, d_head], u [M, H, d_head].
-    "cross" [M, b, H, T, G]: head h with its own pattern reading head g's value vectors.
-    """
-    vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
+    scores [M, b, H, T, T] before the softmax, vu [M, b, H, T] each head's values read out
+    at EOS, tok [b, T]. _edited_from_sums computes the same from sums over the pattern."""
     w01 = force_weight(scores, tok, ZERO, ONE, 1.0)  # [M, b, H, T, T]
     no_twos = removed_keys(tok, TWO, scores.shape[-1])  # [b, 1, T, T] w_02 = 0
-    out = {
+    return {
         "w01": _value_contributions(causal_softmax(w01), vu),
         "w02": _value_contributions(_softmax_without(scores, no_twos), vu),
         "ideal": _value_contributions(_softmax_without(w01, no_twos), vu),
     }
-    # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
-    v_read = v @ u.swapaxes(-1, -2)[:, None, None]
-    cross = pattern @ v_read.transpose(0, 1, 4, 3, 2)  # [M, b, H, T, T] @ [M, b, H, T, G]
-    H = cross.shape[2]
-    if H <= SWAP_ALL_PAIRS_UP_TO:
-        out["cross"] = cross  # [M, b, H, T, G]
-    else:  # only the mean over heads and the roll are asked for
-        xp = array_module(cross)
-        nxt = ((xp.arange(H) + 1) % H)[None, None, :, None, None]  # [1, 1, H, 1, 1]
-        out["mean"] = cross.mean(axis=-1)  # [M, b, H, T]
-        out["roll"] = xp.take_along_axis(cross, nxt, axis=-1)[..., 0]  # [M, b, H, T]
-    return out
+
+
+EDIT_KEYS = (ZERO, ONE, TWO)  # the key tokens the attention edits treat apart; the rest: other
+
+
+def _key_classes(tok, dtype):
+    """[b, T, 4] one-hot of each key's class: token 0, 1, 2, or any other token."""
+    xp = array_module(tok)
+    parts = [tok == a for a in EDIT_KEYS]
+    parts.append(~(parts[0] | parts[1] | parts[2]))
+    return xp.stack(parts, axis=-1).astype(dtype)
+
+
+def _edited_from_sums(S, C, tok, real):
+    """The attention edits of every head from sums over its unedited pattern, or None where
+    the pattern has lost too much precision for that (then use _edited_by_softmax).
+
+    S [M, b, H, T, 4]: each query's total weight on the keys of each class (_key_classes),
+    C [M, b, H, T, 4]: the same sums of weight times the key's value read out at EOS;
+    tok, real [b, T]. Returns {"w01", "w02", "ideal"}: [M, b, H, T] in the dtype of S.
+
+    An edit that scales the weights of one class of keys by f (force w_01 = 1:
+    f = mean weight per 0-key / mean weight per 1-key, where the query sees both) or drops
+    them (force w_02 = 0: the 2-keys, where the query sees another key) gives the query
+    Σ_class f_class C_class / Σ_class f_class S_class: the softmax of the edited scores,
+    renormalised, without forming it. Every denominator is a sum of non-negative weights,
+    so nothing cancels; it is refused where a weight it divides by is below 2^30 times the
+    smallest normal float (the pattern holds too few digits there).
+    """
+    xp = array_module(S)
+    dtype = S.dtype
+    S, C = S.astype(xp.float64), C.astype(xp.float64)  # [M, b, H, T, 4]
+    seen = xp.cumsum(_key_classes(tok, xp.float64), axis=1)  # [b, T, 4] keys so far
+    n0, n1, n2, n_other = (seen[..., i][:, None] for i in range(4))  # [b, 1, T]
+    both = (n0 > 0) & (n1 > 0)  # [b, 1, T] w_01 is defined
+    removed = (n2 > 0) & (n0 + n1 + n_other > 0)  # [b, 1, T] 2-keys removed
+    s0, s1, s2, s_other = (S[..., i] for i in range(4))  # [M, b, H, T]
+    c0, c1, c2, c_other = (C[..., i] for i in range(4))
+    low = float(np.finfo(dtype).tiny) * 2.0**30
+    kept = s_other + s0 + s1  # weight on the keys that survive the removal of the 2s
+    bad = (both & ((s0 < low) | (s1 < low))) | (removed & (kept < low))  # [M, b, H, T]
+    if bool((bad & real[:, None]).any()):
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = xp.where(both, (s0 * n1) / (s1 * n0), 1.0)  # [M, b, H, T] scale of the 1-keys
+    f = xp.where(xp.isfinite(f), f, 1.0)  # only outside both, or at queries not measured
+    keep2 = xp.where(removed, 0.0, 1.0)  # [b, 1, T]
+    base_c, base_s = c_other + c0, s_other + s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "w01": (base_c + f * c1 + c2) / (base_s + f * s1 + s2),
+            "w02": (base_c + c1 + keep2 * c2) / (base_s + s1 + keep2 * s2),
+            "ideal": (base_c + f * c1 + keep2 * c2) / (base_s + f * s1 + keep2 * s2),
+        }
+    return {k: v.astype(dtype) for k, v in out.items()}
 
 
 def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     """One forward pass over a chunk of b sequences (tokens, mask [b, T]), and what the
-    instruments need from it, every array with the model axis in front."""
+    instruments need from it, every array with the model axis in front.
+
+    Everything read from the attention patterns comes from one product of each head's
+    pattern [T, T] with a few columns per key: its one-hot token (the attention sums), and
+    for the interventions the values of every head read out through this head's W_O
+    (cross: head h reading head g's values) and the per-class sums of _edited_from_sums.
+    """
     from .hooks import run_with_cache
 
     names = {n: act_name(n, 0) for n in ("pattern", "z", "v", "attn_scores")}
@@ -171,37 +268,79 @@ def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     u, w = _eos_readouts(params)  # [M, H, d_head], [M, d_model]
     z = cache[names["z"]]  # [M, b, H, T, d_head]
     pattern = cache[names["pattern"]]  # [M, b, H, T, T]
+    M, b, H, T = pattern.shape[:4]
     real = mask.astype(bool)  # [b, T]
+    dtype = pattern.dtype
+    one_hot = xp.broadcast_to(
+        (tokens[..., None] == xp.arange(V)).astype(dtype)[None, :, None], (M, b, H, T, V)
+    )  # [M, b, H, T, V] every key's token
+    columns = [one_hot]
+    if edits:
+        v = cache[names["v"]]  # [M, b, H, T, d_head]
+        # v_g · u_h for every pair: [M, b, G, T, d_head] @ [M, 1, 1, d_head, H] -> [M, b, G, T, H]
+        v_read = (v @ u.swapaxes(-1, -2)[:, None, None]).transpose(0, 1, 4, 3, 2)  # [M, b, H, T, G]
+        vu = (v @ u[:, None, :, :, None])[..., 0]  # [M, b, H, T] each head's values read out
+        classes = _key_classes(tokens, dtype)[None, :, None]  # [1, b, 1, T, 4]
+        columns += [v_read, classes * vu[..., None]]  # [M, b, H, T, G], [M, b, H, T, 4]
+    product = pattern @ xp.concatenate(columns, axis=-1)  # [M, b, H, T, V (+ G + 4)]
+    on_token = product[..., :V]  # [M, b, H, T, V] weight on the keys of each token
     out = {
         "logits": logits,
         "c": (z @ u[:, None, :, :, None])[..., 0],  # [M, b, H, T]
         "offset": _offset(params, tokens, w),  # [M, b, T]
         # Σ of z over the real positions, in float64: the mean-ablation means
         "z_sum": (z.astype(xp.float64) * real[:, None, :, None]).sum(axis=(1, 3)),  # [M, H, dh]
-        "attention": _attention_sums(pattern, tokens, real),
+        "attention": _attention_sums(
+            pattern, tokens, real, on_token if _prefix_shaped(real) else None
+        ),
     }
     if edits:
-        scores, v = cache[names["attn_scores"]], cache[names["v"]]
-        out["edits"] = _edited_contributions(params, scores, v, u, tokens, pattern)
+        cross = product[..., V : V + H]  # [M, b, H, T, G]
+        class_sums = xp.stack([on_token[..., a] for a in EDIT_KEYS], axis=-1)  # [M, b, H, T, 3]
+        others = [i for i in range(V) if i not in EDIT_KEYS]
+        S = xp.concatenate([class_sums, on_token[..., others].sum(-1, keepdims=True)], axis=-1)
+        edited = _edited_from_sums(S, product[..., V + H :], tokens, real)
+        if edited is None:  # a weight underflowed: the edited softmaxes themselves
+            edited = _edited_by_softmax(cache[names["attn_scores"]], vu, tokens)
+        out["edits"] = {**edited, **_cross_terms(cross)}
     return out
 
 
-def _chunk_size(M: int, H: int, T: int, edits: bool) -> int:
-    """Sequences per chunk so that the [M, b, H, T, T] arrays stay near CHUNK_BYTES."""
-    per_sequence = M * H * T * (T * 8 * (3 + 6 * edits) + H * 8 * edits)
-    return max(1, CHUNK_BYTES // per_sequence)
+def _cross_terms(cross) -> dict:
+    """What the value interventions read from cross [M, b, H, T, G] (head h reading head
+    g's values): all of it for H <= SWAP_ALL_PAIRS_UP_TO, else its mean over g and the roll."""
+    H = cross.shape[2]
+    if H <= SWAP_ALL_PAIRS_UP_TO:
+        return {"cross": cross}  # [M, b, H, T, G]
+    xp = array_module(cross)
+    nxt = ((xp.arange(H) + 1) % H)[None, None, :, None, None]  # [1, 1, H, 1, 1]
+    return {
+        "mean": cross.mean(axis=-1),  # [M, b, H, T]
+        "roll": xp.take_along_axis(cross, nxt, axis=-1)[..., 0],  # [M, b, H, T]
+    }
 
 
-def _forward_all(params, tokens, mask, config, edits: bool) -> dict:
-    """_chunk over the whole batch: per-position arrays joined on the batch axis, the
-    attention sums added up; c and the edited parts as [M, H, B, T]."""
+def _chunk_size(M: int, H: int, T: int, edits: bool, threads: int = 1) -> int:
+    """Sequences per chunk so that the [M, b, H, T, T] arrays of the chunks being computed at
+    once (one per thread) stay near CHUNK_BYTES."""
+    per_sequence = M * H * T * (T * 8 * (3 + edits) + (V + H + 4) * 8 * 3)
+    return max(1, CHUNK_BYTES // (threads * per_sequence))
+
+
+def _forward_all(params, tokens, mask, config, edits: bool, work: _Work | None = None) -> dict:
+    """_chunk over the whole batch (the chunks shared out by work): per-position arrays
+    joined on the batch axis, the attention sums added up; c and the edited parts as
+    [M, H, B, T]."""
     M, (B, T) = params["embed.W_E"].shape[0], tokens.shape
     xp = array_module(params["embed.W_E"])
-    size = _chunk_size(M, config.n_heads, T, edits)
-    parts = [
-        _chunk(params, tokens[i : i + size], mask[i : i + size], config, edits)
-        for i in range(0, B, size)
-    ]
+    work = work or _Work(1)
+    size = _chunk_size(M, config.n_heads, T, edits, work.n)
+    if work.n > 1:  # at least two chunks per thread
+        size = max(1, min(size, -(-B // (2 * work.n))))
+    parts = work.map(
+        lambda i: _chunk(params, tokens[i : i + size], mask[i : i + size], config, edits),
+        range(0, B, size),
+    )
     heads_first = lambda a: a.transpose(0, 2, 1, *range(3, a.ndim))  # noqa: E731 [M, H, b, ...]
     out = {
         "logits": xp.concatenate([q["logits"] for q in parts], axis=1),  # [M, B, T, V]
@@ -371,6 +510,12 @@ def _intervention_scores(tokens, c, base, edits, H: int, xp):
     return [(name, heads) for name, heads, _ in runs], xp.stack(rows, axis=1)
 
 
+def _heads_all(c, offset, fill_eos, at: Positions, H: int, subsets: bool):
+    """(ablation, semantics) of every member: see _ablation_all and _semantics_all."""
+    ablation, zero_metrics, index = _ablation_all(c, offset, fill_eos, at, H, subsets)
+    return ablation, _semantics_all(c, offset, at, zero_metrics, index)
+
+
 def _interventions_all(tokens, c, base_score, edits, at: Positions, H: int) -> list[list[dict]]:
     """intervention_study of every member. c [M, H, N], base_score [M, N] (the model's own
     EOS score), edits: the edited contributions at the real positions."""
@@ -455,12 +600,23 @@ def analyze_ensemble(
     add up to the logits (n_layers > 1, layernorm, mlp).
     """
     M = check_ensemble(params, config)
+    xp = array_module(params["embed.W_E"])
+    n_threads = default_threads() if xp is np else 1
+    # the work is shared out by model and by chunk instead: BLAS threads would only compete
+    with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
+        return _analyze(
+            params, tokens, targets, mask, config, M, subsets, interventions, l2, _Work(n_threads)
+        )
+
+
+def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l2, work):
+    """analyze_ensemble, the pieces run by work."""
     H = config.n_heads
     device = device_of(params["embed.W_E"])
     xp = array_module(params["embed.W_E"])
     tokens = to_device(np.asarray(to_numpy(tokens)), device)  # [B, T]
     at = Positions(targets, mask, device)
-    run = _forward_all(params, tokens, at.mask, config, interventions)
+    run = _forward_all(params, tokens, at.mask, config, interventions, work)
     c, offset = run["c"], run["offset"]  # [M, H, B, T], [M, B, T]
     c_real, offset_real = at.real(c), at.real(offset)  # [M, H, N], [M, N]
     n_real = float(at.mask.sum())
@@ -469,18 +625,40 @@ def analyze_ensemble(
     W_U_eos = params["unembed.W_U"][..., EOS].astype(xp.float64)  # [M, d_model]
     fill_eos = (means @ W_U_eos[..., None])[..., 0]  # [M, H]
 
-    metrics = _top_metrics(run["logits"], targets, mask, at)  # each [M]
-    ablation, zero_metrics, index = _ablation_all(c_real, offset_real, fill_eos, at, H, subsets)
-    semantics = _semantics_all(c_real, offset_real, at, zero_metrics, index)
-    attention = _attention_all(params, run["attention"], config)
-    summary = _contributions_all(c_real, at)
-    aggregation = aggregation_batched(c, offset, targets, mask, l2=l2)
-    linear = linear_fit_batched(c, offset, targets, mask, l2=l2)
+    # independent pieces, the largest first; the fits by groups of models
+    groups = work.groups(M)
+    aggregation = [
+        work.submit(aggregation_batched, c[a:b], offset[a:b], targets, mask, l2=l2)
+        for a, b in groups
+    ]
+    linear = [
+        work.submit(linear_fit_batched, c[a:b], offset[a:b], targets, mask, l2=l2)
+        for a, b in groups
+    ]
+    heads = [
+        work.submit(_heads_all, c_real[a:b], offset_real[a:b], fill_eos[a:b], at, H, subsets)
+        for a, b in groups
+    ]
     if interventions:
         edits = {k: at.real(xp.moveaxis(v, -1, 2) if k == "cross" else v)
                  for k, v in run["edits"].items()}  # [M, H, N] (cross: [M, H, G, N])  # fmt: skip
         base_score = at.real(run["logits"][..., EOS])  # [M, N]
-        edited = _interventions_all(tokens, c_real, base_score, edits, at, H)
+        edited = [
+            work.submit(
+                _interventions_all, tokens, c_real[a:b], base_score[a:b],
+                {k: v[a:b] for k, v in edits.items()}, at, H,
+            )
+            for a, b in groups
+        ]  # fmt: skip
+    metrics = work.submit(_top_metrics, run["logits"], targets, mask, at)  # each [M]
+    attention = _attention_all(params, run["attention"], config)
+    summary = _contributions_all(c_real, at)
+    metrics = metrics()
+    ablation = [row for part in heads for row in part()[0]]
+    semantics = [row for part in heads for row in part()[1]]
+    aggregation = [row for part in aggregation for row in part()]
+    linear = [row for part in linear for row in part()]
+    edited = [row for part in edited for row in part()] if interventions else None
     results = []
     for m in range(M):
         out = {

@@ -31,19 +31,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
-from contextlib import nullcontext
 
 import numpy as np
 
 from .. import layers
 from ..backend import array_module
 from ..model import ModelConfig, backward, forward_with_cache
-from ..threads import default_threads, pool
+from ..threads import default_threads, one_blas_thread, pool
 
 SLICE_ELEMENTS = 2**18  # aim for [slice, H, T, T] attention arrays of 1 MiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
-
-_blas = []  # [threadpoolctl controller] once looked up (empty list: not yet, [None]: absent)
 
 
 def keep_freed_memory(nbytes: int = 256 * 2**20) -> bool:
@@ -78,19 +75,6 @@ def slice_size(tokens_shape: tuple, config: ModelConfig, n_threads: int = 1) -> 
         return min(B, max(MIN_SLICE, SLICE_ELEMENTS // per_string))
     step = min(math.ceil(B / (2 * n_threads)), max(MIN_SLICE, 4 * SLICE_ELEMENTS // per_string))
     return math.ceil(B / (n_threads * math.ceil(B / (n_threads * step))))  # equal shares
-
-
-def _one_blas_thread():
-    """A context in which BLAS runs on one thread (a no-op without threadpoolctl)."""
-    if not _blas:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _blas.append(ThreadpoolController())
-        except ImportError:
-            _blas.append(None)
-    controller = _blas[0]
-    return controller.limit(limits=1, user_api="blas") if controller else nullcontext()
 
 
 def _slice_loss_and_grads(params, tokens, targets, mask, config, n, attention):
@@ -175,7 +159,7 @@ def loss_and_grads_sliced(
             )
 
     starts = range(0, B, step)[::-1]  # the longest strings first: threads finish together
-    with _one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads
+    with one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads
         if n_threads == 1 or len(starts) == 1:
             results = list(map(run, starts))
         else:
