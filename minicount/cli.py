@@ -404,6 +404,7 @@ def _analysis_json(a: argparse.Namespace) -> str:
     from .backend import to_device
     from .data import eval_set
     from .model import members, stack
+    from .progress import Progress
 
     ck, data = _checkpoint_and_data(a, long=False)
     config = ck["config"]
@@ -415,11 +416,16 @@ def _analysis_json(a: argparse.Namespace) -> str:
     for i in chosen:
         _check_logits_finite(models[i], tokens, config, i)
     if exactness_problem(config) is None:  # every chosen member in one pass
-        stacked = stack([models[i] for i in chosen])
-        analyses = analyze_ensemble(to_device(stacked, a.device), tokens, targets, mask, config)
+        stacked = to_device(stack([models[i] for i in chosen]), a.device)
+        with Progress(0, unit="piece", desc="analysis") as bar:
+            analyses = analyze_ensemble(stacked, tokens, targets, mask, config, progress=bar)
     else:
-        analyses = [analyze_model(to_device(models[i], a.device), tokens, targets, mask, config)
-                    for i in chosen]  # fmt: skip
+        analyses = []
+        with Progress(len(chosen), unit="model", desc="analysis, model by model") as bar:
+            for i in chosen:
+                model = to_device(models[i], a.device)
+                analyses.append(analyze_model(model, tokens, targets, mask, config))
+                bar.advance(1)
     result = {
         "checkpoint": str(a.checkpoint),
         "n_eval": a.n_eval,

@@ -57,6 +57,13 @@ class Progress:
         """Set the count to ``done`` (after work that was counted elsewhere or skipped)."""
         self.advance(done - self.done)
 
+    def set_total(self, total: float) -> None:
+        """Change the amount of work (when it is known only once the work has begun)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def describe(self, desc: str) -> None:
         self.desc = desc
         if self.bar is not None:

@@ -382,6 +382,9 @@ def run_cell(
         t0 = time.perf_counter()
         params, history = advance(cell, spec, ck, step, device, train_path, progress)
         t1 = time.perf_counter()
+        label = progress.desc if isinstance(progress, Progress) else None
+        if label is not None:
+            progress.describe(f"{label} (analysing step {step})")
         members = analyze_ensemble(
             to_device(params, device),
             *held_out,
@@ -390,6 +393,8 @@ def run_cell(
             interventions=spec.interventions,
         )
         t2 = time.perf_counter()
+        if label is not None:
+            progress.describe(label)
         models, heads = snapshot_rows(cell, name, spec.seeds, step, members)
         if step == steps[-1]:
             extras = final_extras(params, cell, spec, device)

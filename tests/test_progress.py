@@ -121,3 +121,32 @@ def test_train_shows_a_bar_in_a_terminal_and_lines_in_a_pipe(tmp_path):
     assert "\r" not in in_pipe
     assert "step     20/40" in in_pipe and "mean" not in in_pipe  # one model: no mean/min
     assert all(line.startswith("[") for line in in_pipe.splitlines() if "step " in line)
+
+
+@pytest.mark.parametrize("interventions", [True, False])
+def test_an_analysis_counts_every_piece_of_its_work(interventions, monkeypatch):
+    from minicount.analysis import analyze_ensemble
+
+    monkeypatch.setenv("MINICOUNT_THREADS", "2")  # two groups of models
+    config = mc.ModelConfig(n_heads=2, d_model=8, d_head=4)
+    params = mc.init_ensemble(config, [0, 1, 2])
+    held_out = mc.data.eval_set(mc.data.DataConfig(max_len=6, n_eval=24))
+    out = io.StringIO()
+    seen = []
+    bar = Progress(0, unit="piece", stream=out, tty=False, every_s=0)
+    bar.describe = lambda desc: seen.append(desc)  # what the analysis says it is doing
+    analyze_ensemble(params, *held_out, config, interventions=interventions, progress=bar)
+    assert bar.done == bar.total == 4 + 2 * (4 if interventions else 3)
+    assert seen[0] == "analysis: the forward pass" and len(seen) == bar.total
+    assert ("analysis: interventions" in seen) == interventions
+    assert out.getvalue().count("\n") == bar.total  # one plain line per piece (every_s=0)
+
+
+def test_analyze_shows_a_bar_in_a_terminal_and_stays_quiet_in_a_pipe(tmp_path):
+    config = mc.ModelConfig(n_heads=2, d_model=8, d_head=4)
+    mc.save(tmp_path / "m.npz", mc.init_ensemble(config, [0, 1]), config)
+    argv = ["analyze", "m.npz", "--n-eval", "16", "--max-len", "6", "--json"]
+    in_terminal = _run(argv, terminal=True, cwd=tmp_path)
+    assert "analysis" in in_terminal and "piece/s" in in_terminal
+    in_pipe = _run(argv, terminal=False, cwd=tmp_path)
+    assert "piece" not in in_pipe and in_pipe.lstrip().startswith("{")  # JSON only

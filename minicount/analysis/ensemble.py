@@ -36,6 +36,7 @@ from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..names import act_name, param_name
+from ..progress import Progress
 from ..threads import default_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
@@ -64,11 +65,31 @@ class _Work:
     """Independent pieces of the analysis, run on n threads (NumPy releases the GIL inside
     array operations) or, for n = 1, in turn as they are handed in."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, progress: Progress | None = None):
         if n > 1 and n not in _executors:
             _executors[n] = ThreadPoolExecutor(n, thread_name_prefix="minicount-analysis")
         self.n = n
         self.executor = _executors[n] if n > 1 else None
+        self.progress = progress
+
+    def expect(self, pieces: int) -> None:
+        """Tell the progress (if any) how many pieces the analysis has."""
+        if self.progress is not None:
+            self.progress.set_total(self.progress.done + pieces)
+
+    def done(self, what: str) -> None:
+        """One piece of work ended."""
+        if self.progress is not None:
+            self.progress.describe(f"analysis: {what}")
+            self.progress.advance(1)
+
+    def wait(self, pieces: list, what: str) -> list:
+        """The values of submitted pieces, each counted as it ends."""
+        values = []
+        for piece in pieces:
+            values.append(piece())
+            self.done(what)
+        return values
 
     def submit(self, f, *args, **kwargs):
         """A function that returns f(*args, **kwargs)."""
@@ -589,6 +610,7 @@ def analyze_ensemble(
     subsets: bool = True,
     interventions: bool = True,
     l2: float = 1e-4,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """analyze_model for every member of an ensemble, all members computed together.
 
@@ -597,26 +619,29 @@ def analyze_ensemble(
     of M JSON-ready dicts, entry i equal (up to float rounding) to
     ``analyze_model(minicount.member(params, i), tokens, targets, mask, config, ...)``.
     Raises ValueError for a single model, an empty ensemble, or a config whose heads do not
-    add up to the logits (n_layers > 1, layernorm, mlp).
+    add up to the logits (n_layers > 1, layernorm, mlp). ``progress`` (a
+    minicount.progress.Progress) is told the total number of pieces of work and advanced as
+    each ends.
     """
     M = check_ensemble(params, config)
     xp = array_module(params["embed.W_E"])
     n_threads = default_threads() if xp is np else 1
     # the work is shared out by model and by chunk instead: BLAS threads would only compete
     with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
-        return _analyze(
-            params, tokens, targets, mask, config, M, subsets, interventions, l2, _Work(n_threads)
-        )
+        work = _Work(n_threads, progress)
+        return _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l2, work)
 
 
 def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l2, work):
     """analyze_ensemble, the pieces run by work."""
+    work.expect(4 + len(work.groups(M)) * (4 if interventions else 3))
     H = config.n_heads
     device = device_of(params["embed.W_E"])
     xp = array_module(params["embed.W_E"])
     tokens = to_device(np.asarray(to_numpy(tokens)), device)  # [B, T]
     at = Positions(targets, mask, device)
     run = _forward_all(params, tokens, at.mask, config, interventions, work)
+    work.done("the forward pass")
     c, offset = run["c"], run["offset"]  # [M, H, B, T], [M, B, T]
     c_real, offset_real = at.real(c), at.real(offset)  # [M, H, N], [M, N]
     n_real = float(at.mask.sum())
@@ -652,13 +677,17 @@ def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l
         ]  # fmt: skip
     metrics = work.submit(_top_metrics, run["logits"], targets, mask, at)  # each [M]
     attention = _attention_all(params, run["attention"], config)
+    work.done("attention statistics")
     summary = _contributions_all(c_real, at)
-    metrics = metrics()
-    ablation = [row for part in heads for row in part()[0]]
-    semantics = [row for part in heads for row in part()[1]]
-    aggregation = [row for part in aggregation for row in part()]
-    linear = [row for part in linear for row in part()]
-    edited = [row for part in edited for row in part()] if interventions else None
+    work.done("head contributions")
+    metrics = work.wait([metrics], "metrics")[0]
+    heads = work.wait(heads, "ablation and semantics")
+    ablation = [row for part in heads for row in part[0]]
+    semantics = [row for part in heads for row in part[1]]
+    aggregation = [row for part in work.wait(aggregation, "aggregation fits") for row in part]
+    linear = [row for part in work.wait(linear, "linear fits") for row in part]
+    if interventions:
+        edited = [row for part in work.wait(edited, "interventions") for row in part]
     results = []
     for m in range(M):
         out = {
