@@ -119,6 +119,7 @@ def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training options, one call per TrainConfig field (a long list, read as a table)."""
     g = p.add_argument_group("training")
 
     def option(name, help, **kw):

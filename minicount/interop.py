@@ -185,6 +185,42 @@ def from_hooked_transformer(model) -> tuple[dict, ModelConfig]:
     """
     torch, _ = _import_lens()
     cfg = model.cfg
+    state = {n: p.detach().cpu().to(torch.float32).numpy() for n, p in model.named_parameters()}
+    problems = _unsupported(cfg, state)
+    W_pos = state.get("pos_embed.W_pos")
+    config = None
+    if not problems:
+        try:
+            config = ModelConfig(
+                d_model=cfg.d_model,
+                n_heads=cfg.n_heads,
+                d_head=cfg.d_head,
+                n_layers=cfg.n_layers,
+                n_ctx=cfg.n_ctx,
+                pos_emb=W_pos is not None and bool(W_pos.any()),
+                layernorm=cfg.normalization_type == "LN",
+                mlp=not cfg.attn_only,
+                d_mlp=cfg.d_mlp if isinstance(cfg.d_mlp, int) else ModelConfig.d_mlp,
+                d_vocab=cfg.d_vocab,
+            )
+        except ValueError as e:
+            problems.append(str(e))
+    if config is not None:
+        shapes = param_shapes(config)
+        ignored = {f"blocks.{l}.attn.{b}" for l in range(cfg.n_layers) for b in ATTN_BIASES}
+        ignored |= set() if config.pos_emb else {"pos_embed.W_pos"}
+        extra = sorted(set(state) - set(shapes) - ignored)
+        missing = sorted(set(shapes) - set(state))
+        if extra or missing:
+            problems.append(f"parameters minicount has no place for {extra}, missing {missing}")
+    if problems:
+        raise ValueError("minicount cannot run this HookedTransformer: " + "; ".join(problems))
+    params = {name: state[name].reshape(shape).copy() for name, shape in shapes.items()}
+    return params, config
+
+
+def _unsupported(cfg, state: dict) -> list[str]:
+    """What in a HookedTransformer's config (and its attention biases) minicount cannot run."""
     problems = []
 
     def need(ok: bool, what: str):
@@ -223,38 +259,8 @@ def from_hooked_transformer(model) -> tuple[dict, ModelConfig]:
         getattr(cfg, "n_key_value_heads", None) in (None, cfg.n_heads),
         f"n_key_value_heads={getattr(cfg, 'n_key_value_heads', None)} (grouped-query attention)",
     )
-    state = {n: p.detach().cpu().to(torch.float32).numpy() for n, p in model.named_parameters()}
     for l in range(cfg.n_layers):
         for b in ATTN_BIASES:
             name = f"blocks.{l}.attn.{b}"
             need(name not in state or not state[name].any(), f"{name} is not zero")
-    W_pos = state.get("pos_embed.W_pos")
-    config = None
-    if not problems:
-        try:
-            config = ModelConfig(
-                d_model=cfg.d_model,
-                n_heads=cfg.n_heads,
-                d_head=cfg.d_head,
-                n_layers=cfg.n_layers,
-                n_ctx=cfg.n_ctx,
-                pos_emb=W_pos is not None and bool(W_pos.any()),
-                layernorm=cfg.normalization_type == "LN",
-                mlp=not cfg.attn_only,
-                d_mlp=cfg.d_mlp if isinstance(cfg.d_mlp, int) else ModelConfig.d_mlp,
-                d_vocab=cfg.d_vocab,
-            )
-        except ValueError as e:
-            problems.append(str(e))
-    if config is not None:
-        shapes = param_shapes(config)
-        ignored = {f"blocks.{l}.attn.{b}" for l in range(cfg.n_layers) for b in ATTN_BIASES}
-        ignored |= set() if config.pos_emb else {"pos_embed.W_pos"}
-        extra = sorted(set(state) - set(shapes) - ignored)
-        missing = sorted(set(shapes) - set(state))
-        if extra or missing:
-            problems.append(f"parameters minicount has no place for {extra}, missing {missing}")
-    if problems:
-        raise ValueError("minicount cannot run this HookedTransformer: " + "; ".join(problems))
-    params = {name: state[name].reshape(shape).copy() for name, shape in shapes.items()}
-    return params, config
+    return problems

@@ -107,6 +107,15 @@ ROLE_PANELS = (
 )  # fmt: skip
 
 
+def _mean_with_band(ax, by_step: dict, key: str, color, label: str) -> None:
+    """One setting's mean over seeds of ``key`` at each step, with its 95% bootstrap band."""
+    steps = sorted(by_step)
+    iv = [mean_ci(by_step[s][key]) for s in steps]
+    ax.plot(steps, [s.value for s in iv], "o-", ms=3, color=color, label=label)
+    ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color, alpha=0.15,
+                    lw=0)  # fmt: skip
+
+
 def _roles(plt, spec, models, heads, stats):
     traj = _trajectories(models, heads)
     if traj is None:
@@ -115,12 +124,7 @@ def _roles(plt, spec, models, heads, stats):
     colors = _colors(plt, len(spec.names))
     for ax, (key, title, note) in zip(axes.flat, ROLE_PANELS, strict=True):
         for color, name in zip(colors, spec.names, strict=True):
-            steps = sorted(traj[name])
-            iv = [mean_ci(traj[name][s][key]) for s in steps]
-            mean = [s.value for s in iv]
-            ax.plot(steps, mean, "o-", ms=3, color=color, label=name)
-            ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color,
-                            alpha=0.15, lw=0)  # fmt: skip
+            _mean_with_band(ax, traj[name], key, color, name)
         _log_steps(ax, sorted({s for t in traj.values() for s in t}))
         ax.set_title(f"{title}\n({note})", fontsize=9)
         ax.grid(alpha=0.3)
@@ -138,11 +142,7 @@ def _training(plt, spec, models, heads, stats):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     for color, name in zip(_colors(plt, len(spec.names)), spec.names, strict=True):
-        steps = sorted(traj[name])
-        iv = [mean_ci(traj[name][s]["l_acc"]) for s in steps]
-        ax.plot(steps, [s.value for s in iv], "o-", ms=3, color=color, label=name)
-        ax.fill_between(steps, [s.low for s in iv], [s.high for s in iv], color=color,
-                        alpha=0.15, lw=0)  # fmt: skip
+        _mean_with_band(ax, traj[name], "l_acc", color, name)
     _log_steps(ax, sorted({s for t in traj.values() for s in t}))
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("held-out l-acc")

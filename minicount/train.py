@@ -445,7 +445,9 @@ def _file_identity(checkpoint):
 
 
 def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
-    """train_with_config once its checks are done."""
+    """train_with_config once its checks are done. One function on purpose: the loop's
+    phases (evaluate, save, call back, finish) share the run's state, so they are inner
+    functions read together with the loop that calls them."""
     ensemble = tc.is_ensemble
     opt = AdamW(lr=tc.lr, beta1=tc.beta1, beta2=tc.beta2, weight_decay=tc.weight_decay)
     run = resume_run(resume, config, tc, device) if resume else fresh_run(config, tc, opt, device)

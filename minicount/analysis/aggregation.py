@@ -155,8 +155,9 @@ def fit_logistic_batched(
     return _fit_logistic(X, y, offset, mask, l2, max_iter, tol)
 
 
-def _fit_logistic(X, y, offset, mask, l2, max_iter: int, tol: float) -> dict:
-    """fit_logistic_batched itself."""
+def _fit_inputs(X, y, offset, mask, l2) -> tuple:
+    """The fit's inputs checked and in float64: X [G, N, k], y [G, N], m [G, N] (1.0 where a
+    row belongs to its problem), offset [G, N], l2 [G]."""
     xp = array_module(X)
     X = xp.asarray(X, dtype=xp.float64)
     if X.ndim != 3:
@@ -174,14 +175,20 @@ def _fit_logistic(X, y, offset, mask, l2, max_iter: int, tol: float) -> dict:
     l2 = xp.asarray(l2, dtype=xp.float64) * xp.ones(G)  # [G]
     if bool((l2 < 0).any()):
         raise ValueError(f"l2 must be >= 0, got {to_numpy(l2).tolist()}")
-    m = m.astype(xp.float64)  # [G, N]; rows outside a problem hold zeros and weigh nothing
+    return X, y, m.astype(xp.float64), offset, l2
+
+
+def _start(X, y, m, offset, l2) -> dict:
+    """The Newton iteration's state at theta = 0: one row per problem still being fitted."""
+    xp = array_module(X)
+    G, N, k = X.shape
     A = xp.concatenate([X * m[..., None], m[..., None]], axis=2)  # [G, N, k+1], bias last
     state = {
         "index": xp.arange(G),  # which problem each live row of the batch is
         "A": A,
         "A_T": xp.ascontiguousarray(A.transpose(0, 2, 1)),  # [G, k+1, N]
         "r": (1.0 - 2.0 * y) * m,  # [G, N] -1 for label 1, +1 for label 0
-        "m": m,
+        "m": m,  # [G, N]; rows outside a problem hold zeros and weigh nothing
         "n": m.sum(axis=1),  # [G] rows per problem
         "l2": l2,
         "theta": xp.zeros((G, k + 1)),  # [G, k+1] weights, then the bias
@@ -191,6 +198,16 @@ def _fit_logistic(X, y, offset, mask, l2, max_iter: int, tol: float) -> dict:
     state["loss"], state["softplus"] = _objective(
         state["r"] * state["z"], m, state["n"], state["theta"][:, :k], l2
     )
+    return state
+
+
+def _fit_logistic(X, y, offset, mask, l2, max_iter: int, tol: float) -> dict:
+    """fit_logistic_batched itself: damped Newton steps on every problem at once, each
+    problem retired from the batch as it converges (or can descend no further)."""
+    X, y, m, offset, l2 = _fit_inputs(X, y, offset, mask, l2)
+    xp = array_module(X)
+    G, N, k = X.shape
+    state = _start(X, y, m, offset, l2)
     out = {
         "theta": xp.zeros((G, k + 1)),
         "loss": xp.zeros(G),
@@ -390,6 +407,23 @@ def _metrics(scores, targets, mask) -> list:
     return [_metrics(s, targets, mask) for s in scores]
 
 
+def _fitted_weights(Z, y, off, strengths: list) -> tuple:
+    """Per-head weights [M, S, H], biases [M, S] and converged flags [M, S] (host) of the
+    log-loss fits of every model at every L2 strength, as one batch of M * S problems.
+    Z [M, N, H] standardised contributions, y [M, N] labels, off [M, N] the direct path."""
+    xp = array_module(Z)
+    M, N, H = Z.shape
+    S = len(strengths)
+    fit = fit_logistic_batched(
+        xp.broadcast_to(Z[:, None], (M, S, N, H)).reshape(M * S, N, H),
+        xp.broadcast_to(y[:, None], (M, S, N)).reshape(M * S, N),
+        offset=xp.broadcast_to(off[:, None], (M, S, N)).reshape(M * S, N),
+        l2=xp.tile(xp.asarray(strengths), M),
+    )
+    fit_ok = to_numpy(fit["converged"]).reshape(M, S)
+    return fit["w"].reshape(M, S, H), fit["b"].reshape(M, S), fit_ok
+
+
 def aggregation_batched(
     c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
 ) -> list[dict]:
@@ -412,20 +446,9 @@ def aggregation_batched(
     Z = z[..., m].transpose(0, 2, 1)  # [M, N, H] one row per real position
     off = offset[:, m]  # [M, N]
     y = xp.broadcast_to(labels[m].astype(xp.float64), off.shape)  # [M, N]
-    N = off.shape[1]
-
-    # fitted weights: every model at every strength in one batch of G = M * S problems
     strengths = sorted({float(s) for s in l2_check} | {float(l2)})
-    S, main = len(strengths), strengths.index(float(l2))
-    X = xp.broadcast_to(Z[:, None], (M, S, N, H)).reshape(M * S, N, H)
-    fit = fit_logistic_batched(
-        X,
-        xp.broadcast_to(y[:, None], (M, S, N)).reshape(M * S, N),
-        offset=xp.broadcast_to(off[:, None], (M, S, N)).reshape(M * S, N),
-        l2=xp.tile(xp.asarray(strengths), M),
-    )
-    alpha, bias = fit["w"].reshape(M, S, H), fit["b"].reshape(M, S)  # [M, S, H], [M, S]
-    fit_ok = to_numpy(fit["converged"]).reshape(M, S)
+    main = strengths.index(float(l2))
+    alpha, bias, fit_ok = _fitted_weights(Z, y, off, strengths)  # [M, S, H], [M, S], [M, S]
     score_fitted = (
         offset[:, None] + bias[..., None, None] + xp.einsum("msh,mhbt->msbt", alpha, z)
     )  # [M, S, B, T]

@@ -688,21 +688,26 @@ def _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l
     linear = [row for part in work.wait(linear, "linear fits") for row in part]
     if interventions:
         edited = [row for part in work.wait(edited, "interventions") for row in part]
-    results = []
-    for m in range(M):
-        out = {
-            "config": config.to_dict(),
-            "metrics": {k: v[m] for k, v in metrics.items()},
-            "exact": True,
-            "exact_problem": None,
-            "attention": attention[m],
-            "ablation": ablation[m],
-            "semantics": semantics[m],
-            "contributions": {k: v[m] for k, v in summary.items()},
-            "aggregation": aggregation[m],
-            "linear": linear[m],
-        }
-        if interventions:
-            out["interventions"] = edited[m]
-        results.append(jsonable(out))
-    return results
+    parts = {"metrics": metrics, "attention": attention, "ablation": ablation,
+             "semantics": semantics, "contributions": summary, "aggregation": aggregation,
+             "linear": linear, "interventions": edited if interventions else None}  # fmt: skip
+    return [_member_result(config, parts, m) for m in range(M)]
+
+
+def _member_result(config, parts: dict, m: int) -> dict:
+    """Member m's JSON-ready result, in analyze_model's layout, from the batched parts."""
+    out = {
+        "config": config.to_dict(),
+        "metrics": {k: v[m] for k, v in parts["metrics"].items()},
+        "exact": True,
+        "exact_problem": None,
+        "attention": parts["attention"][m],
+        "ablation": parts["ablation"][m],
+        "semantics": parts["semantics"][m],
+        "contributions": {k: v[m] for k, v in parts["contributions"].items()},
+        "aggregation": parts["aggregation"][m],
+        "linear": parts["linear"][m],
+    }
+    if parts["interventions"] is not None:
+        out["interventions"] = parts["interventions"][m]
+    return jsonable(out)
