@@ -7,6 +7,8 @@ Public API (see README.md):
     data (Count01: encode, decode, sample_batch, ...), backend (NumPy / CuPy),
     names (act_name, param_name: TransformerLens names). The textbook layers are in
     minicount.layers, their fast paths in minicount.fast.
+
+Importing it touches nothing: no files, no global settings, no CuPy import.
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@ a GPU is asked for or a CuPy array is seen, so the CPU path never needs it.
 Data moves between host and device only through ``to_device`` / ``to_numpy``;
 random numbers are always drawn on the host with a NumPy Generator, so one seed
 gives one model on both backends.
+
+CuPy is imported only when an array or a request needs it; nothing global changes.
 """
 
 from __future__ import annotations

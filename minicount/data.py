@@ -11,6 +11,9 @@ Without BOS (``bos=False``) position t holds the (t+1)-th symbol and predicts af
 
 Everything here is host-side NumPy: data is drawn on the host so that one seed gives the
 same batches on every backend; move batches to the GPU with ``backend.to_device``.
+
+Random draws come only from the numpy Generator a caller passes in (or one seeded here
+from the config): no global random state, no files.
 """
 
 from __future__ import annotations

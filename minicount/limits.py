@@ -14,6 +14,8 @@ Requests are checked against these before anything is allocated, so a typo such 
     check_model(config)   ValueError naming the limit if one model is too big
     check_ensemble(n)     ValueError if n models are too many
     check_memory(n, what) ValueError if n bytes exceed memory_budget()
+
+It reads the machine's memory size (and CuPy's, for the GPU) and changes nothing.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 - s-acc: fraction of sequences whose decision is right at every position
 - ROC AUC: threshold-free separability of s_t against y_t (ties count one half)
 - next-set accuracy: fraction of positions where all V columns are right; and the loss
+
+Pure array code: reads its inputs, returns new values.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ The names follow TransformerLens, so that a reader can move between the two proj
 sub-module (``attn.`` for q, k, v, attn_scores, pattern, z, result) and ``hook_`` in
 front; a name that is already full (it has a dot or starts with ``hook_``) comes back as
 it is. ``param_name`` does the same for the parameter dict (``model.param_shapes``).
+
+Pure string building; nothing else.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 A tutorial runs as a script from the repository root and as a notebook whose kernel starts
 in tutorials/; both write to the same place, the repository's runs/ folder.
+
+It creates the tutorials' output folders under the repository's runs/ and saves figures
+there; it shows figures through pyplot only inside a notebook.
 """
 
 from __future__ import annotations

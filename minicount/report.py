@@ -1,5 +1,8 @@
 """The sweep's figures (PNG) and report (Markdown): formatting only. Every number comes from
 minicount/results.py; each section of the report is one small function.
+
+It writes PNG figures into the run folder it is given (atomically, through safeio) and
+returns the report's text; figures are matplotlib Figure objects, pyplot's backend untouched.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Definitions used throughout (docs/method.md says more):
     gap             l-acc of the fitted per-head weighting minus that of the best uniform
                     weighting (one shared scale and bias chosen for accuracy)
     n_eff           participation ratio of the fitted weights, (sum |a|)^2 / sum a^2
+
+It reads a run folder's snapshot files and writes models.csv, heads.csv, results.json
+and report.md into it, each atomically (safeio).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
 
 The bootstrap resamples seeds with replacement (seeded, so a report is reproducible); with
 very few seeds its interval is too narrow, which is why the study asks for eight or more.
+
+Pure: the bootstrap draws from a Generator seeded here, so one input gives one interval.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@
 
 Every function but analyze_ensemble takes a single model's params (member i of an
 ensemble: minicount.member(params, i)) and edits activations only through the forward pass's hooks.
+
+Nothing here writes files or global state; the instruments return new values.
 """
 
 from .ablation import ablated_logits, ablation_study, result_means

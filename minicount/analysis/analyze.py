@@ -1,4 +1,7 @@
-"""One call that runs every instrument on one model and returns plain JSON-ready data."""
+"""One call that runs every instrument on one model and returns plain JSON-ready data.
+
+It reads its inputs and returns new values; no files, no global state.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ weight per key of token b to that per key of token a over the keys it sees (both
 averaged over positions in log space (a geometric mean; with NoPE every ratio equals the exact
 value, so the two agree). The weight on BOS depends on the whole prefix, so it is always
 measured: the mean attention on the BOS key over the real query positions of token q.
+
+Pure array code: reads its inputs, returns new arrays and dicts.
 """
 
 from __future__ import annotations

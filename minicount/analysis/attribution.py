@@ -8,6 +8,8 @@ With one layer, no MLP and no LayerNorm, the logits are a sum of independent pat
 where x0 = W_E[tokens] (+ W_pos) is the embedding and result_h = z_h @ W_O[h] is head h's
 output. The EOS column of head h's path is its contribution c_h(t) to the EOS score.
 For any other architecture the split is not exact and these functions refuse.
+
+Pure array code: reads its inputs, returns new arrays and dicts.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ instruments need, with the model axis [M] kept in front of every array:
 
 Other configs are refused: there the heads do not add up, and each member needs
 analyze_model's hooked forward passes.
+
+It reads its inputs and returns new values. On the CPU it runs its pieces on a thread
+pool of this module's own and holds BLAS to one thread meanwhile (threads.one_blas_thread).
 """
 
 from __future__ import annotations

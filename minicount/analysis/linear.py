@@ -6,6 +6,8 @@ alone (without the direct path) predicts the model's EOS score, its decisions an
     labels    logistic fit of y on the standardised c_h        -> l-acc, s-acc, ROC AUC
 
 Every intercept is free: the logistic fits penalise their weights only (L2, see aggregation).
+
+Pure array code: reads its inputs, returns new arrays and dicts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Attention patterns: who attends to whom, per layer and head, and heat maps of them."""
+"""Attention patterns: who attends to whom, per layer and head, and heat maps of them.
+
+It builds matplotlib Figure objects directly and never switches pyplot's global backend.
+"""
 
 from __future__ import annotations
 

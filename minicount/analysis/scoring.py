@@ -1,4 +1,7 @@
-"""The study's three metrics for any EOS score, so that every instrument reports alike."""
+"""The study's three metrics for any EOS score, so that every instrument reports alike.
+
+Pure array code: reads its inputs, returns new arrays and dicts.
+"""
 
 from __future__ import annotations
 

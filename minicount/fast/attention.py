@@ -13,6 +13,8 @@ instead of a pass over [T, T]. The three projections are one matmul with W_Q, W_
 side by side, computed transposed so that every head's q, k, v is a view
 (heads_of_columns): NumPy copies arrays with a last axis of 8 slowly, and this layout
 needs no such copy. ``hook_result`` is computed only when hooked.
+
+Pure array code: it writes only into arrays it allocates itself.
 """
 
 import math

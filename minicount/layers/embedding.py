@@ -1,4 +1,7 @@
-"""Token embedding (a row lookup) and learned positional embedding."""
+"""Token embedding (a row lookup) and learned positional embedding.
+
+Pure: new arrays out; inputs never written.
+"""
 
 import numpy as np
 

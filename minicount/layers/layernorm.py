@@ -1,4 +1,7 @@
-"""LayerNorm over the last axis (eps 1e-5), as in llm.c's layernorm_forward/backward."""
+"""LayerNorm over the last axis (eps 1e-5), as in llm.c's layernorm_forward/backward.
+
+Pure: new arrays out; inputs never written.
+"""
 
 from ..backend import array_module
 

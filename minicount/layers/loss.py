@@ -4,6 +4,8 @@ loss = Σ_{b,t real} Σ_v bce(logits[b,t,v], targets[b,t,v]) / (V · #real posit
 
 For an ensemble the loss is one number per model ([M]); the models' losses are independent,
 so the gradient of their sum is each model's own gradient.
+
+Pure: new arrays out; inputs never written.
 """
 
 from ..backend import array_module

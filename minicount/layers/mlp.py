@@ -1,4 +1,7 @@
-"""The ReLU MLP block: out = relu(x @ W_in + b_in) @ W_out + b_out."""
+"""The ReLU MLP block: out = relu(x @ W_in + b_in) @ W_out + b_out.
+
+Pure: new arrays out; inputs never written.
+"""
 
 from .shapes import rows, sum_rows, unrows
 

@@ -1,4 +1,7 @@
-"""Tiny reshaping helpers shared by the layers (views, never copies where avoidable)."""
+"""Tiny reshaping helpers shared by the layers (views, never copies where avoidable).
+
+Pure: views or new arrays; inputs never written.
+"""
 
 from ..backend import array_module
 

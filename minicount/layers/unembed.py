@@ -1,4 +1,7 @@
-"""Unembedding: residual stream -> logits over the vocabulary."""
+"""Unembedding: residual stream -> logits over the vocabulary.
+
+Pure: new arrays out; inputs never written.
+"""
 
 from .shapes import rows, sum_rows, unrows
 
