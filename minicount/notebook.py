@@ -1,4 +1,5 @@
-"""What the tutorials share: where their outputs go, and showing a figure in a notebook.
+"""What the tutorials share: where their outputs go, showing a figure in a notebook, and
+checking a reader's exercise.
 
 A tutorial runs as a script from the repository root and as a notebook whose kernel starts
 in tutorials/; both write to the same place, the repository's runs/ folder.
@@ -55,3 +56,20 @@ def save_figure(fig, name: str) -> Path:
     else:
         plt.close(fig)
     return path
+
+
+def check_exercise(name: str, attempt, test, explain=None) -> bool:
+    """Run test(attempt) and say how the exercise stands: passed, not right yet (the failed
+    assertion, and explain(failure) when given), or not done yet (a stub that raises
+    NotImplementedError). Returns whether it passed; never raises for a wrong attempt."""
+    try:
+        test(attempt)
+    except NotImplementedError:
+        print(f"[{name}] not done yet: fill in the function and run this cell again")
+        return False
+    except AssertionError as failure:
+        extra = f"\n{explain(failure)}" if explain is not None else ""
+        print(f"[{name}] not right yet: {failure}{extra}")
+        return False
+    print(f"[{name}] passed")
+    return True

@@ -41,22 +41,7 @@ import numpy as np
 
 import minicount as mc
 from minicount import data
-from minicount.notebook import save_figure
-
-
-def check_exercise(name, attempt, test):
-    """Run test(attempt). A stub that raises NotImplementedError is 'not done yet'."""
-    try:
-        test(attempt)
-    except NotImplementedError:
-        print(f"[{name}] not done yet: fill in the function and run this cell again")
-        return False
-    except AssertionError as failure:
-        print(f"[{name}] not right yet: {failure}")
-        return False
-    print(f"[{name}] passed")
-    return True
-
+from minicount.notebook import check_exercise, save_figure
 
 # %% [markdown]
 # ## 1. Tokens

@@ -33,24 +33,10 @@ import numpy as np
 
 from minicount import data, layers
 from minicount.backend import array_module, resolve_device, to_device, to_numpy
-from minicount.notebook import save_figure
+from minicount.notebook import check_exercise, save_figure
 
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
 np.set_printoptions(precision=3, suppress=True)
-
-
-def check_exercise(name, attempt, test):
-    """Run test(attempt). A stub that raises NotImplementedError is 'not done yet'."""
-    try:
-        test(attempt)
-    except NotImplementedError:
-        print(f"[{name}] not done yet: fill in the function and run this cell again")
-        return False
-    except AssertionError as failure:
-        print(f"[{name}] not right yet: {failure}")
-        return False
-    print(f"[{name}] passed")
-    return True
 
 
 # %% [markdown]

@@ -33,7 +33,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicount import data, layers
+from minicount import data, layers, notebook
 from minicount.notebook import runs_folder, save_figure
 
 try:
@@ -58,17 +58,8 @@ def falsifying_example(failure):
 
 
 def check_exercise(name, attempt, test):
-    """Run test(attempt). A stub that raises NotImplementedError is 'not done yet'."""
-    try:
-        test(attempt)
-    except NotImplementedError:
-        print(f"[{name}] not done yet: fill in the function and run this cell again")
-        return False
-    except AssertionError as failure:
-        print(f"[{name}] not right yet: {failure}\n{falsifying_example(failure)}")
-        return False
-    print(f"[{name}] passed")
-    return True
+    """minicount.notebook.check_exercise, with hypothesis's falsifying example on a failure."""
+    return notebook.check_exercise(name, attempt, test, explain=falsifying_example)
 
 
 # %% [markdown]

@@ -42,7 +42,7 @@ import numpy as np
 import minicount as mc
 from minicount import data
 from minicount.backend import resolve_device
-from minicount.notebook import runs_folder, save_figure
+from minicount.notebook import check_exercise, runs_folder, save_figure
 
 RUNS = runs_folder()  # everything this tutorial writes goes under here
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
@@ -74,20 +74,6 @@ def print_progress(step, params, history):
         f"  step {step:>4}: loss {shown['loss']}  l-acc {shown['l_acc']}  "
         f"s-acc {shown['s_acc']}  ({entry['time']:.1f} s)"
     )
-
-
-def check_exercise(name, attempt, test):
-    """Run test(attempt). A stub that raises NotImplementedError is 'not done yet'."""
-    try:
-        test(attempt)
-    except NotImplementedError:
-        print(f"[{name}] not done yet: fill in the function and run this cell again")
-        return False
-    except AssertionError as failure:
-        print(f"[{name}] not right yet: {failure}")
-        return False
-    print(f"[{name}] passed")
-    return True
 
 
 # %% [markdown]

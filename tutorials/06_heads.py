@@ -54,7 +54,7 @@ import numpy as np
 import minicount as mc
 from minicount import analysis, data
 from minicount.backend import resolve_device, to_device, to_numpy
-from minicount.notebook import save_figure
+from minicount.notebook import check_exercise, save_figure
 from minicount.study import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02
 
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
@@ -77,20 +77,6 @@ def print_progress(step, params, history):
     entry = history["eval"][-1]
     l_acc, s_acc = np.mean(entry["l_acc"]), np.mean(entry["s_acc"])
     print(f"  step {step:>4}: mean l-acc {l_acc:.4f}  s-acc {s_acc:.4f}  ({entry['time']:.1f} s)")
-
-
-def check_exercise(name, attempt, test):
-    """Run test(attempt). A stub that raises NotImplementedError is 'not done yet'."""
-    try:
-        test(attempt)
-    except NotImplementedError:
-        print(f"[{name}] not done yet: fill in the function and run this cell again")
-        return False
-    except AssertionError as failure:
-        print(f"[{name}] not right yet: {failure}")
-        return False
-    print(f"[{name}] passed")
-    return True
 
 
 # %% [markdown]
