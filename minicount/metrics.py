@@ -75,10 +75,21 @@ def metrics_from_scores(scores, labels, mask, *, logits=None, targets=None, loss
     return out
 
 
+EVAL_BYTES = 2**28  # the attention scores of one chunk of evaluate: 256 MiB
+
+
+def eval_chunk(M: int | None, config, T: int) -> int:
+    """Sequences per chunk of evaluate, so that one chunk's attention scores [M, b, H, T, T]
+    (float32) stay near EVAL_BYTES: the forward pass holds a few arrays of that size."""
+    return max(1, EVAL_BYTES // ((M or 1) * config.n_heads * T * T * 4))
+
+
 def evaluate(
-    params: dict, tokens, targets, mask, config, *, chunk: int = 1024, attention: str = "fast"
+    params: dict, tokens, targets, mask, config, *, chunk: int | None = None, attention="fast"
 ) -> dict:
-    """Metrics of a model on a batch (run in chunks of ``chunk`` sequences).
+    """Metrics of a model on a batch, run in chunks of ``chunk`` sequences (by default as
+    many as keep a chunk's attention near EVAL_BYTES: an ensemble of 32 on strings of 129
+    tokens would otherwise hold gigabytes at once).
 
     ``attention`` is the forward pass's path (model.ATTENTION): "fast" unless asked, as
     evaluation reads whole held-out sets; training passes its own TrainConfig.path.
@@ -94,6 +105,7 @@ def evaluate(
     check_batch(*(np.asarray(to_numpy(a)) for a in (tokens, targets, mask)), params, config)
     device = device_of(params["embed.W_E"])
     M = n_members(params)
+    chunk = chunk or eval_chunk(M, config, tokens.shape[-1])
     pieces = []
     for i in range(0, len(tokens), chunk):
         tok = to_device(np.asarray(to_numpy(tokens[i : i + chunk])), device)

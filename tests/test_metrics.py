@@ -203,3 +203,24 @@ def test_batched_metrics_equal_metrics_from_scores(B, T, seed):
         want = metrics_from_scores(scores[i], labels, mask)
         for k, v in want.items():
             np.testing.assert_allclose(got[k][i], v, rtol=0, atol=1e-12, err_msg=k)
+
+
+def test_evaluate_keeps_each_chunks_attention_within_its_budget(monkeypatch):
+    # an ensemble's attention scores are [M, b, H, T, T]: the chunk b shrinks as M and T grow
+    from minicount import metrics, model
+
+    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
+    ens = mc.init_ensemble(config, [0, 1, 2, 3], dtype=np.float64)
+    tokens, targets, mask = mc.data.sample_batch(40, 9, np.random.default_rng(1))
+    want = mc.evaluate(ens, tokens, targets, mask, config, chunk=len(tokens))
+    T = tokens.shape[1]
+    monkeypatch.setattr(metrics, "EVAL_BYTES", 4 * config.n_heads * T * T * 4 * 7)  # b = 7
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(
+        model, "forward", lambda p, t, *a, **k: seen.append(len(t)) or forward(p, t, *a, **k)
+    )
+    got = mc.evaluate(ens, tokens, targets, mask, config)
+    assert seen == [7, 7, 7, 7, 7, 5]
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-12, err_msg=k)
