@@ -137,6 +137,22 @@ def check_training_memory(config, tc) -> None:
     limits.check_memory(need, f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size}")
 
 
+def check_sweep_memory(spec, device: str) -> None:
+    """Refuse (one line naming the cell and the limit) a sweep (sweep.SweepSpec) with a cell
+    whose ensemble would not fit in 80% of the device's memory."""
+    limit = limits.available_bytes(device)
+    for name, cell in zip(spec.names, spec.cells, strict=True):
+        need = limits.training_bytes(
+            cell.model_config(), len(spec.seeds), spec.batch_size, cell.max_len + 1, spec.n_eval
+        )
+        if need > 0.8 * limit:
+            raise ValueError(
+                f"cell '{name}' with {len(spec.seeds)} seeds needs about {need / 2**30:.1f} GiB, "
+                f"more than 80% of the {limit / 2**30:.1f} GiB this {device} has: use fewer "
+                "seeds or a smaller batch"
+            )
+
+
 def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
     """Refuse (naming the limit) evaluating the models of checkpoint ck (``load_checkpoint``)
     on n_eval strings of seq_len positions when it needs more memory than there is."""

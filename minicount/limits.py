@@ -105,6 +105,15 @@ def memory_budget() -> int:
         return 2**40
 
 
+def available_bytes(device: str) -> int:
+    """Memory a run may fill on ``device``: the GPU's total memory (CuPy), else memory_budget()."""
+    if device == "gpu":
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[1])
+    return memory_budget()
+
+
 def check_memory(nbytes: int, what: str) -> None:
     """ValueError naming the limit if nbytes (for ``what``) exceed memory_budget()."""
     budget = memory_budget()

@@ -40,9 +40,8 @@ from .analysis import analyze_ensemble, jsonable
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint
-from .checks import check_bool, check_int, check_number, check_seeds
+from .checks import check_bool, check_int, check_number, check_seeds, check_sweep_memory
 from .data import DataConfig, encode, eval_set
-from .limits import memory_budget, training_bytes
 from .metrics import evaluate
 from .model import ModelConfig, member
 from .progress import Progress
@@ -218,29 +217,6 @@ def snapshot_steps(steps: int, first: int = 25) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- sizes
-
-
-def available_bytes(device: str) -> int:
-    if device == "gpu":
-        import cupy
-
-        return int(cupy.cuda.runtime.memGetInfo()[1])
-    return memory_budget()  # physical memory, or MINICOUNT_MAX_MEMORY
-
-
-def check_sizes(spec: SweepSpec, device: str) -> None:
-    """ValueError naming the cell and the limit when a cell would not fit in memory."""
-    limit = available_bytes(device)
-    for name, cell in zip(spec.names, spec.cells, strict=True):
-        need = training_bytes(
-            cell.model_config(), len(spec.seeds), spec.batch_size, cell.max_len + 1, spec.n_eval
-        )
-        if need > 0.8 * limit:
-            raise ValueError(
-                f"cell '{name}' with {len(spec.seeds)} seeds needs about {need / 2**30:.1f} GiB, "
-                f"more than 80% of the {limit / 2**30:.1f} GiB this {device} has: use fewer "
-                "seeds or a smaller batch"
-            )
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -473,7 +449,7 @@ def run_sweep(
     device = resolve_device(device)
     for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
         cell.model_config()  # the model-size limits (minicount/limits.py)
-    check_sizes(spec, device)
+    check_sweep_memory(spec, device)
     out = Path(out)
     if str(out).strip() == "":
         raise ValueError("--out is empty: name a folder for the run")
