@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import BALANCED_W01, GAP, SEMANTIC_AUC, SUPPRESSED_W02
+from .results import BALANCED_W01, DOMINANT_N_EFF, GAP, MOST_HEADS, SEMANTIC_AUC, SUPPRESSED_W02
 from .stats import log_summary, mean_ci
 
 # ----------------------------------------------------------------------------- figures
@@ -296,26 +296,40 @@ def _phase(plt, spec, models, heads, stats):
     present = {(getattr(c, kx), getattr(c, ky)) for c in spec.cells}
     if len(present) < len(xs) * len(ys):  # not a grid over these two knobs: no map
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "semantic_fraction", "fraction of semantic heads"),
-                           (axes[1], "gap", "fitted − best uniform l-acc")):  # fmt: skip
-        grid = np.full((len(ys), len(xs)), np.nan)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = ((axes[0], "semantic_fraction", "fraction of semantic heads", (0.0, 1.0), MOST_HEADS),
+              (axes[1], "gap", "fitted − best uniform l-acc", (0.0, 0.1), GAP))  # fmt: skip
+    for ax, key, title, (low, high), cut in panels:
+        cells = {}  # (i, j) -> the cells of this square (several when other knobs vary too)
         for name, cell in zip(spec.names, spec.cells, strict=True):
-            i, j = ys.index(getattr(cell, ky)), xs.index(getattr(cell, kx))
-            v = stats[name][key].value
-            grid[i, j] = v if np.isnan(grid[i, j]) else (grid[i, j] + v) / 2
-        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
-        for (i, j), v in np.ndenumerate(grid):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+            cells.setdefault((ys.index(getattr(cell, ky)), xs.index(getattr(cell, kx))), []).append(
+                stats[name][key]
+            )
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for (i, j), ivs in cells.items():
+            grid[i, j] = np.mean([iv.value for iv in ivs])
+        high = max(high, float(np.nanmax(grid)))
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=low, vmax=high)
+        for (i, j), ivs in cells.items():
+            text = f"{grid[i, j]:.3f}"
+            if len(ivs) == 1:  # one cell: its interval over seeds
+                text += f"\n[{ivs[0].low:.3f}, {ivs[0].high:.3f}]"
+            dark = (grid[i, j] - low) / (high - low) < 0.6  # viridis is dark below ~0.6
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="w" if dark else "k")  # fmt: skip
         ax.set_xticks(range(len(xs)), [str(v) for v in xs])
         ax.set_yticks(range(len(ys)), [str(v) for v in ys])
         ax.set_xlabel(kx)
         ax.set_ylabel(ky)
-        ax.set_title(title + " (mean over seeds)", fontsize=9)
-        fig.colorbar(im, ax=ax)
+        ax.set_title(f"{title}: mean [95% interval] over seeds\n(verdict cut-off {cut})",
+                     fontsize=9)  # fmt: skip
+        bar = fig.colorbar(im, ax=ax)
+        bar.ax.axhline(cut, color="r", lw=1.5)
+        bar.set_label(f"red line: cut-off {cut}", fontsize=8)
     rest = [k for k in varied[2:]]
-    fig.suptitle("Phase map" + (f" (averaged over {', '.join(rest)})" if rest else ""))
+    fig.suptitle(
+        f"Phase map over {kx} x {ky}" + (f" (averaged over {', '.join(rest)})" if rest else "")
+    )
     fig.tight_layout()
     return fig
 
@@ -424,9 +438,10 @@ def _verdicts(results: dict) -> str:
         "Rules, over the seeds of one cell at its last step (mean and 95% bootstrap interval; "
         "a rule holds when the whole interval lies beyond its cut-off, fails when it lies "
         "wholly on the other side, straddles otherwise): **A** most heads carry the count "
-        f"(share of semantic heads > 0.75); **C** equal weights lose accuracy (fitted − best "
-        f"uniform l-acc > {GAP}); **D** one head carries the decision (n_eff of the fitted "
-        "weights < 1.5). D → *compete: one head carries the decision*. Without D: A and C → "
+        f"(share of semantic heads > {MOST_HEADS}); **C** equal weights lose accuracy "
+        f"(fitted − best uniform l-acc > {GAP}); **D** one head carries the decision (n_eff "
+        f"of the fitted weights < {DOMINANT_N_EFF}). D → *compete: one head carries the "
+        "decision*. Without D: A and C → "
         "*every head counts, weighted unequally* (the paper's picture); A without C → *a "
         "pseudo-ensemble with equal weights*; C without A → *some heads count, weighted "
         "unequally*; neither → *some heads count, equal weights suffice*. A rule the verdict "

@@ -35,6 +35,7 @@ SEMANTIC_AUC = 0.9  # a head separates the classes when max(AUC, 1 - AUC) >= thi
 BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike
 SUPPRESSED_W02 = 0.2  # w_02 below this: 2s suppressed
 GAP = 0.01  # l-acc difference treated as real
+MOST_HEADS = 0.75  # a share of semantic heads above this: most heads carry the count
 DOMINANT_N_EFF = 1.5  # fitted weights with n_eff below this: one head carries the decision
 
 # ----------------------------------------------------------------------------- rows
@@ -286,7 +287,8 @@ def verdict(stats: dict) -> dict:
     if stats["n_heads"] == 1:
         return {"label": "n/a (one head)", "rules": [], "sure": True,
                 "sentence": "one head: nothing to compete or cooperate with."}  # fmt: skip
-    A = _rule("share of semantic heads > 0.75", stats["semantic_fraction"], 0.75, True)
+    A = _rule(f"share of semantic heads > {MOST_HEADS}", stats["semantic_fraction"], MOST_HEADS,
+              True)  # fmt: skip
     C = _rule(f"gap fitted − best uniform l-acc > {GAP}", stats["gap"], GAP, True)
     D = _rule(f"n_eff of fitted weights < {DOMINANT_N_EFF}", stats["n_eff_fitted"],
               DOMINANT_N_EFF, False)  # fmt: skip
@@ -347,7 +349,8 @@ def claims(stats_by_cell: dict) -> list[dict]:
     out = [
         entry("Every head alone separates the classes (a pseudo-ensemble on semantics).",
               "mean fraction of semantic heads (max(AUC, 1 − AUC) ≥ "
-              f"{SEMANTIC_AUC}) > 0.75", "semantic_fraction", 0.75, True, {"pct": True}),
+              f"{SEMANTIC_AUC}) > {MOST_HEADS}", "semantic_fraction", MOST_HEADS, True,
+              {"pct": True}),
         entry("Aggregation is non-uniform: the best uniform weighting is less accurate than "
               "fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
               "gap", GAP, True),

@@ -92,3 +92,34 @@ def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / COMPLETE).exists()
     monkeypatch.undo()
     assert main(argv) == 0 and (tmp_path / COMPLETE).exists()
+
+
+def test_the_phase_map_shows_each_square_with_its_interval_on_a_fixed_scale():
+    from dataclasses import replace
+
+    from minicount.report import _Figures, _phase
+    from minicount.results import GAP, MOST_HEADS
+    from minicount.stats import Interval
+    from minicount.sweep import BASE, SweepSpec
+
+    cells = [replace(BASE, weight_decay=wd, steps=s) for wd in (0.0, 0.1) for s in (600, 3000)]
+    names = [f"c{k}" for k in range(4)]
+    spec = SweepSpec(cells=tuple(cells), names=tuple(names), seeds=(0, 1))
+    stats = {
+        name: {
+            "semantic_fraction": Interval(0.5 + 0.01 * k, 0.4, 0.6 + 0.01 * k, 2),
+            "gap": Interval(0.04, 0.03, 0.05, 2),
+        }
+        for k, name in enumerate(names)
+    }
+    fig = _phase(_Figures, spec, [], [], stats)
+    assert fig._suptitle.get_text() == "Phase map over weight_decay x steps"
+    semantic, gap, *bars = fig.axes  # two maps, then their colour bars
+    assert semantic.images[0].get_clim() == (0.0, 1.0)  # not stretched to 0.50-0.53
+    assert gap.images[0].get_clim() == (0.0, 0.1)
+    texts = sorted(t.get_text() for t in semantic.texts)
+    assert texts == ["0.500\n[0.400, 0.600]", "0.510\n[0.400, 0.610]",
+                     "0.520\n[0.400, 0.620]", "0.530\n[0.400, 0.630]"]  # fmt: skip
+    cut_lines = [ax.lines[0].get_ydata()[0] for ax in bars]
+    assert cut_lines == [MOST_HEADS, GAP]
+    assert [ax.get_xlabel() for ax in (semantic, gap)] == ["weight_decay"] * 2
