@@ -481,7 +481,8 @@ def add_reproduce_parser(sub) -> None:
         description="Train an ensemble of seeds per setting, analyse every member at "
         "log-spaced snapshots and write report.md (with a short answer and its intervals), "
         "figures/*.png, models.csv, heads.csv and results.json to --out. Killed, the same "
-        "command resumes. The default preset takes about 5 minutes on a 2-core CPU.",
+        "command resumes. The default preset took 2.5 minutes on a 2-core CPU (8 seeds; "
+        "--seeds 0-31 decides every setting in about 9).",
     )
     p.add_argument(
         "--preset",
