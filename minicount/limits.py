@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 MAX_ENSEMBLE = 1024
+EVAL_STRINGS = 1024  # metrics.evaluate runs in chunks of at most this many strings
 MAX_PARAMS = 2**28  # 268M: 1 GiB of float32 per model
 MAX_LAYERS = 256
 MAX_STRING_LEN = 2**16
@@ -85,10 +86,10 @@ def training_bytes(
 
 def eval_bytes(config, n_models: int, n_eval: int, seq_len: int, itemsize: int = 4) -> int:
     """Memory (bytes, from above) to evaluate n_models models on n_eval strings of seq_len
-    (the held-out set, in chunks of 1024 strings, and all its logits)."""
+    (the held-out set, in chunks of at most EVAL_STRINGS strings, and all its logits)."""
     data = n_eval * seq_len * (V * 4 + 8 + 1)
     logits = 2 * n_models * n_eval * seq_len * V * itemsize
-    work = n_models * _activation_floats(config, min(n_eval, 1024), seq_len) * itemsize
+    work = n_models * _activation_floats(config, min(n_eval, EVAL_STRINGS), seq_len) * itemsize
     return data + logits + work
 
 

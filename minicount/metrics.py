@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import limits
 from .backend import array_module, to_numpy
 from .data import EOS
 from .layers import bce_with_logits_forward
@@ -79,17 +80,19 @@ EVAL_BYTES = 2**28  # the attention scores of one chunk of evaluate: 256 MiB
 
 
 def eval_chunk(M: int | None, config, T: int) -> int:
-    """Sequences per chunk of evaluate, so that one chunk's attention scores [M, b, H, T, T]
-    (float32) stay near EVAL_BYTES: the forward pass holds a few arrays of that size."""
-    return max(1, EVAL_BYTES // ((M or 1) * config.n_heads * T * T * 4))
+    """Sequences per chunk of evaluate: at most limits.EVAL_STRINGS, and fewer where one chunk's
+    attention scores [M, b, H, T, T] (float32) would pass EVAL_BYTES: the forward pass holds
+    a few arrays of that size."""
+    by_memory = EVAL_BYTES // ((M or 1) * config.n_heads * T * T * 4)
+    return max(1, min(limits.EVAL_STRINGS, by_memory))
 
 
 def evaluate(
     params: dict, tokens, targets, mask, config, *, chunk: int | None = None, attention="fast"
 ) -> dict:
-    """Metrics of a model on a batch, run in chunks of ``chunk`` sequences (by default as
-    many as keep a chunk's attention near EVAL_BYTES: an ensemble of 32 on strings of 129
-    tokens would otherwise hold gigabytes at once).
+    """Metrics of a model on a batch, run in chunks of ``chunk`` sequences (by default
+    eval_chunk: at most 1,024, and fewer where a chunk's attention would pass EVAL_BYTES;
+    an ensemble of 32 on strings of 129 tokens would otherwise hold gigabytes at once).
 
     ``attention`` is the forward pass's path (model.ATTENTION): "fast" unless asked, as
     evaluation reads whole held-out sets; training passes its own TrainConfig.path.

@@ -222,5 +222,10 @@ def test_evaluate_keeps_each_chunks_attention_within_its_budget(monkeypatch):
     )
     got = mc.evaluate(ens, tokens, targets, mask, config)
     assert seen == [7, 7, 7, 7, 7, 5]
+    seen.clear()
+    monkeypatch.setattr(metrics.limits, "EVAL_STRINGS", 16)  # the cap, under a large budget
+    monkeypatch.setattr(metrics, "EVAL_BYTES", 2**40)
+    mc.evaluate(ens, tokens, targets, mask, config)
+    assert seen == [16, 16, 8]
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-12, err_msg=k)
