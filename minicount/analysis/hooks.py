@@ -10,7 +10,7 @@ sets.
 
 from __future__ import annotations
 
-from ..model import forward
+from ..model import forward, n_members
 
 
 def run_with_cache(params: dict, tokens, config, names, *, hooks=None):
@@ -36,7 +36,7 @@ def run_with_cache(params: dict, tokens, config, names, *, hooks=None):
 
 def check_single(params: dict) -> None:
     """Refuse ensemble parameters: the instruments work on one model (slice member i first)."""
-    if params["embed.W_E"].ndim != 2:
+    if n_members(params) is not None:
         raise ValueError(
             "analysis works on a single model; for an ensemble pass member i as "
             "minicount.member(params, i)"
