@@ -95,3 +95,12 @@ def test_jsonable_turns_every_leaf_into_plain_json():
         bool,
         bool,
     ]
+
+
+def test_the_single_model_instruments_refuse_an_ensemble():
+    config = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)
+    tokens, targets, mask = mc.data.eval_set(mc.data.DataConfig(max_len=6, n_eval=8))
+    ensemble = mc.init_ensemble(config, [0, 1])
+    with pytest.raises(ValueError, match="single model.*minicount.member"):
+        analyze_model(ensemble, tokens, targets, mask, config)
+    analyze_model(mc.member(ensemble, 1), tokens, targets, mask, config)  # one member is fine
