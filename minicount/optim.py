@@ -85,13 +85,18 @@ def grad_norms(grads: dict, ensemble: bool):
     return xp.sqrt(total)
 
 
+CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_: keeps the scale finite at norm 0
+
+
 def clip_grads(grads: dict, max_norm: float, ensemble: bool):
     """Scale gradients in place so each model's global norm is at most max_norm.
 
+    The scale is min(1, max_norm / (norm + CLIP_EPS)), PyTorch's rule: a model whose norm
+    is within CLIP_EPS of max_norm is scaled by a hair (norm == max_norm by 1 / (1 + 1e-6)).
     Returns the norms before scaling.
     """
     norms = grad_norms(grads, ensemble)
-    scale = (max_norm / (norms + 1e-6)).clip(max=1.0)
+    scale = (max_norm / (norms + CLIP_EPS)).clip(max=1.0)
     for g in grads.values():
         g *= scale.reshape(scale.shape + (1,) * (g.ndim - scale.ndim)).astype(g.dtype)
     return norms

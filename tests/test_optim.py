@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minicount.optim import AdamW, clip_grads, grad_norms, lr_at
+from minicount.optim import CLIP_EPS, AdamW, clip_grads, grad_norms, lr_at
 
 moderate = st.floats(-10, 10, allow_subnormal=False)
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
@@ -105,11 +105,11 @@ def test_clipping_scales_each_model_to_at_most_max_norm(data, M, max_norm, ensem
     for i, norm in zip(models, want, strict=True):
         after = math.sqrt(sum(float(x) ** 2 for g in grads.values() for x in pick(g, i).ravel()))
         assert after <= max_norm * (1 + 1e-9)
-        if norm <= max_norm:  # left alone
+        if norm + CLIP_EPS <= max_norm:  # left alone
             for k in grads:
                 np.testing.assert_array_equal(pick(grads[k], i), pick(before[k], i))
-        else:  # scaled down along its own direction, to max_norm
-            assert after == pytest.approx(max_norm, rel=1e-5)
+        else:  # scaled down along its own direction, to max_norm * norm / (norm + CLIP_EPS)
+            assert after == pytest.approx(max_norm * norm / (norm + CLIP_EPS), rel=1e-9)
             for k in grads:
                 np.testing.assert_allclose(pick(grads[k], i) * norm, pick(before[k], i) * after,
                                            rtol=1e-9, atol=1e-9)  # fmt: skip
@@ -175,3 +175,13 @@ def test_schedules():
     assert lr_at(99, lr=1.0, total_steps=100, schedule="cosine") == pytest.approx(0.1, abs=1e-3)
     with pytest.raises(ValueError):
         lr_at(0, lr=1.0, total_steps=10, schedule="linear")
+
+
+@pytest.mark.parametrize("norm", [1.0, 1.0 - 5e-7, 1.0 + 5e-7])
+def test_clipping_at_the_boundary_follows_pytorchs_rule(norm):
+    """A norm within CLIP_EPS of max_norm (the case hypothesis found in CI: a gradient [1] with
+    max_norm 1) is scaled by max_norm / (norm + CLIP_EPS), never left above max_norm."""
+    grads = {"a": np.array([norm])}
+    clip_grads(grads, 1.0, ensemble=False)
+    assert grads["a"][0] == pytest.approx(norm / (norm + CLIP_EPS), rel=1e-12)
+    assert grads["a"][0] <= 1.0
