@@ -308,6 +308,17 @@ def donor(cell: Cell, spec: SweepSpec, out: Path) -> tuple[Cell, str] | None:
     return max(same, key=lambda cn: cn[0].steps) if same else None
 
 
+def reused_steps(spec: SweepSpec) -> list[int]:
+    """Per cell, the steps it takes over from a shorter twin that runs before it (see
+    ``donor``): the training it will not repeat. The sweep's progress counts the rest."""
+    out = []
+    for k, cell in enumerate(spec.cells):
+        earlier = [c.steps for c in spec.cells[:k]
+                   if replace(c, steps=cell.steps) == cell and c.steps < cell.steps]  # fmt: skip
+        out.append(max(earlier, default=0))
+    return out
+
+
 def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: Path) -> None:
     """Begin a cell with no checkpoint of its own from its donor (see ``donor``): the donor's
     snapshots that this cell also takes, relabelled, then the donor's last checkpoint (copied
@@ -461,17 +472,22 @@ def run_sweep(
         if (out / COMPLETE).exists():
             (out / COMPLETE).unlink()  # rewritten last, after the outputs below
         M = len(spec.seeds)
-        bar = Progress(sum(c.steps for c in spec.cells), unit="step", enabled=progress)
+        reused = reused_steps(spec)  # steps a cell takes over from its shorter twin
+        bar = Progress(
+            sum(c.steps - r for c, r in zip(spec.cells, reused, strict=True)),
+            unit="step",
+            enabled=progress,
+        )
         bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
         timings = {}
         with blas_threads(threads if device == "cpu" else None):
-            offset = 0  # the steps of the cells before this one
+            offset = 0  # the steps trained by the cells before this one
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
                 timings[name] = _run_reported(
-                    cell, label, name, spec, out, device, bar, train_path, offset
+                    cell, label, name, spec, out, device, bar, train_path, offset, reused[k - 1]
                 )
-                offset += cell.steps
+                offset += cell.steps - reused[k - 1]
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -492,19 +508,22 @@ def _run_reported(
     bar: Progress,
     train_path: str = "fast",
     offset: int = 0,
+    reused: int = 0,
 ) -> dict:
     """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
-    ``bar`` counts the steps of every cell; this cell's start at ``offset``."""
+    ``bar`` counts the steps trained in every cell; this cell's start at ``offset``, and its
+    first ``reused`` steps come from its shorter twin (not trained, not counted)."""
     folder = out / "cells" / cell.key()
     M = len(spec.seeds)
     before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
+    trained = lambda step: offset + max(step - reused, 0)  # noqa: E731 (bar count at step)
     bar.describe(label)
-    bar.set_done(offset + max(before, default=0))
+    bar.set_done(trained(max(before, default=0)))
     if before:
         bar.line(f"{label}: resuming after step {max(before)}")
 
     def say(step, train_s, analysis_s, models):
-        bar.set_done(offset + step)  # also counts steps a resumed checkpoint had done
+        bar.set_done(trained(step))  # also counts steps a resumed checkpoint had done
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -124,6 +125,29 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
     long_key = Cell(**{**shared["cells"][1]}).key()
     first = json.loads((tmp_path / "both" / "cells" / long_key / "step_0000010.json").read_text())
     assert first["seconds"]["train"] == 0.0
+
+
+def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path, monkeypatch):
+    """steps=20,40,40-with-decay: the 40-step twin of the 20-step cell trains 20 more steps; the
+    other 40-step cell trains all 40. The bar's total is 80 steps and its count only rises."""
+    import minicount.sweep as sweep
+
+    seen = []
+
+    class Recorder(sweep.Progress):
+        def advance(self, n=1):
+            assert n >= 0, "the step count went back"
+            super().advance(n)
+            seen.append((self.done, self.total))
+
+    monkeypatch.setattr(sweep, "Progress", Recorder)
+    base = Cell(n_heads=2, max_len=5, d_model=8, d_head=4, steps=20)
+    cells = (base, replace(base, steps=40), replace(base, steps=40, weight_decay=0.1))
+    spec = SweepSpec(cells=cells, names=("a", "b", "c"), seeds=(0, 1), batch_size=8, n_eval=16,
+                     first_snapshot=10)  # fmt: skip
+    assert sweep.reused_steps(spec) == [0, 20, 0]
+    run_sweep(spec, tmp_path, progress=True, figures=False)
+    assert seen[-1] == (80, 80)
 
 
 def test_fused_kernel_option_is_saved_with_each_cell(tmp_path):
