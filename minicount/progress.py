@@ -17,7 +17,8 @@ import time
 class Progress:
     """Count ``total`` units of work (``unit``: "step", "model", ...), starting at ``done``.
 
-    advance(n) counts n more units; line(text) prints a message; describe(text) names the
+    advance(n) counts n more units; skip_to(done) counts work done before (left out of the
+    rate); line(text) prints a message; describe(text) names the
     part of the work in hand (a setting, an instrument); close() ends the bar. A disabled
     Progress prints nothing. ``tty`` overrides the terminal test (for tests)."""
 
@@ -56,6 +57,17 @@ class Progress:
     def set_done(self, done: float) -> None:
         """Set the count to ``done`` (after work that was counted elsewhere or skipped)."""
         self.advance(done - self.done)
+
+    def skip_to(self, done: float) -> None:
+        """Set the count to ``done`` for work done before this process (a resumed run's): it
+        shows as done but stays out of the rate and the estimate of time left."""
+        delta = done - self.done
+        self.done, self.start = done, self.start + delta
+        if self.bar is not None:  # moved without update(), so tqdm's rate ignores it too
+            self.bar.n += delta
+            self.bar.last_print_n += delta
+            self.bar.initial += delta
+            self.bar.refresh()
 
     def set_total(self, total: float) -> None:
         """Change the amount of work (when it is known only once the work has begun)."""

@@ -518,7 +518,8 @@ def _run_reported(
     before = [s["step"] for s in load_snapshots(folder)] if folder.exists() else []
     trained = lambda step: offset + max(step - reused, 0)  # noqa: E731 (bar count at step)
     bar.describe(label)
-    bar.set_done(trained(max(before, default=0)))
+    resumed = max(before + [_checkpoint_step(folder / "model.npz") or 0])  # done by a killed run
+    bar.skip_to(max(trained(resumed), bar.done))  # shown as done, left out of the rate
     if before:
         bar.line(f"{label}: resuming after step {max(before)}")
 

@@ -46,6 +46,26 @@ def test_a_terminal_gets_a_bar_with_rate():
     assert "\r" in text and "20/20" in text and "step/s" in text and "cell" in text
 
 
+def test_work_done_before_stays_out_of_the_rate(monkeypatch):
+    """A resumed run shows its earlier steps as done, but its estimate comes from the steps
+    this process trains: 2 steps in 10 s with 8 to go is 40 s left, not 1 s."""
+    clock = iter([0.0, 0.0, 10.0, 10.0])
+    monkeypatch.setattr("minicount.progress.time.perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = Progress(100, stream=out, tty=False, every_s=3600)  # t0 = 0
+    bar.skip_to(90)
+    bar.advance(2)
+    assert bar.eta() == " (about 40s left)"  # (reads the clock at 10 s)
+
+
+def test_a_terminal_bar_leaves_work_done_before_out_of_its_rate():
+    with Progress(100, stream=io.StringIO(), tty=True) as bar:
+        bar.skip_to(90)
+        bar.advance(2)
+        shown = bar.bar.format_dict
+        assert shown["n"] == 92 and shown["n"] - shown["initial"] == 2
+
+
 def test_a_disabled_progress_prints_nothing():
     out = io.StringIO()
     bar = Progress(5, stream=out, tty=True, enabled=False)

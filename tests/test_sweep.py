@@ -150,6 +150,28 @@ def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path,
     assert seen[-1] == (80, 80)
 
 
+def test_a_resumed_sweep_leaves_the_steps_done_before_out_of_its_rate(tmp_path, monkeypatch):
+    """Rerun on a finished sweep, every step was trained by the earlier run: the bar shows them
+    all as done but counts none of them in its rate (which gave 'about 20s left' for 78 min)."""
+    import minicount.sweep as sweep
+
+    base = Cell(n_heads=2, max_len=5, d_model=8, d_head=4, steps=20)
+    spec = SweepSpec(cells=(base, replace(base, steps=40)), names=("a", "b"), seeds=(0, 1),
+                     batch_size=8, n_eval=16, first_snapshot=10)  # fmt: skip
+    run_sweep(spec, tmp_path, progress=False, figures=False)
+    bars = []
+
+    class Recorder(sweep.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(sweep, "Progress", Recorder)
+    run_sweep(spec, tmp_path, progress=True, figures=False)
+    (bar,) = bars
+    assert bar.done == bar.total == 40 and bar.done - bar.start == 0
+
+
 def test_fused_kernel_option_is_saved_with_each_cell(tmp_path):
     """--fused-kernel reaches the training of every cell as TrainConfig.path (on the CPU the
     fused path hands attention to the fast one), and each cell's checkpoint records it."""
