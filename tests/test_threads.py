@@ -91,5 +91,23 @@ def test_a_busy_machine_is_not_measured(fresh, monkeypatch):
     monkeypatch.setattr(threads, "load_per_core", lambda: 1.5)
     assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 1
     assert not calls and not threads.cache_path().exists()
-    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)  # quiet again: it measures
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)  # quiet again, but this
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 1
+    assert not calls  # process keeps its one thread; a later process measures:
+    monkeypatch.setattr(threads, "_measured", {})
     assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 2
+
+
+def test_the_thread_default_reads_no_file_once_known(monkeypatch):
+    """default_threads() runs at every training step: once the answer is known, asking again
+    must not read /proc/cpuinfo or the cache file (two reads per step cost 4-8% of a step)."""
+    monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
+    threads.default_threads()
+    reads = []
+    real = threads.Path.read_text
+    monkeypatch.setattr(
+        threads.Path, "read_text", lambda self, *a, **k: reads.append(self) or real(self, *a, **k)
+    )
+    for _ in range(5):
+        threads.default_threads()
+    assert reads == []
