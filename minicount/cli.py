@@ -488,7 +488,7 @@ def add_reproduce_parser(sub) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="default: 8 seeds x 5 settings (minutes on a CPU); full: 64 seeds x 24 cells "
+        help="default: 8 seeds x 5 settings (minutes on a CPU); full: 64 seeds x 36 cells "
         "(n_heads x weight decay x max_len x steps; for --device gpu); quick: a smoke run",
     )
     p.add_argument("--quick", action="store_true", help="a smoke run for CI (= --preset quick)")

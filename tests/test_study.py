@@ -2,10 +2,11 @@
 preset writes every promised file and row (bad reproduce arguments: test_cli.py)."""
 
 import json
+from dataclasses import replace
 
 import minicount as mc
 from minicount.study import preset
-from minicount.sweep import COMPLETE, snapshot_steps
+from minicount.sweep import COMPLETE, reused_steps, snapshot_steps
 
 from .helpers import read_csv
 
@@ -52,4 +53,10 @@ def test_presets_are_sized_as_promised():
     assert len(full.seeds) >= 64
     for knob in ("n_heads", "weight_decay", "max_len", "steps"):
         assert len({getattr(c, knob) for c in full.cells}) >= 2, knob
+    # every combination reaches 10,000 steps (where the max_len 64 cell decided), trained once:
+    # each longer cell comes after its shorter twin and continues from it
+    combinations = {replace(c, steps=1) for c in full.cells}
+    assert max(c.steps for c in full.cells) >= 10_000
+    trained = sum(c.steps - r for c, r in zip(full.cells, reused_steps(full), strict=True))
+    assert trained == len(combinations) * max(c.steps for c in full.cells)
     assert [c.n_heads for c in preset("default", heads=[2]).cells] == [2]
