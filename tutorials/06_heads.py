@@ -818,9 +818,10 @@ for row in summaries:
 # numbers above rather than take that on trust. With `MINICOUNT_QUICK=1` the models barely
 # trained, and none of this means anything yet.
 #
-# The full study trains more seeds, sweeps the number of heads (1, 2, 4, 8) and varies
-# the knobs that may tip the balance (BOS, string length, weight decay, widths), then
-# writes a report with means and spreads:
+# The full study trains more seeds, sweeps the number of heads (2, 4, 8) and varies the
+# knobs that tip the balance (string length, weight decay, training length; `python -m
+# minicount sweep --set KNOB=...` varies any other, such as BOS or the widths), then writes
+# a report with intervals over seeds and the rule behind each verdict:
 #
 #     python -m minicount reproduce            # a few minutes on a laptop
 #     python -m minicount reproduce --preset full --device gpu
