@@ -434,6 +434,7 @@ def aggregation_batched(
     The fitted weights for every model and every L2 strength come from one batched fit, the
     log-loss uniform fits from another; the best uniform vote is searched for all models
     together. Entry i equals aggregation_from_contributions(c[i], offset[i], ...) to rounding.
+    (Longer than most functions here: half of it is the result record, one key per line.)
     """
     xp = array_module(c)
     device = device_of(c)
