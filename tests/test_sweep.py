@@ -152,7 +152,7 @@ def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path,
 
 def test_a_resumed_sweep_leaves_the_steps_done_before_out_of_its_rate(tmp_path, monkeypatch):
     """Rerun on a finished sweep, every step was trained by the earlier run: the bar shows them
-    all as done but counts none of them in its rate (which gave 'about 20s left' for 78 min)."""
+    all as done but counts none of them in its rate (which gave 'about 20s left' for two hours)."""
     import minicount.sweep as sweep
 
     base = Cell(n_heads=2, max_len=5, d_model=8, d_head=4, steps=20)
