@@ -89,11 +89,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True,
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        names = [x for x in open("/proc/cpuinfo").read().splitlines() if x.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    print(f"machine: {cpu}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    from bench import cpu_model  # bench/bench.py, beside this file
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
     print(f"{args.threads} thread(s), {args.rounds} interleaved rounds")
     print("load before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     with tempfile.TemporaryDirectory() as root:
