@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         spread = {rev: quartiles([rd[rev][label][0] for rd in rounds]) for rev in args.revisions}
         cells = [f"{med[rev][0]:.2f} / {med[rev][1]:.2f} ({spread[rev]})" for rev in args.revisions]
         ratios = [f"{med[rev][0] / med[first][0]:.2f}" for rev in args.revisions[1:]]
-        print(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+        print(f"| {' | '.join([label] + cells + ratios)} |")
     return 0
 
 
