@@ -390,8 +390,10 @@ def run_cell(
     say,
     train_path="fast",
     progress: Progress | bool = False,
+    analyse: bool = True,
 ) -> None:
-    """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
+    """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk.
+    analyse=False only trains and keeps each snapshot's parameters (for ``reanalyze``)."""
     folder.mkdir(parents=True, exist_ok=True)
     ck = folder / "model.npz"
     remove_stale_temporaries(ck)
@@ -402,21 +404,24 @@ def run_cell(
     steps = spec.snapshots(cell)
     for step in steps:
         path = folder / SNAPSHOT.format(step)
-        if path.exists():
+        if path.exists() or not analyse and (folder / SNAPSHOTS / CHECKPOINT.format(step)).exists():
             continue
         held_out = held_out or eval_set(data)
         t0 = time.perf_counter()
         params, history = advance(cell, spec, ck, step, device, train_path, progress)
-        if spec.keep_checkpoints:
-            keep_snapshot(folder, step, params, config, spec)
         t1 = time.perf_counter()
+        if spec.keep_checkpoints or not analyse:
+            keep_snapshot(folder, step, params, config, spec, train_seconds=t1 - t0)
+        if not analyse:
+            say(step, t1 - t0, 0.0, None)
+            continue
         label = progress.desc if isinstance(progress, Progress) else None
         if label is not None:
             progress.describe(f"{label} (analysing step {step})")
         models = analyse_snapshot(
             cell, name, spec, folder, step, params, held_out, device,
             last=step == steps[-1], curve=history.get("eval", []),
-            train_seconds=time.perf_counter() - t0,
+            train_seconds=t1 - t0,
         )  # fmt: skip
         if label is not None:
             progress.describe(label)
@@ -424,10 +429,13 @@ def run_cell(
         say(step, seconds["train"], seconds["analysis"], models)
 
 
-def keep_snapshot(folder: Path, step: int, params: dict, config, spec: SweepSpec) -> None:
+def keep_snapshot(
+    folder: Path, step: int, params: dict, config, spec: SweepSpec, *, train_seconds: float = 0.0
+) -> None:
     """Keep the ensemble's parameters at ``step`` (host arrays) under snapshots/."""
     (folder / SNAPSHOTS).mkdir(exist_ok=True)
-    info = {"step": int(step), "seeds": [int(s) for s in spec.seeds]}
+    info = {"step": int(step), "seeds": [int(s) for s in spec.seeds],
+            "train_seconds": float(train_seconds)}  # fmt: skip
     save(folder / SNAPSHOTS / CHECKPOINT.format(step), params, config, info=info)
 
 
@@ -490,21 +498,29 @@ def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool 
                     bar.advance(1)
                     continue
                 old = folder / SNAPSHOT.format(step)
-                train_seconds = load_snapshot(old)["seconds"]["train"] if old.exists() else 0.0
+                saved = load_checkpoint(kept)
+                params = saved["params"]
+                train_seconds = (load_snapshot(old)["seconds"]["train"] if old.exists()
+                                 else float(saved["info"].get("train_seconds", 0.0)))  # fmt: skip
                 curve = []
                 if step == steps[-1] and (folder / "analysis.json").exists():
                     curve = json.loads((folder / "analysis.json").read_text()).get("curve", [])
-                params = load_checkpoint(kept)["params"]
                 analyse_snapshot(cell, name, spec, folder, step, params, held_out, device,
                                  last=step == steps[-1], curve=curve,
                                  train_seconds=train_seconds)  # fmt: skip
                 bar.advance(1)
         if missing:
             bar.line(f"no kept parameters (left as they were): {', '.join(missing)}")
-        meta = {}
+        command = "(trained with --train-only)"
         if (out / "results.json").exists():
-            meta = json.loads((out / "results.json").read_text()).get("meta", {}) or {}
-        meta = {**meta, "reanalyzed": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device}
+            old = json.loads((out / "results.json").read_text()).get("meta", {}) or {}
+            command = old.get("command") or command
+        timings = {}
+        for name, cell in zip(spec.names, spec.cells, strict=True):
+            snaps = load_snapshots(out / "cells" / cell.key())
+            timings[name] = {k: sum(x["seconds"][k] for x in snaps) for k in ("train", "analysis")}
+        meta = {**run_meta(spec, device, command, timings),
+                "reanalyzed": "every snapshot recomputed from its kept parameters"}  # fmt: skip
         results = summarise(spec, out, meta=meta, figures=figures)
         atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
     bar.close()
@@ -568,10 +584,13 @@ def run_sweep(
     threads: int | None = 1,
     figures: bool = True,
     train_path: str = "fast",
-) -> dict:
+    analyse: bool = True,
+) -> dict | None:
     """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
     figures=False skips the PNGs (the tables and the report are written all the same);
-    train_path is TrainConfig.path for the training (saved in each cell's checkpoint)."""
+    train_path is TrainConfig.path for the training (saved in each cell's checkpoint).
+    analyse=False only trains, keeping every snapshot's parameters, and returns None: a GPU
+    can train while the analysis runs later anywhere (``reanalyze``)."""
     device = resolve_device(device)
     for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
         cell.model_config()  # the model-size limits (minicount/limits.py)
@@ -600,9 +619,14 @@ def run_sweep(
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
                 timings[name] = _run_reported(
-                    cell, label, name, spec, out, device, bar, train_path, offset, reused[k - 1]
-                )
+                    cell, label, name, spec, out, device, bar, train_path, offset,
+                    reused[k - 1], analyse,
+                )  # fmt: skip
                 offset += cell.steps - reused[k - 1]
+        if not analyse:
+            bar.line(f"trained; analyse with: python -m minicount sweep --reanalyze {out}")
+            bar.close()
+            return None
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -624,6 +648,7 @@ def _run_reported(
     train_path: str = "fast",
     offset: int = 0,
     reused: int = 0,
+    analyse: bool = True,
 ) -> dict:
     """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
     ``bar`` counts the steps trained in every cell; this cell's start at ``offset``, and its
@@ -640,6 +665,9 @@ def _run_reported(
 
     def say(step, train_s, analysis_s, models):
         bar.set_done(trained(step))  # also counts steps a resumed checkpoint had done
+        if models is None:
+            bar.line(f"{label}: step {step}/{cell.steps} trained in {train_s:.1f}s, kept")
+            return
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
@@ -647,7 +675,7 @@ def _run_reported(
             f"{analysis_s:.1f}s"
         )
 
-    run_cell(cell, name, spec, folder, device, say, train_path, bar)
+    run_cell(cell, name, spec, folder, device, say, train_path, bar, analyse)
     snaps = load_snapshots(folder)
     return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 

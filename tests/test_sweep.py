@@ -237,3 +237,16 @@ def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):
         assert read_csv(tmp_path / name) == rows, name
     with pytest.raises(ValueError, match="holds no sweep"):
         reanalyze(tmp_path / "cells", progress=False)
+
+
+def test_train_only_then_reanalyze_equals_a_full_sweep(tmp_path):
+    # the GPU workflow: train (and keep the parameters) on one machine, analyse on another
+    common = ["sweep", *TINY_SWEEP, "--steps", "20", "--set", "schedule=cosine", "--no-figures"]
+    assert main(common + ["--out", str(tmp_path / "full")]) == 0
+    assert main(common + ["--train-only", "--out", str(tmp_path / "split")]) == 0
+    assert not (tmp_path / "split" / "models.csv").exists()
+    assert not list((tmp_path / "split" / "cells").glob("*/step_*.json"))
+    assert main(["sweep", "--reanalyze", str(tmp_path / "split"), "--quiet", "--no-figures"]) == 0
+    for name in ("models.csv", "heads.csv"):
+        assert read_csv(tmp_path / "split" / name) == read_csv(tmp_path / "full" / name), name
+    assert (tmp_path / "split" / COMPLETE).exists()
