@@ -552,7 +552,8 @@ def aggregation_batched(
     The fitted weights for every model and every L2 strength come from one batched fit, the
     log-loss uniform fits from another, the solo fits of every head (M * H one-feature
     problems) from a third and the calibrated log-loss fits from a fourth; the best uniform
-    and calibrated votes are searched for all models together. Entry i equals aggregation_from_contributions(c[i], offset[i], ...) to rounding.
+    and calibrated votes are searched for all models together. Entry i equals
+    aggregation_from_contributions(c[i], offset[i], ...) to rounding.
     (Longer than most functions here: half of it is the result record, one key per line.)
     """
     xp = array_module(c)
