@@ -32,15 +32,22 @@ What "uniform" means decides that answer, so there are three references (docs/me
 
 The solo fit is made on z_h = c_h / σ_h with the same L2 strength l2 as the fitted weights
 (the bias free), and β_h = β^z_h / σ_h. A head that separates the labels on its own has its
-optimum at infinity without a penalty: the penalty makes its slope finite, set by l2 (about
-log(1 / l2) over its margin in z units), so the solo slopes of perfect heads are the
-penalty's, not the data's. The trained model in calibrated units is
-s = offset + Σ_h (1 / β_h)(β_h c_h): its weights there are 1 / β_h.
+optimum at infinity without a penalty: the penalty makes its slope finite and sets its size
+(the smaller l2, the steeper), so the solo slopes of perfect heads are the penalty's, not
+the data's. The trained model in calibrated units is s = offset + Σ_h (1 / β_h)(β_h c_h):
+its weights there are 1 / β_h.
 
 Accuracy has a ceiling: once fitted and trained reach l-acc 1, every positive weighting of
 perfect counters is perfect too, and accuracy no longer tells the weightings apart. The
 mean log-loss (binary cross-entropy in nats, no penalty term) and a scale-free margin
 (the MARGIN_QUANTILE quantile over the real positions of (2y - 1) s / std(s)) keep measuring.
+Two cautions. The log-loss of a fitted score depends on its overall scale, and on data that
+some weighting separates that scale is set by the penalty (and by how many weights carry
+it: the fit spreads l2 over H weights, the log-loss uniform vote over one, the calibrated
+vote over H solo slopes and a), so there the log-loss ratios compare penalties as much as
+weightings; the margin is scale-free (not bias-free). And the fitted weights minimise the
+penalised loss, so another weighting may reach a slightly lower unpenalised log-loss:
+logloss_removed(_calibrated) can be a little below 0 when the reference is as good.
 
 The scale search keeps a >= 0: a negative shared scale would reverse every head against the
 direction the model adds it in, which is no longer a weighting of the model's heads. The
