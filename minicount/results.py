@@ -28,15 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from . import classes
+from .classes import AUC_CUT, CLASSES, SHARE_CUT, aucs_by_model, class_shares, model_class
 from .safeio import atomic_write
 from .stats import Interval, log_summary, mean_ci
 
-SEMANTIC_AUC = 0.9  # a head separates the classes when max(AUC, 1 - AUC) >= this
+SEMANTIC_AUC = AUC_CUT  # a head separates the classes when max(AUC, 1 - AUC) >= this
 BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike
 SUPPRESSED_W02 = 0.2  # w_02 below this: 2s suppressed
 GAP = 0.01  # l-acc difference treated as real
 MOST_HEADS = 0.75  # a share of semantic heads above this: most heads carry the count
 DOMINANT_N_EFF = 1.5  # fitted weights with n_eff below this: one head carries the decision
+MARGIN_GAIN = 0.1  # fitted minus equal-weight margin (in units of the score's sd) treated as real
+REFERENCE = "calibrated"  # the reference for "uniform" the verdict uses (docs/method.md §4)
+# the neighbouring cut-offs of the sensitivity table
+SENSITIVITY = {"auc": (0.8, 0.85, 0.95, 0.99), "share": (0.6, 0.75, 0.9),
+               "gap": (0.005, 0.02, 0.03)}  # fmt: skip
 
 # ----------------------------------------------------------------------------- rows
 
@@ -112,6 +119,9 @@ def head_rows(knobs: dict, seed: int, step: int, a: dict) -> list[dict]:
             "solo_l_acc": sem["solo"]["l_acc"], "scaled_l_acc": sem["scaled"]["l_acc"],
             "fitted_share": shares[h], "fitted_sign": signs[h],
             "trained_share": float(sigma[h] / sigma.sum()) if np.isfinite(sigma).all() else None,
+            "sigma": _at(agg.get("sigma"), h), "solo_slope": _at(agg.get("solo_slope"), h),
+            **{f"c_{k}": _at(_get(a, "contributions", k), h)
+               for k in ("mean_pos", "mean_neg", "sd_pos", "sd_neg")},
             "w_01": w01, "w_02": w02, "bos_weight": a["attention"]["bos_weight"][h],
             "only_mean_l_acc": _ablation(a, "mean", "only", [h]),
             "leave_out_zero_l_acc": (_ablation(a, "zero", "leave_out",
@@ -120,6 +130,46 @@ def head_rows(knobs: dict, seed: int, step: int, a: dict) -> list[dict]:
             "force_w02_delta_l_acc": _intervention(a, "force_w02=0", [h]),
         })  # fmt: skip
     return rows
+
+
+def _at(values, h):
+    """values[h], or None when values is missing."""
+    return None if values is None else values[h]
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def measure_columns(agg: dict) -> dict:
+    """The ceiling-free aggregation measures and the three references for "uniform"
+    (docs/method.md §4): log-losses, margins, the calibrated-members weighting, n_eff in
+    each unit. log-loss ratios are uniform / fitted (> 1: the fitted weights fit better)."""
+    ll, margin = agg.get("logloss") or {}, agg.get("margin") or {}
+    fitted = _get(agg, "fitted", "l_acc")
+    cal_best = _get(agg, "calibrated_best", "l_acc")
+    return {
+        **{f"logloss_{k}": ll.get(k) for k in ("trained", "fitted", "uniform_logloss",
+                                                "calibrated")},
+        "logloss_ratio": _ratio(ll.get("uniform_logloss"), ll.get("fitted")),
+        "logloss_ratio_calibrated": _ratio(ll.get("calibrated"), ll.get("fitted")),
+        "logloss_removed": agg.get("logloss_removed"),
+        "logloss_removed_calibrated": agg.get("logloss_removed_calibrated"),
+        "error_removed": agg.get("error_removed"),
+        "error_removed_calibrated": agg.get("error_removed_calibrated"),
+        **{f"margin_{k}": margin.get(k) for k in ("trained", "fitted", "uniform_logloss",
+                                                   "calibrated")},
+        "margin_gain": (None if margin.get("fitted") is None or margin.get("uniform_logloss")
+                        is None else margin["fitted"] - margin["uniform_logloss"]),
+        "margin_gain_calibrated": (None if margin.get("fitted") is None or
+                                   margin.get("calibrated") is None
+                                   else margin["fitted"] - margin["calibrated"]),
+        "calibrated_l_acc": cal_best,
+        "gap_calibrated": None if fitted is None or cal_best is None else fitted - cal_best,
+        "n_eff_fitted_raw": agg.get("n_eff_fitted_raw"),
+        "n_eff_fitted_calibrated": agg.get("n_eff_fitted_calibrated"),
+        "n_eff_trained_calibrated": agg.get("n_eff_trained_calibrated"),
+    }  # fmt: skip
 
 
 def _min_heads_for(a: dict, target: float):
@@ -165,6 +215,9 @@ def model_row(knobs: dict, seed: int, step: int, a: dict, heads: list[dict]) -> 
         "n_eff_fitted": agg.get("n_eff_fitted"), "n_eff_trained": agg.get("n_eff_trained"),
         "top_share": top["fitted_share"],
         "semantic_heads": sum(r["semantic"] for r in heads),
+        "model_class": model_class([r["auc_two_sided"] for r in heads]),
+        "weakest_auc": min((r["auc_two_sided"] for r in heads if r["auc_two_sided"] is not None),
+                           default=None),  # fmt: skip
         "reversed_semantic_heads": sum(r["semantic"] and r["auc_sign"] == -1 for r in heads),
         "counting_heads": sum(r["counting"] for r in heads),
         "best_solo_l_acc": max(r["solo_l_acc"] for r in heads),
@@ -177,6 +230,7 @@ def model_row(knobs: dict, seed: int, step: int, a: dict, heads: list[dict]) -> 
         "linear_label_l_acc": _get(a, "linear", "labels", "l_acc"),
         "linear_decision_agreement": _get(a, "linear", "decision_agreement"),
         "long_l_acc": None,
+        **measure_columns(agg),
         **l2_columns(agg, uniform_best.get("l_acc")),
     }  # fmt: skip
 
@@ -228,7 +282,116 @@ def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
     for k in models[0]:
         if k.startswith(("gap_l2_", "n_eff_fitted_l2_", "fitted_l_acc_l2_")):
             out[k] = mean_ci(_values(models, k))
+    out.update(class_statistics(models, heads))
     return out
+
+
+AGGREGATION_MEANS = ("gap_calibrated", "calibrated_l_acc", "margin_gain", "margin_gain_calibrated",
+                     "margin_fitted", "margin_uniform_logloss", "margin_calibrated",
+                     "margin_trained", "n_eff_fitted_raw", "n_eff_fitted_calibrated",
+                     "n_eff_trained_calibrated", "error_removed", "error_removed_calibrated",
+                     "logloss_trained", "logloss_fitted", "logloss_uniform_logloss",
+                     "logloss_calibrated")  # fmt: skip
+
+
+def class_statistics(models: list[dict], heads: list[dict], cut: float = SEMANTIC_AUC) -> dict:
+    """The per-model classes of one cell at one snapshot (docs/method.md §5) and the
+    aggregation measures over all models and over the models where every head counts."""
+    aucs = aucs_by_model(heads)
+    shares = class_shares(list(aucs.values()), cut)
+    every = [r for r in models if model_class(aucs[(r["seed"], r["step"])], cut) == "every"]
+    out = {f"class_{c}": shares[c] for c in CLASSES}
+    out["class_every_models"] = len(every)
+    for k in AGGREGATION_MEANS:
+        out[k] = mean_ci(_values(models, k))
+    for k in AGGREGATION_MEANS + ("gap", "n_eff_fitted", "n_eff_trained"):
+        out[f"{k}_every"] = mean_ci(_values(every, k))
+    for k in ("logloss_ratio", "logloss_ratio_calibrated"):  # ratios: on the log scale
+        out[k] = log_summary(_values(models, k))
+    return out
+
+
+def aggregation_verdict(stats: dict, *, gap: float = GAP, reference: str = REFERENCE,
+                        subset: str = "") -> dict:
+    """Do equal weights suffice? Under ``reference`` ('calibrated': equal weights on heads
+    scaled by their own solo slopes; 'sigma': on σ-standardised heads), over all models or
+    (subset='_every') over the models where every head counts. Two rules, each on the mean
+    over seeds and its 95% t interval: E accuracy (fitted − equal-weight l-acc > gap), M
+    margin (fitted − equal-weight 5% margin > MARGIN_GAIN), which keeps measuring when every
+    weighting is right. 'unequal' if either holds, 'equal' if both fail, else undecided."""
+    suffix = "_calibrated" if reference == "calibrated" else ""
+    E = _rule(f"gap fitted − equal ({reference}) l-acc > {gap}",
+              stats[f"gap{suffix}{subset}"], gap, True)  # fmt: skip
+    M = _rule(f"margin fitted − equal ({reference}) > {MARGIN_GAIN}",
+              stats[f"margin_gain{suffix}{subset}"], MARGIN_GAIN, True)  # fmt: skip
+    if E["holds"] or M["holds"]:
+        key = "unequal"
+    elif E["holds"] is False and M["holds"] is False:
+        key = "equal"
+    else:
+        key = "undecided"
+    text = {"unequal": "weighted unequally", "equal": "equal weights suffice",
+            "undecided": "weighting undecided"}[key]  # fmt: skip
+    return {"key": key, "label": text, "rules": [E, M]}
+
+
+def verdict(stats: dict, *, share_cut: float = SHARE_CUT, gap: float = GAP) -> dict:
+    """Compete or cooperate, for one cell, from its per-model classes (the primary result):
+    the class that holds in most models (Wilson interval of its share above share_cut), then
+    whether equal weights of calibrated heads suffice, over the models of that class when it
+    is 'every', else over all models. Returns the label, its parts, the rules and a sentence."""
+    if stats["n_heads"] == 1:
+        return {"label": "n/a (one head)", "rules": [], "sure": True, "key": "n/a",
+                "sentence": "one head: nothing to compete or cooperate with."}  # fmt: skip
+    shares = {c: stats[f"class_{c}"] for c in CLASSES}
+    cls = classes.class_verdict(shares, share_cut)
+    subset = "_every" if cls["key"] == "every" and stats["class_every_models"] > 1 else ""
+    agg = aggregation_verdict(stats, gap=gap, subset=subset)
+    if cls["key"] == "one":
+        label, key = "compete: one head carries the decision", "one"
+    elif cls["key"] == "undecided":
+        label, key = "undecided", "undecided"
+    else:
+        who = {"every": "every head counts", "in_part": "cooperate in part: some heads count",
+               "some": "cooperate in part: some heads count",
+               "none": "no head counts alone"}[cls["key"]]  # fmt: skip
+        label, key = f"{who}, {agg['label']}", f"{cls['key']}/{agg['key']}"
+    rules = [_share_rule(c, shares[c], share_cut) for c in CLASSES] + agg["rules"]
+    sentence = (
+        "models in each class: " + ", ".join(f"{c} {shares[c].fmt(pct=True)}" for c in CLASSES)
+        + f"; over {'the models where every head counts' if subset else 'all models'}, "
+        + "; ".join(f"{r['rule']}: {r['shown']}" for r in agg["rules"])
+    )
+    sure = cls["sure"] and (cls["key"] == "one" or agg["key"] != "undecided")
+    return {"label": label, "key": key, "class": cls["key"], "aggregation": agg["key"],
+            "rules": rules, "sure": sure, "sentence": sentence + "."}  # fmt: skip
+
+
+def _share_rule(c: str, share: Interval, cut: float) -> dict:
+    out = _rule(f"share of models '{c}' > {cut}", share, cut, True)
+    out["shown"] = share.fmt(pct=True) + (" (on the cut)" if share.tie(cut) else "")
+    return out
+
+
+def sensitivity(models: list[dict], heads: list[dict]) -> dict:
+    """Each label of ``verdict`` under the neighbouring cut-offs (SENSITIVITY), one changed at
+    a time: {"default": label, "auc=0.8": label, ...} and whether every label is the same."""
+    base = cell_statistics(models, heads)
+    out = {"default": verdict(base)["label"]}
+    for auc in SENSITIVITY["auc"]:
+        stats = {**base, **class_statistics(models, heads, cut=auc)}
+        out[f"AUC {auc}"] = verdict(stats)["label"]
+    for share in SENSITIVITY["share"]:
+        out[f"share {share}"] = verdict(base, share_cut=share)["label"]
+    for gap in SENSITIVITY["gap"]:
+        out[f"gap {100 * gap:g} pt"] = verdict(base, gap=gap)["label"]
+    return {"labels": out, "robust": len(set(out.values())) == 1}
+
+
+def mean_verdict(stats: dict) -> dict:
+    """The earlier verdict from means over seeds (kept beside the per-model classes for
+    comparison; docs/method.md says why it is no longer the primary one)."""
+    return _mean_verdict(stats)
 
 
 def l2_verdicts(stats: dict) -> dict:
@@ -246,7 +409,7 @@ def l2_verdicts(stats: dict) -> dict:
                 continue
             at = {**s, "gap": s[f"gap_l2_{l2}"], "n_eff_fitted": s[f"n_eff_fitted_l2_{l2}"]}
             fitted = s[f"fitted_l_acc_l2_{l2}"].value
-            out[l2][name] = {"label": verdict(at)["label"], "fitted_l_acc": fitted,
+            out[l2][name] = {"label": mean_verdict(at)["label"], "fitted_l_acc": fitted,
                              "fit_ok": bool(s["l_acc"].value - fitted <= 2 * GAP)}  # fmt: skip
     return out
 
@@ -269,7 +432,7 @@ LABELS = {
 }
 
 
-def verdict(stats: dict) -> dict:
+def _mean_verdict(stats: dict) -> dict:
     """Compete or cooperate, for one cell: a label, the rules that produced it (each with its
     interval and whether the interval clears its cut-off) and a sentence a reader can quote.
 
@@ -473,15 +636,22 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     final_models, final_heads = final_rows(models, spec), final_rows(heads, spec)
     stats = {n: cell_statistics(final_models[n], final_heads[n]) for n in spec.names}
     verdicts = {n: verdict(stats[n]) for n in spec.names}
+    multi = [n for n in spec.names if stats[n]["n_heads"] > 1]
     results = {
         "meta": meta,
         "spec": spec.to_dict(),
         "statistics": {n: _plain(s) for n, s in stats.items()},
         "verdicts": verdicts,
+        "mean_verdicts": {n: mean_verdict(stats[n]) for n in spec.names},
+        "sensitivity": {n: sensitivity(final_models[n], final_heads[n]) for n in multi},
+        "churn": {n: over_training(heads, n) for n in multi},
         "claims": claims(stats),
         "l2": {"used": l2_used(finals), "verdicts": l2_verdicts(stats)},
         "short_answer": short_answer(verdicts, stats),
-        "thresholds": {"semantic_auc": SEMANTIC_AUC, "balanced_w01": list(BALANCED_W01),
+        "thresholds": {"semantic_auc": SEMANTIC_AUC, "share": SHARE_CUT,
+                       "margin_gain": MARGIN_GAIN, "reference": REFERENCE,
+                       "sensitivity": SENSITIVITY, "limit_share": classes.LIMIT_SHARE,
+                       "limit_leave": classes.LIMIT_LEAVE, "balanced_w01": list(BALANCED_W01),
                        "suppressed_w02": SUPPRESSED_W02, "gap": GAP,
                        "dominant_n_eff": DOMINANT_N_EFF},
     }  # fmt: skip
@@ -491,6 +661,28 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     atomic_write(out / "results.json", json.dumps(_plain(results), indent=1, allow_nan=False))
     atomic_write(out / "report.md", report.render(results, stats, drawn))
     return results
+
+
+def over_training(heads: list[dict], name: str) -> dict:
+    """Per-model classes through one cell's training: the share of each class at every
+    snapshot, churn of 'every' per 10,000 steps over the whole run and its last half, and the
+    pre-registered limit rule where the run is long (>= 2 x CHURN_STEPS with 3+ snapshots in
+    its last half)."""
+    rows = [r for r in heads if r["name"] == name]
+    by_step: dict = {}
+    for (seed, step), aucs in aucs_by_model(rows).items():
+        by_step.setdefault(step, {})[seed] = aucs
+    steps = sorted(by_step)
+    last = steps[-1]
+    out = {
+        "shares": {s: class_shares(list(by_step[s].values())) for s in steps},
+        "churn": classes.churn(by_step, 0, last),
+        "churn_last_half": classes.churn(by_step, last // 2, last),
+        "limit": None,
+    }
+    if last >= 2 * classes.CHURN_STEPS and sum(s >= last // 2 for s in steps) >= 3:
+        out["limit"] = classes.limit_rule(by_step)
+    return out
 
 
 def l2_used(finals: dict):
