@@ -12,7 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import BALANCED_W01, DOMINANT_N_EFF, GAP, MOST_HEADS, SEMANTIC_AUC, SUPPRESSED_W02
+from .classes import CLASSES
+from .results import (
+    BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_GAIN, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
+    SUPPRESSED_W02,
+)  # fmt: skip
 from .stats import log_summary, mean_ci
 
 # ----------------------------------------------------------------------------- figures
@@ -96,7 +100,7 @@ def _accuracy(plt, spec, models, heads, stats):
     ax.set_ylabel("held-out l-acc (mean over seeds)")
     ax.set_xlabel("setting (cell)")
     ax.set_title("Accuracy of the model and of re-weighted head contributions\n"
-                 "(bars: 95% bootstrap interval over seeds)", fontsize=10)  # fmt: skip
+                 "(bars: 95% t interval over seeds)", fontsize=10)  # fmt: skip
     ax.legend(fontsize=7, loc="lower left")
     return fig
 
@@ -111,7 +115,7 @@ ROLE_PANELS = (
 
 
 def _mean_with_band(ax, by_step: dict, key: str, color, label: str) -> None:
-    """One setting's mean over seeds of ``key`` at each step, with its 95% bootstrap band."""
+    """One setting's mean over seeds of ``key`` at each step, with its 95% t band."""
     steps = sorted(by_step)
     iv = [mean_ci(by_step[s][key]) for s in steps]
     ax.plot(steps, [s.value for s in iv], "o-", ms=3, color=color, label=label)
@@ -134,7 +138,7 @@ def _roles(plt, spec, models, heads, stats):
     for ax in axes[1]:
         ax.set_xlabel("training step (log scale)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Head roles through training: mean over seeds, band = 95% bootstrap interval")
+    fig.suptitle("Head roles through training: mean over seeds, band = 95% t interval")
     fig.tight_layout()
     return fig
 
@@ -149,7 +153,7 @@ def _training(plt, spec, models, heads, stats):
     _log_steps(ax, sorted({s for t in traj.values() for s in t}))
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("held-out l-acc")
-    ax.set_title("Learning curves: mean over seeds, band = 95% bootstrap interval", fontsize=10)
+    ax.set_title("Learning curves: mean over seeds, band = 95% t interval", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return fig
@@ -336,9 +340,9 @@ def _phase(plt, spec, models, heads, stats):
 
 FIGURES = (
     ("accuracy.png", "Held-out l-acc of the trained model and of three re-weightings of its "
-     "heads' EOS contributions; bars are 95% bootstrap intervals over seeds.", _accuracy),
+     "heads' EOS contributions; bars are 95% t intervals over seeds.", _accuracy),
     ("training.png", "Held-out l-acc at each snapshot (log-spaced steps), mean and 95% "
-     "bootstrap interval over seeds.", _training),
+     "t interval over seeds.", _training),
     ("roles.png", "Head roles through training (log-spaced snapshots): semantic and counting "
      "heads per model, n_eff of the fitted weights, and the fitted − best-uniform gap.", _roles),
     ("ratios.png", "w_01 and w_02 of the top-weighted head through training, on log scales "
@@ -394,9 +398,14 @@ def table(header: list[str], rows: list[list]) -> str:
 def _short_answer(results: dict) -> str:
     lines = ["## Short answer", ""]
     lines += [f"- {s}" for s in results["short_answer"]] or ["- (no cell with several heads)"]
-    lines += ["", "Intervals are 95% percentile-bootstrap intervals over seeds. A verdict is "
-              "'undecided' when an interval straddles the cut-off of a rule it needs; the rules "
-              "are listed under *Verdicts*. Definitions: [docs/method.md](../../docs/method.md) "
+    lines += ["", "Each model is classed from its own heads first (*every* head counts, "
+              "*some*, *one* head carries the decision, *none*); a cell's label is the class "
+              "that holds in most of its models (the Wilson 95% interval of its share above "
+              f"{SHARE_CUT}), then whether equal weights of calibrated heads suffice. Means "
+              "over seeds carry 95% t intervals, shares of models Wilson intervals. A verdict "
+              "is 'undecided' when an interval straddles (or touches) the cut-off of a rule it "
+              "needs; the rules are listed under *Verdicts*, and *Sensitivity* shows each "
+              "label under the neighbouring cut-offs. Definitions: [docs/method.md](../../docs/method.md) "
               "in the repository, and the glossary at the end.", ""]  # fmt: skip
     return "\n".join(lines)
 
@@ -433,21 +442,129 @@ def _verdicts(results: dict) -> str:
     for name, v in results["verdicts"].items():
         rules = "; ".join(f"{r['rule']}: {r['shown']} → {_mark(r['holds'])}" for r in v["rules"])
         rows.append([name, v["label"], rules or "–"])
+    old = []
+    for name, v in (results.get("mean_verdicts") or {}).items():
+        rules = "; ".join(f"{r['rule']}: {r['shown']} → {_mark(r['holds'])}" for r in v["rules"])
+        old.append([name, v["label"], rules or "–"])
     return "\n".join([
         "## Verdicts: compete or cooperate?", "",
-        "Rules, over the seeds of one cell at its last step (mean and 95% bootstrap interval; "
-        "a rule holds when the whole interval lies beyond its cut-off, fails when it lies "
-        "wholly on the other side, straddles otherwise): **A** most heads carry the count "
-        f"(share of semantic heads > {MOST_HEADS}); **C** equal weights lose accuracy "
-        f"(fitted − best uniform l-acc > {GAP}); **D** one head carries the decision (n_eff "
-        f"of the fitted weights < {DOMINANT_N_EFF}). D → *compete: one head carries the "
-        "decision*. Without D: A and C → "
-        "*every head counts, weighted unequally* (the paper's picture); A without C → *a "
-        "pseudo-ensemble with equal weights*; C without A → *some heads count, weighted "
-        "unequally*; neither → *some heads count, equal weights suffice*. A rule the verdict "
-        "needs that straddles its cut-off makes it *undecided*.", "",
+        "**From per-model classes** (the primary result). A class describes a cell when the "
+        f"Wilson 95% interval of its share of models lies above {SHARE_CUT}; when no class "
+        "does but the models outside *every* are the majority, *some heads count*. Then, over "
+        "the models where every head counts (when that class describes the cell) or over all "
+        "models: **E** equal weights of calibrated heads lose accuracy (fitted − equal l-acc "
+        f"> {GAP}); **M** they lose margin (fitted − equal 5% margin > {MARGIN_GAIN} score "
+        "sd), which still measures when every weighting is right. E or M → *weighted "
+        "unequally*; neither → *equal weights suffice*.", "",
         table(["cell", "verdict", "rules (value [95% interval] → holds?)"], rows), "",
+        "**From means over seeds** (the earlier rule, kept for comparison: it averages over "
+        "models of different classes and measures uniformity on σ-standardised heads by "
+        "l-acc alone, which has a ceiling). Rules: **A** most heads carry the count (mean "
+        f"share of semantic heads > {MOST_HEADS}); **C** equal weights lose accuracy (fitted "
+        f"− best uniform l-acc > {GAP}); **D** one head carries the decision (n_eff of the "
+        f"fitted weights < {DOMINANT_N_EFF}). D → *compete*; else A and C → *every head "
+        "counts, weighted unequally*; A alone → *a pseudo-ensemble with equal weights*; C "
+        "alone → *some heads count, weighted unequally*; neither → *some heads count, equal "
+        "weights suffice*.", "",
+        table(["cell", "verdict", "rules (value [95% interval] → holds?)"], old), "",
     ])  # fmt: skip
+
+
+def _classes(results: dict, stats: dict) -> str:
+    rows = []
+    for name, s in stats.items():
+        if s["n_heads"] == 1:
+            continue
+        rows.append([name, s["n_seeds"]] + [s[f"class_{c}"].fmt(pct=True) for c in CLASSES]
+                    + [s["semantic_fraction"].fmt(pct=True)])  # fmt: skip
+    return "\n".join([
+        "## Per-model classes (last step)", "",
+        f"Share of models (Wilson 95% interval) whose heads all count (max(AUC, 1 − AUC) ≥ "
+        f"{SEMANTIC_AUC}), two or more but not all, exactly one, or none; beside it the mean "
+        "share of semantic heads per model, which mixes the classes.", "",
+        table(["cell", "models", "every", "some", "one", "none", "semantic heads (mean)"],
+              rows), "",
+    ])  # fmt: skip
+
+
+def _references(stats: dict) -> str:
+    rows = []
+    for name, s in stats.items():
+        if s["n_heads"] == 1:
+            continue
+        rows.append([
+            name, s["gap"].fmt(), s["gap_calibrated"].fmt(), s["margin_gain"].fmt(2),
+            s["margin_gain_calibrated"].fmt(2), s["logloss_ratio"].fmt(),
+            s["logloss_ratio_calibrated"].fmt(), s["n_eff_fitted"].fmt(2),
+            s["n_eff_fitted_calibrated"].fmt(2), s["n_eff_fitted_raw"].fmt(2),
+            s["n_eff_trained"].fmt(2), s["n_eff_trained_calibrated"].fmt(2),
+        ])  # fmt: skip
+    return "\n".join([
+        "## What \"uniform\" means: three references", "",
+        "Equal weights on σ-standardised heads (*σ*: a weak head gets the same unit variance "
+        "as a perfect one), on calibrated heads (*cal*: each head scaled by its own solo "
+        "logistic slope, the natural ensemble of calibrated members; the reference the "
+        "verdict uses) and in raw logit units (where the trained model is uniform by "
+        "construction, so only n_eff is shown). *gap*: fitted − best equal-weight l-acc; "
+        "*margin gain*: fitted − equal-weight 5% quantile of the signed score over its sd; "
+        "*log-loss ratio*: equal-weight / fitted cross-entropy (median and IQR over seeds; "
+        "on separable heads both are set by the fit's L2 penalty, so read the margin there); "
+        "*n_eff*: effective number of heads of the fitted weights on z (σ), in calibrated and "
+        "in raw units, and of the trained model's own head scales on z and in calibrated "
+        "units. Means over seeds with 95% t intervals.", "",
+        table(["cell", "gap σ", "gap cal", "margin gain σ", "margin gain cal", "log-loss ratio σ",
+               "log-loss ratio cal", "n_eff fitted σ", "n_eff fitted cal", "n_eff fitted raw",
+               "n_eff trained σ", "n_eff trained cal"], rows), "",
+    ])  # fmt: skip
+
+
+def _sensitivity(results: dict) -> str:
+    sens = results.get("sensitivity") or {}
+    if not sens:
+        return ""
+    columns = list(next(iter(sens.values()))["labels"])
+    rows = [[name] + [s["labels"][c] if c == "default" or s["labels"][c] !=
+                      s["labels"]["default"] else "same" for c in columns]
+            + ["yes" if s["robust"] else "**no**"] for name, s in sens.items()]  # fmt: skip
+    return "\n".join([
+        "## Sensitivity: each label under neighbouring cut-offs", "",
+        f"One cut-off changed at a time from its default (AUC {SEMANTIC_AUC}, share "
+        f"{SHARE_CUT}, gap {100 * GAP:g} points); *same* where the label does not move. A "
+        "label that moves is not to be quoted without its cut-off.", "",
+        table(["cell"] + columns + ["robust"], rows), "",
+    ])  # fmt: skip
+
+
+def _churn(results: dict) -> str:
+    churn = results.get("churn") or {}
+    rows, limits = [], []
+    for name, c in churn.items():
+        steps = sorted(c["shares"], key=int)
+        if len(steps) < 2:
+            continue
+        shares = ", ".join(f"{s}: {c['shares'][s]['every'].fmt(pct=True)}" for s in steps[-4:])
+        h = c["churn_last_half"]
+        rows.append([name, shares, f"{h['left']} left, {h['entered']} entered "
+                     f"({h['from']}–{h['to']}, {h['snapshots']} snapshots)",
+                     "–" if h["left_per_10k"] is None else f"{h['left_per_10k']:.0%}"])
+        if c.get("limit"):
+            lim = c["limit"]
+            conds = "; ".join(f"{k}: {'yes' if v else 'no'}"
+                              for k, v in {**lim["limit"], **lim["mixture"]}.items())
+            limits.append([name, f"**{lim['outcome']}**", conds])
+    if not rows:
+        return ""
+    out = [
+        "## Classes through training: churn", "",
+        "Share of models in *every* at the last snapshots (Wilson 95%), and the models that "
+        "left or entered *every* between consecutive snapshots over the last half of the run "
+        "(left per 10,000 steps as a share of the models).", "",
+        table(["cell", "share in every", "churn (last half)", "left per 10k steps"], rows), "",
+    ]
+    if limits:
+        out += ["The pre-registered rule of docs/findings.md (*is every head counting the "
+                "limit?*):", "", table(["cell", "outcome", "conditions"], limits), ""]
+    return "\n".join(out)
 
 
 def _numbers(results: dict, stats: dict) -> str:
@@ -460,7 +577,7 @@ def _numbers(results: dict, stats: dict) -> str:
                      s["long_l_acc"].fmt()])  # fmt: skip
     return "\n".join([
         "## The numbers (last step)", "",
-        "Means over seeds with 95% bootstrap intervals; w_01 and w_02 are ratios, so they are "
+        "Means over seeds with 95% t intervals (shares of heads clipped to [0, 1]); w_01 and w_02 are ratios, so they are "
         "given as the median and interquartile range over seeds (log scale).", "",
         table(["cell", "l-acc", "s-acc", "fitted l-acc", "best uniform l-acc", "gap", "n_eff",
                "semantic heads", "of them reversed", "counting heads / model", "top head w_01",
@@ -541,7 +658,9 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
     """The report as Markdown."""
     return "\n".join([
         "# Do attention heads compete or cooperate when counting? — minicount sweep", "",
-        _short_answer(results), _verdicts(results), _l2(results), _numbers(results, stats),
+        _short_answer(results), _verdicts(results), _classes(results, stats),
+        _references(stats), _sensitivity(results), _churn(results), _l2(results),
+        _numbers(results, stats),
         _claims(results),
         _what_was_run(results), _figures(figures), GLOSSARY,
     ])  # fmt: skip

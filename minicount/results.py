@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from . import classes
 from .classes import AUC_CUT, CLASSES, SHARE_CUT, aucs_by_model, class_shares, model_class
 from .safeio import atomic_write
-from .stats import Interval, log_summary, mean_ci
+from .stats import Interval, log_summary, mean_ci, proportion_ci
 
 SEMANTIC_AUC = AUC_CUT  # a head separates the classes when max(AUC, 1 - AUC) >= this
 BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike
@@ -253,6 +253,18 @@ def _values(rows, key):
     return [r[key] for r in rows if r.get(key) is not None]
 
 
+def _share_of_heads(values) -> Interval:
+    """The mean over models of a per-model share of heads, t interval clipped to [0, 1]."""
+    i = mean_ci(values)
+    return replace(i, low=max(0.0, i.low), high=min(1.0, i.high)) if i.n else i
+
+
+def _share_of_models(flags) -> Interval:
+    """The share of models with a property, with its Wilson interval."""
+    flags = list(flags)
+    return proportion_ci(sum(bool(f) for f in flags), len(flags))
+
+
 def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
     """The statistics of one cell at one snapshot, over its seeds (not over heads)."""
     H = models[0]["n_heads"]
@@ -266,18 +278,18 @@ def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
             "gap", "n_eff_fitted", "n_eff_trained", "top_share", "semantic_heads",
             "counting_heads", "best_scaled_l_acc", "ideal_delta_l_acc", "values_mean_delta_l_acc",
             "values_roll_delta_l_acc", "linear_label_l_acc", "long_l_acc")},
-        "semantic_fraction": mean_ci(frac("semantic_heads")),
-        "counting_fraction": mean_ci(frac("counting_heads")),
-        "reversed_fraction": mean_ci(frac("reversed_semantic_heads")),
+        "semantic_fraction": _share_of_heads(frac("semantic_heads")),
+        "counting_fraction": _share_of_heads(frac("counting_heads")),
+        "reversed_fraction": _share_of_heads(frac("reversed_semantic_heads")),
         "fitted_vs_trained": mean_ci([abs(r["fitted_l_acc"] - r["l_acc"]) for r in models
                                       if r["fitted_l_acc"] is not None]),
-        "scaled_below_model": mean_ci([float(r["best_scaled_l_acc"] < r["l_acc"] - GAP)
-                                       for r in models]),
+        "scaled_below_model": _share_of_models([r["best_scaled_l_acc"] < r["l_acc"] - GAP
+                                                for r in models]),
         "top_w_01": log_summary(_values(top, "w_01")),
         "top_w_02": log_summary(_values(top, "w_02")),
         "w_01": log_summary(_values(heads, "w_01")),
         "w_02": log_summary(_values(heads, "w_02")),
-        "top_counting": mean_ci([float(r["counting"]) for r in top]),
+        "top_counting": _share_of_models([r["counting"] for r in top]),
     }  # fmt: skip
     for k in models[0]:
         if k.startswith(("gap_l2_", "n_eff_fitted_l2_", "fitted_l_acc_l2_")):
@@ -373,10 +385,10 @@ def _share_rule(c: str, share: Interval, cut: float) -> dict:
     return out
 
 
-def sensitivity(models: list[dict], heads: list[dict]) -> dict:
+def sensitivity(base: dict, models: list[dict], heads: list[dict]) -> dict:
     """Each label of ``verdict`` under the neighbouring cut-offs (SENSITIVITY), one changed at
-    a time: {"default": label, "auc=0.8": label, ...} and whether every label is the same."""
-    base = cell_statistics(models, heads)
+    a time, from a cell's statistics ``base`` and its rows: {"labels": {"default": label,
+    "AUC 0.8": label, ...}, "robust": whether every label is the same}."""
     out = {"default": verdict(base)["label"]}
     for auc in SENSITIVITY["auc"]:
         stats = {**base, **class_statistics(models, heads, cut=auc)}
@@ -436,7 +448,7 @@ def _mean_verdict(stats: dict) -> dict:
     """Compete or cooperate, for one cell: a label, the rules that produced it (each with its
     interval and whether the interval clears its cut-off) and a sentence a reader can quote.
 
-    Three rules over the seeds (bootstrap 95% intervals); a rule holds when the whole interval
+    Three rules over the seeds (95% t intervals); a rule holds when the whole interval
     lies beyond its cut-off, fails when the whole interval lies on the other side, and is
     open when the interval straddles the cut-off:
         A  most heads carry the count:     mean share of semantic heads      > 0.75
@@ -511,11 +523,14 @@ def claims(stats_by_cell: dict) -> list[dict]:
 
     out = [
         entry("Every head alone separates the classes (a pseudo-ensemble on semantics).",
-              "mean fraction of semantic heads (max(AUC, 1 − AUC) ≥ "
-              f"{SEMANTIC_AUC}) > {MOST_HEADS}", "semantic_fraction", MOST_HEADS, True,
+              "share of models whose every head has max(AUC, 1 − AUC) ≥ "
+              f"{SEMANTIC_AUC} > {SHARE_CUT}", "class_every", SHARE_CUT, True,
               {"pct": True}),
-        entry("Aggregation is non-uniform: the best uniform weighting is less accurate than "
-              "fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
+        entry("Aggregation is non-uniform against calibrated members: equal weights on heads "
+              "scaled by their own solo slopes lose margin.", f"mean margin gain (fitted − "
+              f"equal calibrated) > {MARGIN_GAIN}", "margin_gain_calibrated", MARGIN_GAIN, True),
+        entry("Aggregation is non-uniform (σ-standardised reference): the best uniform "
+              "weighting is less accurate than fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
               "gap", GAP, True),
         entry("Fitted weights recover the trained model (fitted ≈ trained).",
               f"mean |fitted − trained l-acc| < {2 * GAP}", "fitted_vs_trained", 2 * GAP, False),
@@ -643,7 +658,8 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
         "statistics": {n: _plain(s) for n, s in stats.items()},
         "verdicts": verdicts,
         "mean_verdicts": {n: mean_verdict(stats[n]) for n in spec.names},
-        "sensitivity": {n: sensitivity(final_models[n], final_heads[n]) for n in multi},
+        "sensitivity": {n: sensitivity(stats[n], final_models[n], final_heads[n])
+                        for n in multi},
         "churn": {n: over_training(heads, n) for n in multi},
         "claims": claims(stats),
         "l2": {"used": l2_used(finals), "verdicts": l2_verdicts(stats)},
