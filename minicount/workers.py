@@ -232,6 +232,10 @@ class _Beat(Progress):
         if time.monotonic() - self.last_beat >= BEAT_S:
             self.beat()
 
+    def set_done(self, done: float) -> None:  # (at each snapshot)
+        super().set_done(done)
+        self.beat()
+
     def beat(self) -> None:
         self.last_beat = time.monotonic()
         spent = time.perf_counter() - self.t0
