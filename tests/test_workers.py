@@ -224,3 +224,49 @@ def test_workers_and_a_single_process_sweep_keep_out_of_each_other(tmp_path, cap
         assert main([*SWEEP, "--quiet", "--out", out]) == 2
         assert "another minicount process is writing this run folder" in capsys.readouterr().err
     assert not (out / "cells").exists()
+
+
+def _submit(argv: list, cwd: Path, env: dict) -> str:
+    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _wait_for_jobs(ids: list[str], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode == 0 and not r.stdout.strip():
+            return
+        time.sleep(1)
+    raise AssertionError(f"Slurm jobs {ids} still queued or running after {timeout} s")
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="Slurm is absent (no sbatch)")
+def test_slurm_job_array(tmp_path, alone):
+    """The job array on a real Slurm (docs/slurm.md sets one up on one machine): 3 claiming
+    tasks through scripts/slurm_submit.sh, and 2 fixed-share tasks with the report step
+    submitted by hand (the two-line recipe); both folders equal the single-process sweep."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
+    claim, split = tmp_path / "claim", tmp_path / "split"
+    text = _submit([str(ROOT / "scripts" / "slurm_submit.sh"), "3", *SWEEP, "--out", str(claim)],
+                   tmp_path, env)  # fmt: skip
+    ids = [w.strip(",") for w in text.split() if w.strip(",").isdigit()]
+    array = _submit(["sbatch", "--parsable", "--array=1-2", str(ROOT / "scripts" /
+                     "slurm_sweep.sbatch"), *SWEEP, "--out", str(split)], tmp_path,
+                    {**env, "MINICOUNT_SPLIT": "worker"}).strip()  # fmt: skip
+    report = _submit(["sbatch", "--parsable", f"--dependency=afterany:{array}", "--wrap",
+                      f"{sys.executable} -m minicount sweep --report-only {split} --no-figures"],
+                     tmp_path, env).strip()  # fmt: skip
+    assert len(ids) == 2, text
+    _wait_for_jobs(ids + [array, report], timeout=900)
+    outputs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
+    for out, workers in ((claim, {"claim"}), (split, {"1/2", "2/2"})):
+        assert (out / COMPLETE).exists(), outputs
+        same_results(out, alone)
+        spec = read_spec(out)
+        seen = {e["worker"] for c in spec.cells for e in read_log(out / "cells" / c.key())}
+        assert seen == workers
+    assert "--worker 1/2" in outputs and "--worker 2/2" in outputs and "--claim" in outputs
