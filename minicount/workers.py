@@ -456,7 +456,9 @@ def status(out) -> str:
         if rate is None and beat.get("steps_per_s"):
             rate = 1.0 / beat["steps_per_s"]
         j = twin(spec, i)
+        shape = (cell.n_heads, cell.d_model, cell.d_head, cell.max_len)  # what a step costs
         row = {"name": name, "steps": cell.steps, "rate": rate, "holder": None, "note": "",
+               "shape": shape,
                "start": spec.cells[j].steps if j is not None else 0}  # fmt: skip
         if is_done(out, spec, i):
             row.update(state="done", at=cell.steps)
@@ -482,7 +484,6 @@ def status(out) -> str:
                 if beat:
                     who = f"{beat.get('host')} pid {beat.get('pid')}"
                     row["note"] += f" (its worker, {who}, stopped)"
-        row["at"] = max(row["at"], row["start"]) if row["state"] != "done" else row["at"]
         rows.append(row)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "waiting", "left")}
     lines = [
@@ -509,17 +510,22 @@ def status(out) -> str:
 
 
 def _time_left(spec: SweepSpec, rows: list[dict], single: bool) -> str:
-    """Seconds per step measured per cell (the median of the measured cells for the rest)
-    times the steps left; divided among the workers running now, but never below the
-    longest chain of twins, which runs one cell after another."""
-    left = [max(r["steps"] - r["at"], 0) for r in rows]
+    """Seconds per step measured per cell (for a cell not measured yet: the median of the
+    measured cells of its model shape, else of all) times the steps left; divided among the
+    workers running now, but never below the longest chain of twins, which runs one cell
+    after another."""
+    left = [max(r["steps"] - max(r["at"], r["start"]), 0) for r in rows]  # (twin's: copied)
     if not any(left):
         return "time left: none (every cell is trained)"
     measured = [r["rate"] for r in rows if r["rate"] is not None]
     if not measured:
         return "time left: unknown until a cell has measured its step rate"
     typical = statistics.median(measured)
-    seconds = [n * (r["rate"] or typical) for n, r in zip(left, rows, strict=True)]
+    alike = {}  # per model shape, the median rate of its measured cells
+    for shape in {r["shape"] for r in rows}:
+        rates = [r["rate"] for r in rows if r["shape"] == shape and r["rate"] is not None]
+        alike[shape] = statistics.median(rates) if rates else typical
+    seconds = [n * (r["rate"] or alike[r["shape"]]) for n, r in zip(left, rows, strict=True)]
     total = sum(seconds)
     longest = max(sum(seconds[i] for i in chain) for chain in chains(spec))
     running = len({r["holder"] for r in rows if r["holder"] is not None}) or int(single)

@@ -37,8 +37,10 @@ python=${PYTHON:-python3}
 array=$(sbatch --parsable --array="1-$n" "$here/slurm_sweep.sbatch" "$@")
 array=${array%%;*}  # (--parsable prints id;cluster on a multi-cluster setup)
 printf -v report '%q -m minicount sweep --report-only %q %s' "$python" "$out" "${figures[*]}"
+printf -v complete '%q' "$out/COMPLETE"
 report_job=$(sbatch --parsable --job-name=minicount-report --output="slurm-%j-report.out" \
-    --dependency="afterany:$array" --wrap "test -e $(printf %q "$out")/COMPLETE || $report")
+    --dependency="afterany:$array" \
+    --wrap "if test -e $complete; then echo 'the report is written (by a worker)'; else $report; fi")
 report_job=${report_job%%;*}
 echo "array job $array ($n workers), report job $report_job"
 echo "progress: $python -m minicount sweep --status $out"
