@@ -540,9 +540,9 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
         metavar="K/N",
         default=None,
         help="train only the K-th of N fixed shares of the cells (1 <= K <= N; a cell and the "
-        "shorter twins it continues from fall in one share), then exit. Start N of them on "
-        "the same --out (a Slurm job array: scripts/slurm_sweep.sbatch); a share whose "
-        "worker died is resumed by starting that K again",
+        "shorter twins it continues from fall in one share), then exit. Start K = 1..N with "
+        "the same other arguments (a Slurm job array: scripts/slurm_sweep.sbatch); a share "
+        "whose worker died is finished by starting that K/N again",
     )
     g.add_argument(
         "--claim",
@@ -637,7 +637,8 @@ def add_sweep_parser(sub) -> None:
         default=None,
         help="print which cells of the sweep in DIR are done, running (host, pid, step, "
         "rate), waiting for their shorter twin or left, and an estimate of the time left "
-        "from the step rates measured there; changes nothing, exit 0",
+        "from the step rates measured there; writes nothing; exit 0 (2 if DIR holds no "
+        "sweep)",
     )
     g.add_argument(
         "--report-only",
