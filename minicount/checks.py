@@ -167,7 +167,7 @@ def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
 
 # TrainConfig fields that may differ when a run is resumed: none of them changes the
 # parameters of the steps both runs take (``steps`` only without a cosine schedule)
-RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path")
+RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path", "schedule_steps")
 
 
 def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
@@ -186,8 +186,8 @@ def check_same_run(path, ck: dict, saved, config, tc):
         diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
         raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
     diff = _fields_that_differ(saved.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
-    if tc.schedule == "cosine" and tc.steps != saved.steps:
-        diff.append(f"steps={saved.steps} vs {tc.steps}, which reshapes the cosine schedule")
+    if tc.schedule == "cosine" and tc.horizon != saved.horizon:
+        diff.append(f"horizon {saved.horizon} vs {tc.horizon}, which reshapes the cosine schedule")
     if diff:
         raise ValueError(
             f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "

@@ -325,8 +325,9 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
         threads=a.threads or None,
         figures=not a.no_figures,
         train_path=_path(a),
+        analyse=not getattr(a, "train_only", False),
     )
-    print(out / "report.md")
+    print(out / ("report.md" if not getattr(a, "train_only", False) else "cells"))
     return 0
 
 
@@ -346,6 +347,7 @@ def _worker_run(spec, a: argparse.Namespace, out: Path, complete: str) -> int:
         threads=a.threads or None,
         figures=not a.no_figures,
         train_path=_path(a),
+        analyse=not getattr(a, "train_only", False),
     )
     if (out / complete).exists():
         print(out / "report.md")
@@ -391,10 +393,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from .sweep import cell_names, grid, parse_knob
+    from .sweep import cell_names, grid, parse_knob, reanalyze
 
     if a.status is not None or a.report_only is not None:
         return _sweep_folder_command(a)
+    if a.reanalyze:
+        reanalyze(a.reanalyze, device=a.device, progress=not a.quiet, figures=not a.no_figures)
+        print(Path(a.reanalyze) / "report.md")
+        return 0
     assignments = {}
     for text in a.set or []:
         name, values = parse_knob(text)
@@ -412,6 +418,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         n_eval=a.n_eval,
         first_snapshot=a.first_snapshot,
         subsets=not a.no_subsets,
+        snapshot_every=a.snapshot_every,
     )
     return _sweep_run(spec, a)
 
@@ -629,6 +636,16 @@ def add_sweep_parser(sub) -> None:
         action="store_true",
         help="skip the every-subset ablation (2^n_heads variants)",
     )
+    _field_option(p, SweepSpec, "snapshot_every", "also analyse every N steps, e.g. to count "
+                  "models that change class over a long run (0 = off; %(default)s)",
+                  type=_non_negative_int)  # fmt: skip
+    p.add_argument("--train-only", action="store_true",
+                   help="train and keep every snapshot's parameters (cells/*/snapshots/), "
+                   "analyse nothing: e.g. train on a GPU, then --reanalyze elsewhere")  # fmt: skip
+    p.add_argument("--reanalyze", metavar="DIR",
+                   help="recompute every snapshot of the sweep in DIR from its kept parameters "
+                   "with this version's instruments, then rewrite its tables and report "
+                   "(no training; the other sweep options are ignored)")  # fmt: skip
     _add_run_folder_args(p, "runs/sweep")
     g = p.add_argument_group("a sweep folder's state (these read DIR/sweep.json: no --set)")
     g.add_argument(

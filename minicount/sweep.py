@@ -12,6 +12,11 @@ The run folder (every file written atomically; COMPLETE last):
     cells/<cell>/model.npz          the ensemble's latest checkpoint; at the end the trained
                                     models (``python -m minicount analyze`` reads it)
     cells/<cell>/step_0000025.json  the rows of one snapshot, written as soon as it is analysed
+    cells/<cell>/snapshots/step_0000025.npz
+                                    the ensemble's parameters at that snapshot (no optimiser
+                                    state: about 18 KB per default model), so that every
+                                    number can be recomputed without retraining
+                                    (``python -m minicount sweep --reanalyze DIR``)
     cells/<cell>/analysis.json      every instrument on every member at the last step
     models.csv                      one row per cell x seed x snapshot
     heads.csv                       one row per cell x seed x snapshot x head
@@ -39,8 +44,10 @@ from . import __version__
 from .analysis import analyze_ensemble, jsonable
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
-from .checkpoint import load_checkpoint
-from .checks import check_bool, check_int, check_number, check_seeds, check_sweep_memory
+from .checkpoint import load_checkpoint, save
+from .checks import (
+    check_bool, check_choice, check_int, check_number, check_seeds, check_sweep_memory,
+)  # fmt: skip
 from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, member
@@ -48,7 +55,7 @@ from .progress import Progress
 from .results import load_snapshots, snapshot_rows, summarise
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from .threads import blas_threads
-from .train import TrainConfig, train
+from .train import SCHEDULES, TrainConfig, train
 
 # ----------------------------------------------------------------------------- what is run
 
@@ -68,6 +75,8 @@ class Cell:
     p2: float = TrainConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
     steps: int = 800  # training steps (the study's, shorter than TrainConfig's)
     lr: float = TrainConfig.lr  # AdamW learning rate
+    schedule: str = "constant"  # 'constant', or 'cosine' over the cell's steps (to 10% of lr)
+    shared_data: bool = False  # every seed trains on the same batches (data seed 0)
 
     def __post_init__(self):
         """ValueError (in the knob's words) for a cell that cannot be trained."""
@@ -77,6 +86,8 @@ class Cell:
         check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0.0)
         check_bool("bos", self.bos)
+        check_bool("shared_data", self.shared_data)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.n_heads > MAX_HEADS:
             raise ValueError(
                 f"n_heads={self.n_heads}: the study analyses at most {MAX_HEADS} heads"
@@ -99,7 +110,23 @@ class Cell:
             f"H{self.n_heads}_dm{self.d_model}_dh{self.d_head}_L{self.max_len}"
             f"_wd{self.weight_decay:g}_bos{int(self.bos)}_p2{self.p2:.3g}"
             f"_s{self.steps}_lr{self.lr:g}"
-        )
+            + ("_cos" if self.schedule == "cosine" else "")
+            + ("_shd" if self.shared_data else "")
+        )  # (the last two only when set, so that older folders keep their names)
+
+    def train_options(self) -> dict:
+        """The TrainConfig fields this cell sets (the rest are the sweep's)."""
+        return {
+            "max_len": self.max_len, "lr": self.lr, "weight_decay": self.weight_decay,
+            "bos": self.bos, "probs": self.probs, "schedule": self.schedule,
+            "schedule_steps": self.steps, "data_seed": 0 if self.shared_data else None,
+        }  # fmt: skip
+
+    @property
+    def continues(self) -> bool:
+        """Whether a longer twin may continue from this cell's checkpoint: only under a
+        constant learning rate (a cosine is shaped by the cell's own length)."""
+        return self.schedule == "constant"
 
 
 KNOBS = tuple(f.name for f in fields(Cell))
@@ -158,6 +185,8 @@ class SweepSpec:
     interventions: bool = True
     preset: str = ""  # the named preset this came from, if any
     checkpoint_every: int = 200  # also checkpoint within a snapshot's training segment
+    snapshot_every: int = 0  # also analyse every this many steps (0: only the doubling ones)
+    keep_checkpoints: bool = True  # keep the parameters of every snapshot (snapshots/)
 
     def __post_init__(self):
         if not self.cells:
@@ -170,8 +199,9 @@ class SweepSpec:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is repeated")
         for name, minimum in (("batch_size", 1), ("n_eval", 1), ("first_snapshot", 1),
-                              ("checkpoint_every", 0)):  # fmt: skip
+                              ("checkpoint_every", 0), ("snapshot_every", 0)):  # fmt: skip
             check_int(name, getattr(self, name), minimum)
+        check_bool("keep_checkpoints", self.keep_checkpoints)
         check_bool("subsets", self.subsets)
         check_bool("interventions", self.interventions)
         if len({c.key() for c in self.cells}) != len(self.cells):
@@ -182,6 +212,10 @@ class SweepSpec:
         d["cells"] = [asdict(c) for c in self.cells]
         d["names"], d["seeds"] = list(self.names), [int(s) for s in self.seeds]
         return d
+
+    def snapshots(self, cell: Cell) -> list[int]:
+        """The steps at which ``cell`` is analysed."""
+        return snapshot_steps(cell.steps, self.first_snapshot, self.snapshot_every)
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepSpec:
@@ -207,13 +241,16 @@ def _value(v) -> str:
     return str(v)
 
 
-def snapshot_steps(steps: int, first: int = 25) -> list[int]:
-    """first, 2 first, 4 first, ... below steps, then steps: [25, 50, ..., 800]."""
-    out, s = [], max(1, first)
+def snapshot_steps(steps: int, first: int = 25, every: int = 0) -> list[int]:
+    """first, 2 first, 4 first, ... below steps, then steps: [25, 50, ..., 800]; with
+    ``every``, also every multiple of it below steps (for churn over a long run)."""
+    out, s = set(), max(1, first)
     while s < steps:
-        out.append(s)
+        out.add(s)
         s *= 2
-    return out + [steps]
+    if every:
+        out |= set(range(every, steps, every))
+    return sorted(out) + [steps]
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -223,6 +260,7 @@ def snapshot_steps(steps: int, first: int = 25) -> list[int]:
 
 
 SNAPSHOT = "step_{:07d}.json"
+SNAPSHOTS, CHECKPOINT = "snapshots", "step_{:07d}.npz"  # the kept parameters of each snapshot
 
 
 def _checkpoint_step(path: Path) -> int | None:
@@ -260,12 +298,8 @@ def advance(
         seed=list(spec.seeds),
         steps=step,
         batch_size=spec.batch_size,
-        max_len=cell.max_len,
-        lr=cell.lr,
         device=device,
-        weight_decay=cell.weight_decay,
-        bos=cell.bos,
-        probs=cell.probs,
+        **cell.train_options(),
         eval_every=0,
         n_eval=min(256, spec.n_eval),
         ensemble=True,
@@ -303,7 +337,7 @@ def donor(cell: Cell, spec: SweepSpec, out: Path) -> tuple[Cell, str] | None:
     but fewer steps; the learning rate is constant, so its last checkpoint is this cell's
     state at that step), the longest such; None if there is none."""
     same = [(c, n) for c, n in zip(spec.cells, spec.names, strict=True)
-            if replace(c, steps=cell.steps) == cell and c.steps < cell.steps
+            if cell.continues and replace(c, steps=cell.steps) == cell and c.steps < cell.steps
             and (out / "cells" / c.key() / "analysis.json").exists()]  # fmt: skip
     return max(same, key=lambda cn: cn[0].steps) if same else None
 
@@ -313,8 +347,8 @@ def reused_steps(spec: SweepSpec) -> list[int]:
     ``donor``): the training it will not repeat. The sweep's progress counts the rest."""
     out = []
     for k, cell in enumerate(spec.cells):
-        earlier = [c.steps for c in spec.cells[:k]
-                   if replace(c, steps=cell.steps) == cell and c.steps < cell.steps]  # fmt: skip
+        earlier = [c.steps for c in spec.cells[:k] if cell.continues
+                   and replace(c, steps=cell.steps) == cell and c.steps < cell.steps]  # fmt: skip
         out.append(max(earlier, default=0))
     return out
 
@@ -328,7 +362,12 @@ def start_from_donor(cell: Cell, name: str, spec: SweepSpec, out: Path, folder: 
         return
     source, _ = found
     src = out / "cells" / source.key()
-    wanted = set(snapshot_steps(cell.steps, spec.first_snapshot))
+    wanted = set(spec.snapshots(cell))
+    for step in sorted(wanted):  # the donor's kept parameters of the snapshots taken over
+        kept = src / SNAPSHOTS / CHECKPOINT.format(step)
+        if kept.exists() and not (folder / SNAPSHOTS / CHECKPOINT.format(step)).exists():
+            (folder / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / SNAPSHOTS / CHECKPOINT.format(step), kept.read_bytes())
     for snap in load_snapshots(src):
         path = folder / SNAPSHOT.format(snap["step"])
         if snap["step"] not in wanted or path.exists():
@@ -351,8 +390,10 @@ def run_cell(
     say,
     train_path="fast",
     progress: Progress | bool = False,
+    analyse: bool = True,
 ) -> None:
-    """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk."""
+    """Train and analyse one cell, snapshot by snapshot, skipping the snapshots on disk.
+    analyse=False only trains and keeps each snapshot's parameters (for ``reanalyze``)."""
     folder.mkdir(parents=True, exist_ok=True)
     ck = folder / "model.npz"
     remove_stale_temporaries(ck)
@@ -360,40 +401,130 @@ def run_cell(
     config = cell.model_config()
     data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
     held_out = None
-    steps = snapshot_steps(cell.steps, spec.first_snapshot)
+    steps = spec.snapshots(cell)
     for step in steps:
         path = folder / SNAPSHOT.format(step)
-        if path.exists():
+        if path.exists() or not analyse and (folder / SNAPSHOTS / CHECKPOINT.format(step)).exists():
             continue
         held_out = held_out or eval_set(data)
         t0 = time.perf_counter()
         params, history = advance(cell, spec, ck, step, device, train_path, progress)
         t1 = time.perf_counter()
+        if spec.keep_checkpoints or not analyse:
+            keep_snapshot(folder, step, params, config, spec, train_seconds=t1 - t0)
+        if not analyse:
+            say(step, t1 - t0, 0.0, None)
+            continue
         label = progress.desc if isinstance(progress, Progress) else None
         if label is not None:
             progress.describe(f"{label} (analysing step {step})")
-        members = analyze_ensemble(
-            to_device(params, device),
-            *held_out,
-            config,
-            subsets=spec.subsets,
-            interventions=spec.interventions,
-        )
-        t2 = time.perf_counter()
+        models = analyse_snapshot(
+            cell, name, spec, folder, step, params, held_out, device,
+            last=step == steps[-1], curve=history.get("eval", []),
+            train_seconds=t1 - t0,
+        )  # fmt: skip
         if label is not None:
             progress.describe(label)
-        models, heads = snapshot_rows(cell, name, spec.seeds, step, members)
-        if step == steps[-1]:
-            extras = final_extras(params, cell, spec, device)
-            for row, long_l_acc in zip(models, np.atleast_1d(extras["long"]["l_acc"]), strict=True):
-                row["long_l_acc"] = float(long_l_acc)
-            record = {"name": name, "cell": asdict(cell), "seeds": list(spec.seeds),
-                      "members": members, "curve": history.get("eval", []), **extras}  # fmt: skip
-            atomic_write(folder / "analysis.json", json.dumps(jsonable(record), allow_nan=False))
-        snapshot = {"step": step, "models": models, "heads": heads,
-                    "seconds": {"train": t1 - t0, "analysis": t2 - t1}}  # fmt: skip
-        atomic_write(path, json.dumps(jsonable(snapshot), allow_nan=False))
-        say(step, t1 - t0, t2 - t1, models)
+        seconds = load_snapshot(path)["seconds"]
+        say(step, seconds["train"], seconds["analysis"], models)
+
+
+def keep_snapshot(
+    folder: Path, step: int, params: dict, config, spec: SweepSpec, *, train_seconds: float = 0.0
+) -> None:
+    """Keep the ensemble's parameters at ``step`` (host arrays) under snapshots/."""
+    (folder / SNAPSHOTS).mkdir(exist_ok=True)
+    info = {"step": int(step), "seeds": [int(s) for s in spec.seeds],
+            "train_seconds": float(train_seconds)}  # fmt: skip
+    save(folder / SNAPSHOTS / CHECKPOINT.format(step), params, config, info=info)
+
+
+def analyse_snapshot(
+    cell: Cell, name: str, spec: SweepSpec, folder: Path, step: int, params: dict, held_out,
+    device: str, *, last: bool, curve: list, train_seconds: float,
+) -> list[dict]:
+    """Analyse the ensemble ``params`` (host arrays) at ``step`` and write the snapshot's rows
+    (and, at the cell's last step, analysis.json); returns the model rows."""
+    config = cell.model_config()
+    t0 = time.perf_counter()
+    members = analyze_ensemble(
+        to_device(params, device), *held_out, config,
+        subsets=spec.subsets, interventions=spec.interventions,
+    )  # fmt: skip
+    analysis_seconds = time.perf_counter() - t0
+    models, heads = snapshot_rows(cell, name, spec.seeds, step, members)
+    if last:
+        extras = final_extras(params, cell, spec, device)
+        for row, long_l_acc in zip(models, np.atleast_1d(extras["long"]["l_acc"]), strict=True):
+            row["long_l_acc"] = float(long_l_acc)
+        record = {"name": name, "cell": asdict(cell), "seeds": list(spec.seeds),
+                  "members": members, "curve": curve, **extras}  # fmt: skip
+        atomic_write(folder / "analysis.json", json.dumps(jsonable(record), allow_nan=False))
+    snapshot = {"step": step, "models": models, "heads": heads,
+                "seconds": {"train": train_seconds, "analysis": analysis_seconds}}  # fmt: skip
+    atomic_write(folder / SNAPSHOT.format(step), json.dumps(jsonable(snapshot), allow_nan=False))
+    return models
+
+
+def load_snapshot(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool = True) -> dict:
+    """Recompute every snapshot of a finished sweep folder from its kept parameters
+    (snapshots/), with the instruments of this version, then rewrite the tables, results and
+    report. Training is not repeated; a snapshot without kept parameters is left as it was
+    (and named). The history curve of analysis.json is kept from the run."""
+    out = Path(out)
+    manifest = out / MANIFEST
+    if not manifest.exists():
+        raise ValueError(f"{out} holds no sweep (no {MANIFEST})")
+    spec = SweepSpec.from_dict(json.loads(manifest.read_text()))
+    device = resolve_device(device)
+    bar = Progress(sum(len(spec.snapshots(c)) for c in spec.cells), unit="snapshot",
+                   enabled=progress)  # fmt: skip
+    missing = []
+    with exclusive_lock(out, what="run folder"):
+        for name, cell in zip(spec.names, spec.cells, strict=True):
+            folder = out / "cells" / cell.key()
+            data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs,
+                              n_eval=spec.n_eval)  # fmt: skip
+            held_out = eval_set(data)
+            steps = spec.snapshots(cell)
+            for step in steps:
+                kept = folder / SNAPSHOTS / CHECKPOINT.format(step)
+                if not kept.exists():
+                    missing.append(f"{cell.key()} step {step}")
+                    bar.advance(1)
+                    continue
+                old = folder / SNAPSHOT.format(step)
+                saved = load_checkpoint(kept)
+                params = saved["params"]
+                train_seconds = (load_snapshot(old)["seconds"]["train"] if old.exists()
+                                 else float(saved["info"].get("train_seconds", 0.0)))  # fmt: skip
+                curve = []
+                if step == steps[-1] and (folder / "analysis.json").exists():
+                    curve = json.loads((folder / "analysis.json").read_text()).get("curve", [])
+                analyse_snapshot(cell, name, spec, folder, step, params, held_out, device,
+                                 last=step == steps[-1], curve=curve,
+                                 train_seconds=train_seconds)  # fmt: skip
+                bar.advance(1)
+        if missing:
+            bar.line(f"no kept parameters (left as they were): {', '.join(missing)}")
+        command = "(trained with --train-only)"
+        if (out / "results.json").exists():
+            old = json.loads((out / "results.json").read_text()).get("meta", {}) or {}
+            command = old.get("command") or command
+        timings = {}
+        for name, cell in zip(spec.names, spec.cells, strict=True):
+            snaps = load_snapshots(out / "cells" / cell.key())
+            timings[name] = {k: sum(x["seconds"][k] for x in snaps) for k in ("train", "analysis")}
+        meta = {**run_meta(spec, device, command, timings),
+                "reanalyzed": "every snapshot recomputed from its kept parameters"}  # fmt: skip
+        results = summarise(spec, out, meta=meta, figures=figures)
+        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    bar.close()
+    return results
 
 
 # ----------------------------------------------------------------------------- the folder
@@ -412,9 +543,9 @@ def prepare_folder(out: Path, spec: SweepSpec, *, force: bool) -> None:
     manifest = out / MANIFEST
     wanted = jsonable(spec.to_dict())
     if manifest.exists():
-        try:
-            held = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+        try:  # read through the spec, so that knobs added since fill in their defaults
+            held = jsonable(SweepSpec.from_dict(json.loads(manifest.read_text())).to_dict())
+        except (OSError, ValueError, TypeError, KeyError):
             held = None
         if held != wanted:
             if not force:
@@ -454,10 +585,13 @@ def run_sweep(
     threads: int | None = 1,
     figures: bool = True,
     train_path: str = "fast",
-) -> dict:
+    analyse: bool = True,
+) -> dict | None:
     """Run (or resume) every cell of ``spec`` into the folder ``out``; returns the results.
     figures=False skips the PNGs (the tables and the report are written all the same);
-    train_path is TrainConfig.path for the training (saved in each cell's checkpoint)."""
+    train_path is TrainConfig.path for the training (saved in each cell's checkpoint).
+    analyse=False only trains, keeping every snapshot's parameters, and returns None: a GPU
+    can train while the analysis runs later anywhere (``reanalyze``)."""
     device = resolve_device(device)
     for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
         cell.model_config()  # the model-size limits (minicount/limits.py)
@@ -486,9 +620,14 @@ def run_sweep(
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
                 timings[name] = _run_reported(
-                    cell, label, name, spec, out, device, bar, train_path, offset, reused[k - 1]
-                )
+                    cell, label, name, spec, out, device, bar, train_path, offset,
+                    reused[k - 1], analyse,
+                )  # fmt: skip
                 offset += cell.steps - reused[k - 1]
+        if not analyse:
+            bar.line(f"trained; analyse with: python -m minicount sweep --reanalyze {out}")
+            bar.close()
+            return None
         bar.line("writing tables, figures and the report")
         results = summarise(
             spec, out, meta=run_meta(spec, device, command, timings), figures=figures
@@ -510,6 +649,7 @@ def _run_reported(
     train_path: str = "fast",
     offset: int = 0,
     reused: int = 0,
+    analyse: bool = True,
 ) -> dict:
     """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
     ``bar`` counts the steps trained in every cell; this cell's start at ``offset``, and its
@@ -526,6 +666,9 @@ def _run_reported(
 
     def say(step, train_s, analysis_s, models):
         bar.set_done(trained(step))  # also counts steps a resumed checkpoint had done
+        if models is None:
+            bar.line(f"{label}: step {step}/{cell.steps} trained in {train_s:.1f}s, kept")
+            return
         l_acc = [r["l_acc"] for r in models]
         bar.line(
             f"{label}: step {step}/{cell.steps}, held-out l-acc mean {np.mean(l_acc):.3f} "
@@ -533,7 +676,7 @@ def _run_reported(
             f"{analysis_s:.1f}s"
         )
 
-    run_cell(cell, name, spec, folder, device, say, train_path, bar)
+    run_cell(cell, name, spec, folder, device, say, train_path, bar, analyse)
     snaps = load_snapshots(folder)
     return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 

@@ -82,6 +82,9 @@ class TrainConfig:
     beta2: float = AdamW.beta2
     warmup: int = 0  # steps of linear warm-up
     schedule: str = "constant"  # 'constant' or 'cosine' (decays to 10% of lr)
+    # the step the schedule is shaped for (0 = steps): a run trained in segments, snapshot
+    # by snapshot, keeps one cosine over its whole length by naming that length here
+    schedule_steps: int = 0
     grad_clip: float = 0.0  # clip each model's global gradient norm (0 = off)
     seeds: tuple = (0,)  # one seed per model; more than one trains an ensemble
     max_len: int = DataConfig.max_len  # strings have 1..max_len symbols
@@ -111,7 +114,7 @@ class TrainConfig:
             self.data_seed = check_int("data_seed", self.data_seed, 0)
         for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
                               ("eval_every", 0), ("n_eval", 1),
-                              ("checkpoint_every", 0)):  # fmt: skip
+                              ("checkpoint_every", 0), ("schedule_steps", 0)):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), minimum))
         self.lr = check_number("lr", self.lr, low=0.0, low_open=True)
         for name in ("weight_decay", "grad_clip"):
@@ -129,6 +132,11 @@ class TrainConfig:
     @property
     def data(self) -> DataConfig:
         return DataConfig(max_len=self.max_len, bos=self.bos, probs=self.probs, n_eval=self.n_eval)
+
+    @property
+    def horizon(self) -> int:
+        """The step the learning-rate schedule is shaped for."""
+        return self.schedule_steps or self.steps
 
     @property
     def is_ensemble(self) -> bool:
@@ -362,7 +370,7 @@ def train_step(run: RunState, opt: AdamW, config: ModelConfig, tc: TrainConfig, 
     check_step(step + 1, loss, grads, run.params, ensemble, last)
     if tc.grad_clip:
         clip_grads(grads, tc.grad_clip, ensemble)
-    lr = lr_at(step, lr=tc.lr, total_steps=tc.steps, warmup=tc.warmup, schedule=tc.schedule)
+    lr = lr_at(step, lr=tc.lr, total_steps=tc.horizon, warmup=tc.warmup, schedule=tc.schedule)
     opt.step(run.params, grads, run.opt_state, lr=lr)
     run.step = step + 1
     run.history["step"].append(step + 1)

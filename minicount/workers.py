@@ -58,9 +58,11 @@ from .safeio import (
     shared_lock,
 )
 from .sweep import (
+    CHECKPOINT,
     COMPLETE,
     MANIFEST,
     SNAPSHOT,
+    SNAPSHOTS,
     SweepSpec,
     _checkpoint_step,
     _run_reported,
@@ -91,10 +93,14 @@ def parse_worker(text: str) -> tuple[int, int]:
     return k, n
 
 
-def twin(spec: SweepSpec, i: int) -> int | None:
+def twin(spec: SweepSpec, i: int, analyse: bool = True) -> int | None:
     """The cell that cell i continues from: every knob equal, fewer steps, the longest such
-    (sweep.donor's choice once it is done); None if there is none."""
+    (sweep.donor's choice once it is done); None if there is none, if cell i does not
+    continue a twin (a cosine schedule) or if nothing is analysed (train-only: a twin is
+    taken over only once analysed)."""
     cell = spec.cells[i]
+    if not (analyse and cell.continues):
+        return None
     shorter = [j for j, c in enumerate(spec.cells)
                if c.steps < cell.steps and replace(c, steps=cell.steps) == cell]  # fmt: skip
     return max(shorter, key=lambda j: spec.cells[j].steps) if shorter else None
@@ -126,9 +132,13 @@ def cell_folder(out: Path, spec: SweepSpec, i: int) -> Path:
     return out / "cells" / spec.cells[i].key()
 
 
-def is_done(out: Path, spec: SweepSpec, i: int) -> bool:
-    """Whether cell i is finished: its last snapshot (written last) is on disk."""
-    return (cell_folder(out, spec, i) / SNAPSHOT.format(spec.cells[i].steps)).exists()
+def is_done(out: Path, spec: SweepSpec, i: int, analyse: bool = True) -> bool:
+    """Whether cell i is finished: its last snapshot (written last) is on disk; with
+    analyse=False (train-only), or the kept parameters of its last step."""
+    folder, last = cell_folder(out, spec, i), spec.cells[i].steps
+    if (folder / SNAPSHOT.format(last)).exists():
+        return True
+    return not analyse and (folder / SNAPSHOTS / CHECKPOINT.format(last)).exists()
 
 
 def _read_json(path: Path):
@@ -162,6 +172,14 @@ def _wanted(spec: SweepSpec) -> dict:
     return jsonable(spec.to_dict())
 
 
+def _held(out: Path) -> dict | None:
+    """The folder's sweep.json as prepare_folder compares it (knobs added since filled in)."""
+    try:
+        return _wanted(read_spec(out))
+    except ValueError:
+        return None
+
+
 @contextlib.contextmanager
 def joined(out: Path, spec: SweepSpec | None, *, force: bool = False):
     """Hold the folder as one of its workers while the block runs: sweep.json checked (or
@@ -173,7 +191,7 @@ def joined(out: Path, spec: SweepSpec | None, *, force: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         with _manifest_lock(out):
-            if spec is not None and force and _read_json(out / MANIFEST) != _wanted(spec):
+            if spec is not None and force and _held(out) != _wanted(spec):
                 try:
                     with exclusive_lock(out, what="run folder"):
                         prepare_folder(out, spec, force=True)
@@ -195,9 +213,9 @@ def joined(out: Path, spec: SweepSpec | None, *, force: bool = False):
         yield
 
 
-def _who(worker: str, device: str) -> dict:
+def _who(worker: str, device: str, analyse: bool = True) -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker,
-            "device": device}  # fmt: skip
+            "device": device, "analyse": analyse}  # fmt: skip
 
 
 def _log(folder: Path, event: str, who: dict, **more) -> None:
@@ -258,13 +276,13 @@ def _take(folder: Path):
     return lock
 
 
-def _train(spec, out, i, device, train_path, progress, who) -> None:
+def _train(spec, out, i, device, train_path, progress, who, analyse) -> None:
     """Train and analyse cell i (its lock held), resuming whatever is on disk."""
     cell, name = spec.cells[i], spec.names[i]
     folder = cell_folder(out, spec, i)
-    for stale in folder.glob("*" + TEMP_SUFFIX):  # a killed holder's (we hold the lock)
-        stale.unlink(missing_ok=True)
-    j = twin(spec, i)
+    for stale in [*folder.glob("*" + TEMP_SUFFIX), *folder.glob(f"{SNAPSHOTS}/*{TEMP_SUFFIX}")]:
+        stale.unlink(missing_ok=True)  # a killed holder's (we hold the lock)
+    j = twin(spec, i, analyse)
     reused = spec.cells[j].steps if j is not None else 0
     resumed = max([s["step"] for s in load_snapshots(folder)]
                   + [_checkpoint_step(folder / "model.npz") or 0])  # fmt: skip
@@ -274,7 +292,7 @@ def _train(spec, out, i, device, train_path, progress, who) -> None:
     label = f"[cell {i + 1}/{len(spec.cells)}] {name}"
     try:
         bar.beat()
-        _run_reported(cell, label, name, spec, out, device, bar, train_path, 0, reused)
+        _run_reported(cell, label, name, spec, out, device, bar, train_path, 0, reused, analyse)
         bar.beat()
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -297,10 +315,12 @@ def run_worker(
     threads: int | None = 1,
     figures: bool = True,
     train_path: str = "fast",
+    analyse: bool = True,
 ) -> dict | None:
     """One worker on the folder ``out``: share=(K, N) runs the K-th of N shares (see
     ``shares``), share=None claims cells until every one is done. Returns the results if
-    this worker wrote the report (it found every cell done), else None."""
+    this worker wrote the report (it found every cell done), else None. analyse=False
+    (--train-only) trains and keeps each snapshot's parameters, and writes no report."""
     device = resolve_device(device)
     for cell in spec.cells:
         cell.model_config()  # the model-size limits (minicount/limits.py)
@@ -309,7 +329,7 @@ def run_worker(
     if str(out).strip() == "":
         raise ValueError("--out is empty: name a folder for the run")
     tag = "claim" if share is None else f"{share[0]}/{share[1]}"
-    who = _who(tag, device)
+    who = _who(tag, device, analyse)
     say = Progress(0, enabled=progress)
     mine = range(len(spec.cells)) if share is None else shares(spec, share[1])[share[0] - 1]
     with joined(out, spec, force=force), blas_threads(threads if device == "cpu" else None):
@@ -318,12 +338,12 @@ def run_worker(
                  f"({who['host']}, pid {who['pid']}) -> {out}")  # fmt: skip
         waiting = None
         while True:
-            left = [i for i in mine if not is_done(out, spec, i)]
+            left = [i for i in mine if not is_done(out, spec, i, analyse)]
             if not left:
                 break
             took, blocked = False, []
             for i in left:
-                j = twin(spec, i)
+                j = twin(spec, i, analyse)
                 if j is not None and not is_done(out, spec, j):
                     blocked.append(f"{spec.names[i]} (waits for {spec.names[j]})")
                     continue
@@ -332,8 +352,8 @@ def run_worker(
                     blocked.append(f"{spec.names[i]} (held by another worker)")
                     continue
                 try:
-                    if not is_done(out, spec, i):  # (not finished meanwhile by another)
-                        _train(spec, out, i, device, train_path, progress, who)
+                    if not is_done(out, spec, i, analyse):  # (not finished meanwhile by another)
+                        _train(spec, out, i, device, train_path, progress, who, analyse)
                         took = True
                 finally:
                     lock.__exit__(None, None, None)
@@ -343,10 +363,13 @@ def run_worker(
                     say.line(f"waiting for {len(blocked)} cell(s): " + "; ".join(blocked))
                     waiting = blocked
                 time.sleep(POLL_S)
-        if not all(is_done(out, spec, i) for i in range(len(spec.cells))):
+        if not all(is_done(out, spec, i, analyse) for i in range(len(spec.cells))):
             say.line(f"worker {tag}: its cells are done; the worker that finishes the last "
                      "cell writes the report (or: python -m minicount sweep --report-only "
                      f"{out})")  # fmt: skip
+            return None
+        if not analyse:
+            say.line(f"trained; analyse with: python -m minicount sweep --reanalyze {out}")
             return None
         return write_report(spec, out, command=command, device=device, figures=figures,
                             say=say, again=False)  # fmt: skip
@@ -471,7 +494,10 @@ def status(out) -> str:
             if "updated" in beat:
                 row["note"] += f", updated {_duration(max(now - beat['updated'], 0))} ago"
             row["note"] += ")"
-        elif j is not None and not is_done(out, spec, j):
+        elif is_done(out, spec, i, analyse=False) and (beat.get("analyse") is False
+                                                       or not snaps):  # fmt: skip
+            row.update(state="trained", at=cell.steps, note="not analysed (--train-only)")
+        elif j is not None and not is_done(out, spec, j, analyse=False):
             row.update(state="waiting", at=max(snaps, default=0))
             row["note"] = f"for its shorter twin {spec.names[j]!r}"
         else:
@@ -485,7 +511,10 @@ def status(out) -> str:
                     who = f"{beat.get('host')} pid {beat.get('pid')}"
                     row["note"] += f" (its worker, {who}, stopped)"
         rows.append(row)
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "waiting", "left")}
+    states = ("done", "trained", "running", "waiting", "left")
+    counts = {s: sum(r["state"] == s for r in rows) for s in states}
+    if not counts["trained"]:
+        del counts["trained"]
     lines = [
         f"{out}: {len(spec.cells)} cell(s) x {len(spec.seeds)} seed(s)"
         + (f" (preset {spec.preset})" if spec.preset else "")
@@ -503,6 +532,8 @@ def status(out) -> str:
         lines.append(f"report: {out / 'report.md'} (complete since {when})")
     elif counts["done"] == len(spec.cells):
         lines.append(f"report: not written yet: python -m minicount sweep --report-only {out}")
+    elif counts["done"] + counts.get("trained", 0) == len(spec.cells):
+        lines.append(f"report: analyse first: python -m minicount sweep --reanalyze {out}")
     else:
         lines.append("report: written by the worker that finishes the last cell (or later by "
                      f"python -m minicount sweep --report-only {out})")  # fmt: skip

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +27,9 @@ from minicount.analysis.aggregation import (
 )
 from minicount.analysis.attribution import eos_contributions
 from minicount.analysis.linear import linear_fit_batched, linear_fit_from_contributions
-from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, eval_set
+from minicount.data import BOS, EOS, ONE, TWO, V, ZERO, DataConfig, eval_set
 
+from .conftest import gpu_ok
 from .designed import COUNT_VALUES, COUNTER, SLOT, hand_built
 
 
@@ -229,11 +231,33 @@ def close(a, b, path=""):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-6, nan_ok=True), path
 
 
+NEW_KEYS = {
+    "solo_slope", "solo_bias", "calibrated", "calibrated_weight", "bias_calibrated",
+    "calibrated_best", "calibrated_best_vote", "logloss", "margin", "error_removed",
+    "error_removed_calibrated", "logloss_removed", "logloss_removed_calibrated",
+    "n_eff_fitted_raw", "n_eff_fitted_calibrated", "n_eff_trained_calibrated",
+    "converged_calibrated",
+}  # fmt: skip
+
+
 def test_batched_aggregation_equals_per_model(ensemble):
     c, offset, targets, mask = ensemble
     batch = aggregation_batched(c, offset, targets, mask, l2=1e-3)
     for i in range(c.shape[0]):
+        assert NEW_KEYS <= set(batch[i])  # close() then compares them too
         close(batch[i], aggregation_from_contributions(c[i], offset[i], targets, mask, l2=1e-3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_ok(), reason="needs CuPy and a CUDA GPU")
+def test_batched_aggregation_on_gpu_matches_cpu(ensemble):
+    from minicount.backend import to_device
+
+    c, offset, targets, mask = ensemble
+    cpu = aggregation_batched(c, offset, targets, mask)
+    gpu = aggregation_batched(to_device(c, "gpu"), to_device(offset, "gpu"), targets, mask)
+    for i in range(c.shape[0]):
+        close(gpu[i], cpu[i])
 
 
 def test_aggregation_reports_what_it_says(ensemble):
@@ -262,6 +286,231 @@ def test_aggregation_reports_what_it_says(ensemble):
         assert strengths == sorted(strengths) and 1e-4 in strengths and len(strengths) >= 4
         main = agg["l2_check"][strengths.index(1e-4)]
         assert main["fitted"] == agg["fitted"] and main["n_eff_fitted"] == agg["n_eff_fitted"]
+
+
+# ------------------------------------------------- the calibrated reference, log-loss, margin
+
+
+def bce(s, y):
+    """Mean binary cross-entropy in nats, -mean(y log p + (1 - y) log(1 - p)), p = expit(s)."""
+    return -float(np.mean(y * scipy.special.log_expit(s) + (1 - y) * scipy.special.log_expit(-s)))
+
+
+def reference(c, offset, y, l2):
+    """Everything the calibrated reference needs, fitted by scipy (penalised_optimum) on the
+    real positions alone: c [H, N], offset [N], y [N] -> dict of σ, solo slopes and biases,
+    the calibrated (a, b), and the fitted and uniform log-loss fits (all in float64, as
+    aggregation computes them from float32 contributions too)."""
+    c, offset = c.astype(np.float64), offset.astype(np.float64)
+    sigma = c.std(axis=1)
+    z = c / sigma[:, None]
+    solo = [penalised_optimum(z[h][:, None], y, np.zeros_like(offset), l2) for h in range(len(c))]
+    slope = np.array([w[0] for w, _ in solo]) / sigma
+    total = slope @ c  # [N] Σ_h β_h c_h
+    a, b = penalised_optimum(total[:, None], y, offset, l2)
+    alpha, b_fit = penalised_optimum(z.T, y, offset, l2)
+    w_uni, b_uni = penalised_optimum(z.sum(axis=0)[:, None], y, offset, l2)
+    return {
+        "sigma": sigma,
+        "slope": slope,
+        "solo_bias": np.array([b for _, b in solo]),
+        "total": total,
+        "a": a[0],
+        "b": b,
+        "scores": {
+            "trained": offset + c.sum(axis=0),
+            "fitted": offset + alpha @ z + b_fit,
+            "uniform_logloss": offset + w_uni[0] * z.sum(axis=0) + b_uni,
+            "calibrated": offset + a[0] * total + b,
+        },
+    }
+
+
+@pytest.mark.parametrize("l2", [1e-4, 1e-2])
+def test_solo_fits_and_calibrated_vote_against_scipy(ensemble, l2):
+    c, offset, targets, mask = ensemble
+    c, offset = c.astype(np.float64), offset.astype(np.float64)  # as aggregation does
+    y = (targets[..., EOS] > 0.5)[mask].astype(float)
+    for i, agg in enumerate(aggregation_batched(c, offset, targets, mask, l2=l2)):
+        ref = reference(c[i][:, mask], offset[i][mask], y, l2)
+        assert agg["converged_calibrated"]
+        # slopes compared on the z scale, where BFGS's tolerance holds (atol 1e-6, as above)
+        sigma = ref["sigma"]
+        np.testing.assert_allclose(
+            np.array(agg["solo_slope"]) * sigma, ref["slope"] * sigma, rtol=1e-6, atol=1e-6
+        )
+        np.testing.assert_allclose(agg["solo_bias"], ref["solo_bias"], rtol=1e-6, atol=1e-6)
+        assert agg["calibrated_weight"] == pytest.approx(ref["a"], rel=1e-6, abs=1e-6)
+        assert agg["bias_calibrated"] == pytest.approx(ref["b"], rel=1e-6, abs=1e-6)
+        for key, s in ref["scores"].items():
+            assert agg["logloss"][key] == pytest.approx(bce(s, y), rel=1e-6), key
+        calibrated_right = float(((ref["scores"]["calibrated"] > 0) == y).mean())
+        assert agg["calibrated"]["l_acc"] == pytest.approx(calibrated_right)
+        # the two accuracy searches, scored from the scale and bias they report
+        a, b = agg["uniform_best"]["scale"], agg["uniform_best"]["bias"]
+        s_uniform = offset[i][mask] + a * (c[i][:, mask] / sigma[:, None]).sum(axis=0) + b
+        assert agg["logloss"]["uniform"] == pytest.approx(bce(s_uniform, y), rel=1e-6)
+        a, b = agg["calibrated_best_vote"]["scale"], agg["calibrated_best_vote"]["bias"]
+        s_best = offset[i][mask] + a * ref["total"] + b
+        assert a >= 0
+        assert agg["logloss"]["calibrated_best"] == pytest.approx(bce(s_best, y), rel=1e-5)
+        best_right = float(((s_best > 0) == y).mean())
+        assert agg["calibrated_best"]["l_acc"] == pytest.approx(best_right)
+        if ref["a"] > 0:  # the log-loss scale is one of the candidates of the search
+            assert best_right >= calibrated_right
+        # scale 0 is a candidate too: never worse than the best threshold on the offset alone
+        assert best_right * len(y) >= brute_best(offset[i][mask], y.astype(bool))
+
+
+def test_solo_slope_unpenalised_on_overlapping_classes():
+    # one head per model, classes that overlap: at l2 -> 0 the solo fit is the ordinary
+    # maximum-likelihood logistic regression, here scipy's on c itself (raw units)
+    rng = np.random.default_rng(3)
+    B, T, M, H = 50, 12, 2, 3
+    y = rng.random((B, T)) < 0.4
+    mask = np.ones((B, T), bool)
+    targets = np.zeros((B, T, V))
+    targets[..., EOS] = y
+    c = rng.standard_normal((M, H, B, T)) * rng.uniform(0.1, 5, (M, H, 1, 1))
+    c += (2 * y - 1) * rng.uniform(0.2, 1.0, (M, H, 1, 1))
+    offset = rng.standard_normal((M, B, T))
+    for i, agg in enumerate(aggregation_batched(c, offset, targets, mask, l2=1e-12)):
+        for h in range(H):
+            x = c[i, h][mask]
+            w, b = penalised_optimum(x[:, None], y[mask].astype(float), np.zeros_like(x), 0.0)
+            assert agg["solo_slope"][h] == pytest.approx(w[0], rel=1e-5)
+            assert agg["solo_bias"][h] == pytest.approx(b, rel=1e-5, abs=1e-7)
+
+
+def test_margin_against_a_direct_quantile(ensemble):
+    c, offset, targets, mask = ensemble
+    c, offset = c.astype(np.float64), offset.astype(np.float64)  # as aggregation does
+    y = (targets[..., EOS] > 0.5)[mask]
+    for i, agg in enumerate(aggregation_batched(c, offset, targets, mask)):
+        ci, off = c[i][:, mask], offset[i][mask]
+        sigma = np.array(agg["sigma"])
+        scores = {
+            "trained": off + ci.sum(axis=0),
+            "fitted": off + (np.array(agg["alpha_fitted_raw"]) / sigma) @ ci + agg["bias_fitted"],
+            "uniform_logloss": off
+            + agg["uniform_weight"] * (ci / sigma[:, None]).sum(axis=0)
+            + agg["bias_uniform"],
+            "calibrated": off
+            + agg["calibrated_weight"] * (np.array(agg["solo_slope"]) @ ci)
+            + agg["bias_calibrated"],
+        }
+        assert set(agg["margin"]) == set(scores)
+        for key, s in scores.items():
+            signed = np.where(y, s, -s) / s.std()
+            assert agg["margin"][key] == pytest.approx(np.quantile(signed, 0.05), rel=1e-6), key
+
+
+def participation(w):
+    w = np.abs(np.asarray(w, dtype=float))
+    return w.sum() ** 2 / (w**2).sum()
+
+
+def test_effective_heads_in_three_units_and_the_removed_shares(ensemble):
+    c, offset, targets, mask = ensemble
+    for agg in aggregation_batched(c, offset, targets, mask):
+        alpha, sigma = np.array(agg["alpha_fitted_raw"]), np.array(agg["sigma"])
+        beta = np.array(agg["solo_slope"])
+        assert agg["n_eff_fitted_raw"] == pytest.approx(participation(alpha / sigma))
+        assert agg["n_eff_fitted_calibrated"] == pytest.approx(
+            participation(alpha / (sigma * beta))
+        )
+        assert agg["n_eff_trained_calibrated"] == pytest.approx(participation(1 / beta))
+        err = {k: 1 - agg[k]["l_acc"] for k in ("uniform", "fitted", "calibrated_best")}
+        ll = agg["logloss"]
+        pairs = (("error_removed", "uniform"), ("error_removed_calibrated", "calibrated_best"))
+        for key, ref in pairs:
+            expected = None if err[ref] == 0 else (err[ref] - err["fitted"]) / err[ref]
+            assert agg[key] == pytest.approx(expected), key
+        assert agg["logloss_removed"] == pytest.approx(
+            (ll["uniform_logloss"] - ll["fitted"]) / ll["uniform_logloss"]
+        )
+        assert agg["logloss_removed_calibrated"] == pytest.approx(
+            (ll["calibrated"] - ll["fitted"]) / ll["calibrated"]
+        )
+
+
+def noisy_heads(seed=0, B=400, T=10):
+    """(y [B, T], mask, targets, rng): balanced labels and a mask with ragged ends."""
+    rng = np.random.default_rng(seed)
+    y = rng.random((B, T)) < 0.5
+    mask = np.ones((B, T), bool)
+    mask[:, -2:] = rng.random((B, 2)) < 0.5
+    targets = np.zeros((B, T, V))
+    targets[..., EOS] = y
+    return y, mask, targets, rng
+
+
+def test_calibrated_members_suffice_for_independent_heads():
+    # heads x_h = μ_h (2y - 1) + ε_h with independent unit noise: the Bayes log-odds is
+    # Σ_h 2 μ_h x_h and each head's own log-odds is 2 μ_h x_h, so the solo slopes are the
+    # best joint weights (a = 1), while equal weights on σ-standardised heads are not
+    y, mask, targets, rng = noisy_heads()
+    mu, scale = np.array([2.0, 1.0, 0.5, 0.25]), np.array([1.0, 3.0, 0.2, 5.0])
+    x = (2 * y - 1) * mu[:, None, None] + rng.standard_normal((4,) + y.shape)
+    agg = aggregation_from_contributions(scale[:, None, None] * x, np.zeros(y.shape), targets, mask)
+    np.testing.assert_allclose(np.array(agg["solo_slope"]) * scale, 2 * mu, rtol=0.15, atol=0.05)
+    assert agg["calibrated_weight"] == pytest.approx(1.0, abs=0.15)
+    assert abs(agg["logloss_removed_calibrated"]) < 0.05  # calibrated uniform ≈ fitted
+    assert agg["logloss_removed"] > 0.5  # σ-uniform is far from it
+    assert agg["margin"]["calibrated"] == pytest.approx(agg["margin"]["fitted"], abs=0.02)
+    assert agg["margin"]["uniform_logloss"] < agg["margin"]["fitted"] - 0.05
+
+
+def test_calibrated_members_on_shared_noise():
+    # copies of one noisy signal at different scales: every positive weighting is the same
+    # score up to scale, so both uniform references equal the fit
+    y, mask, targets, rng = noisy_heads(1)
+    signal = (2 * y - 1) + rng.standard_normal(y.shape)
+    offset = 0.1 * rng.standard_normal(y.shape)
+    copies = np.array([2.0, 0.5, 0.1, 1.0])[:, None, None] * signal
+    agg = aggregation_from_contributions(copies, offset, targets, mask)
+    assert abs(agg["logloss_removed_calibrated"]) < 1e-4
+    assert abs(agg["logloss_removed"]) < 1e-4
+    assert agg["n_eff_fitted_calibrated"] == pytest.approx(4.0, rel=1e-6)  # ridge splits copies
+    # add a head with its own noise: the copies share theirs, so the calibrated sum counts
+    # that evidence three times over, and the fitted weights beat equal calibrated ones
+    own = 0.7 * (1.5 * (2 * y - 1) + rng.standard_normal(y.shape))
+    heads = np.concatenate([copies[:3], own[None]])
+    agg = aggregation_from_contributions(heads, offset, targets, mask)
+    assert agg["logloss_removed_calibrated"] > 0.2
+    assert agg["logloss"]["fitted"] < agg["logloss"]["calibrated"] - 0.03
+
+
+def test_copies_of_a_perfect_counter_leave_accuracy_nothing_to_say(held_out):
+    # four copies of one perfect counter written at scales 0.4 / 0.3 / 0.2 / 0.1: every
+    # weighting gets l-acc 1, so error_removed is undefined, yet the log-losses and margins
+    # are finite, and the weights have known participation ratios in every unit
+    tokens, targets, mask = held_out
+    scales = np.array([0.4, 0.3, 0.2, 0.1])
+    params, config = hand_built([COUNTER] * 4, [COUNT_VALUES] * 4)
+    for h, s in enumerate(scales):
+        params["blocks.0.attn.W_O"][h, 0, SLOT] = s
+    agg = aggregation_weights(params, tokens, targets, mask, config)
+    for key in ("trained", "fitted", "uniform", "uniform_logloss", "calibrated", "calibrated_best"):
+        assert agg[key]["l_acc"] == 1.0, key
+        assert math.isfinite(agg["logloss"][key]) and agg["logloss"][key] >= 0, key
+    assert all(math.isfinite(v) and v > 0 for v in agg["margin"].values())  # all right
+    assert agg["error_removed"] is None and agg["error_removed_calibrated"] is None
+    assert math.isfinite(agg["logloss_removed"])
+    assert math.isfinite(agg["logloss_removed_calibrated"])
+    assert agg["converged"] and agg["converged_calibrated"]
+    # the copies are one z: equal solo fits on z, so β_h ∝ 1 / scale_h and equal biases
+    beta = np.array(agg["solo_slope"])
+    np.testing.assert_allclose(beta * scales, beta[3] * scales[3], rtol=1e-6)
+    np.testing.assert_allclose(agg["solo_bias"], agg["solo_bias"][0], rtol=1e-6)
+    # by hand: the trained raw weights are 1, so on z they are ∝ scale, and on the calibrated
+    # members ∝ 1 / β ∝ scale; the fit splits its weight on z equally (ridge on copies), so
+    # ∝ 1 / scale in raw units and equal on the calibrated members
+    assert agg["n_eff_trained_calibrated"] == pytest.approx(1 / 0.30, rel=1e-6)  # 1 / Σ s²
+    assert agg["n_eff_fitted_calibrated"] == pytest.approx(4.0, rel=1e-6)
+    inverse = np.array([2.5, 10 / 3, 5.0, 10.0])
+    assert agg["n_eff_fitted_raw"] == pytest.approx(inverse.sum() ** 2 / (inverse**2).sum())
+    assert agg["n_eff_fitted_raw"] == pytest.approx(3.0488, abs=1e-4)
 
 
 def test_batched_linear_fit_equals_per_model(ensemble):

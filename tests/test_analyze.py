@@ -24,6 +24,26 @@ def test_analyze_model_is_json_ready(held_out):
     assert "NaN" not in text
 
 
+def test_contribution_summary_within_each_class(held_out):
+    from minicount.analysis.analyze import contribution_summary
+    from minicount.analysis.attribution import eos_contributions
+    from minicount.data import EOS
+
+    tokens, targets, mask = held_out
+    config = mc.ModelConfig(n_heads=3, d_model=16, d_head=4)
+    c, _ = eos_contributions(mc.init_params(config, 2), tokens, config)  # [H, B, T]
+    c = np.asarray(c, dtype=np.float64)
+    got = contribution_summary(c, targets, mask)
+    y = targets[..., EOS] > 0.5
+    for h in range(3):
+        pos, neg = c[h][mask & y], c[h][mask & ~y]
+        assert got["sd_pos"][h] == pytest.approx(np.sqrt(np.mean((pos - pos.mean()) ** 2)))
+        assert got["sd_neg"][h] == pytest.approx(np.sqrt(np.mean((neg - neg.mean()) ** 2)))
+        assert got["mean_pos"][h] == pytest.approx(pos.mean())
+        assert got["std"][h] == pytest.approx(c[h][mask].std())
+    assert got["sd_pos"].min() > 0 and not np.allclose(got["sd_pos"], got["sd_neg"])
+
+
 def test_analyze_model_on_an_inexact_config_says_so(held_out):
     tokens, targets, mask = held_out
     config = mc.ModelConfig(n_heads=2, d_model=16, d_head=4, mlp=True, d_mlp=16)
@@ -57,7 +77,9 @@ def test_analyze_model_on_gpu_matches_cpu(held_out):
     params = {k: v.astype(np.float64) for k, v in mc.init_params(config, 1).items()}
     cpu = analyze_model(params, tokens, targets, mask, config)
     gpu = analyze_model(to_device(params, "gpu"), tokens, targets, mask, config)
-    for key in ("metrics", "aggregation", "semantics", "attention", "ablation", "interventions"):
+    keys = ("metrics", "aggregation", "contributions", "semantics", "attention", "ablation",
+            "interventions")  # fmt: skip
+    for key in keys:
         np.testing.assert_allclose(
             numbers(gpu[key]), numbers(cpu[key]), rtol=1e-6, atol=1e-9, err_msg=key
         )

@@ -180,3 +180,73 @@ def test_fused_kernel_option_is_saved_with_each_cell(tmp_path):
     assert main(args + ["--fused-kernel", "--out", str(tmp_path)]) == 0
     (ck,) = (tmp_path / "cells").glob("*/model.npz")
     assert mc.load_checkpoint(ck)["info"]["train"]["path"] == "fused"
+
+
+def test_a_cosine_cell_trained_snapshot_by_snapshot_is_one_cosine_over_its_steps(tmp_path):
+    # the sweep trains in segments (one per snapshot); the learning rate must still follow one
+    # cosine over the cell's whole length, so the last parameters equal a single cosine run's
+    cell = Cell(n_heads=2, max_len=4, d_model=8, d_head=4, steps=24, schedule="cosine")
+    spec = SweepSpec(cells=(cell,), names=("cos",), seeds=(3, 4), batch_size=8, n_eval=16,
+                     first_snapshot=6, interventions=False)  # fmt: skip
+    run_sweep(spec, tmp_path, progress=False, figures=False)
+    kept = tmp_path / "cells" / cell.key() / "snapshots"
+    assert sorted(p.name for p in kept.glob("*.npz")) == [
+        f"step_{s:07d}.npz" for s in (6, 12, 24)
+    ]
+    whole, _ = mc.train(cell.model_config(), seed=[3, 4], steps=24, batch_size=8, max_len=4,
+                        schedule="cosine", eval_every=0, n_eval=16)  # fmt: skip
+    constant, _ = mc.train(cell.model_config(), seed=[3, 4], steps=24, batch_size=8, max_len=4,
+                           eval_every=0, n_eval=16)  # fmt: skip
+    last = mc.checkpoint.load_checkpoint(kept / "step_0000024.npz")["params"]
+    for name in whole:
+        assert (last[name] == whole[name]).all(), name
+    assert any((last[n] != constant[n]).any() for n in whole)  # the schedule did act
+
+
+def test_a_cosine_cell_does_not_continue_a_shorter_twin():
+    from minicount.sweep import reused_steps
+
+    short, long = (Cell(steps=s, schedule="cosine") for s in (10, 20))
+    spec = SweepSpec(cells=(short, long), names=("a", "b"), seeds=(0,))
+    assert reused_steps(spec) == [0, 0]
+    flat = SweepSpec(cells=tuple(replace(c, schedule="constant") for c in (short, long)),
+                     names=("a", "b"), seeds=(0,))  # fmt: skip
+    assert reused_steps(flat) == [0, 10]
+
+
+def test_extra_snapshots_every_n_steps():
+    assert snapshot_steps(100, 25, every=30) == [25, 30, 50, 60, 90, 100]
+    assert SweepSpec(cells=(Cell(steps=100),), names=("a",), seeds=(0,), first_snapshot=40,
+                     snapshot_every=50).snapshots(Cell(steps=100)) == [40, 50, 80, 100]
+
+
+def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):
+    from minicount.sweep import reanalyze
+
+    assert main(["sweep", *TINY_SWEEP, "--steps", "20", "--no-figures", "--out",
+                 str(tmp_path)]) == 0  # fmt: skip
+    before = {n: read_csv(tmp_path / n) for n in ("models.csv", "heads.csv")}
+    cell_dir = next((tmp_path / "cells").iterdir())
+    for snap in cell_dir.glob("step_*.json"):  # damage the rows: reanalysis must rebuild them
+        data = json.loads(snap.read_text())
+        for row in data["models"]:
+            row["l_acc"] = -1.0
+        snap.write_text(json.dumps(data))
+    reanalyze(tmp_path, progress=False, figures=False)
+    for name, rows in before.items():
+        assert read_csv(tmp_path / name) == rows, name
+    with pytest.raises(ValueError, match="holds no sweep"):
+        reanalyze(tmp_path / "cells", progress=False)
+
+
+def test_train_only_then_reanalyze_equals_a_full_sweep(tmp_path):
+    # the GPU workflow: train (and keep the parameters) on one machine, analyse on another
+    common = ["sweep", *TINY_SWEEP, "--steps", "20", "--set", "schedule=cosine", "--no-figures"]
+    assert main(common + ["--out", str(tmp_path / "full")]) == 0
+    assert main(common + ["--train-only", "--out", str(tmp_path / "split")]) == 0
+    assert not (tmp_path / "split" / "models.csv").exists()
+    assert not list((tmp_path / "split" / "cells").glob("*/step_*.json"))
+    assert main(["sweep", "--reanalyze", str(tmp_path / "split"), "--quiet", "--no-figures"]) == 0
+    for name in ("models.csv", "heads.csv"):
+        assert read_csv(tmp_path / "split" / name) == read_csv(tmp_path / "full" / name), name
+    assert (tmp_path / "split" / COMPLETE).exists()

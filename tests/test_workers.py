@@ -27,7 +27,7 @@ SWEEP = ["sweep", "--set", "n_heads=1,2", "--set", "bos=on,off", "--set", "steps
          "--set", "max_len=5", "--set", "d_model=8", "--set", "d_head=4", "--batch-size", "16",
          "--n-eval", "24", "--first-snapshot", "10", "--seeds", "0-2", "--no-figures"]  # fmt: skip
 # what differs between two runs of the same sweep: when, by which command, how long it took
-VARIES = ("command", "finished", "seconds")
+VARIES = ("command", "finished", "seconds", "reanalyzed")
 
 
 def same_results(a: Path, b: Path) -> None:
@@ -36,7 +36,7 @@ def same_results(a: Path, b: Path) -> None:
     ra, rb = (json.loads((f / "results.json").read_text()) for f in (a, b))
     for r in (ra, rb):
         for key in VARIES:
-            r["meta"].pop(key)
+            r["meta"].pop(key, None)
     assert ra == rb
 
 
@@ -198,6 +198,7 @@ def test_status_and_report_only_on_a_folder(tmp_path, alone, capsys):
     spec = read_spec(copy)
     last = copy / "cells" / spec.cells[-1].key()
     (last / "step_0000080.json").unlink()  # one cell not done (killed before its last write)
+    (last / "snapshots" / "step_0000080.npz").unlink(missing_ok=True)
     (copy / COMPLETE).unlink()
     assert not is_done(copy, spec, len(spec.cells) - 1)
     assert main(["sweep", "--report-only", copy, "--quiet"]) == 2
@@ -270,3 +271,17 @@ def test_slurm_job_array(tmp_path, alone):
         seen = {e["worker"] for c in spec.cells for e in read_log(out / "cells" / c.key())}
         assert seen == workers
     assert "--worker 1/2" in outputs and "--worker 2/2" in outputs and "--claim" in outputs
+
+
+def test_a_train_only_worker_then_reanalyze(tmp_path, alone, capsys):
+    """--claim --train-only trains every cell and keeps its snapshots' parameters (no twin
+    is continued: nothing is analysed to take over); --reanalyze then gives the tables."""
+    out = tmp_path / "o"
+    assert main([*SWEEP, "--quiet", "--claim", "--train-only", "--out", out]) == 0
+    assert not (out / COMPLETE).exists()
+    capsys.readouterr()
+    assert main(["sweep", "--status", out]) == 0
+    text = capsys.readouterr().out
+    assert "0 done, 8 trained, 0 running" in text and "--reanalyze" in text
+    assert main(["sweep", "--reanalyze", out, "--quiet", "--no-figures"]) == 0
+    same_results(out, alone)

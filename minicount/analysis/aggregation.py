@@ -18,6 +18,37 @@ top of the fixed offset:
 
 Non-uniform aggregation shows as uniform < fitted ≈ trained.
 
+What "uniform" means decides that answer, so there are three references (docs/method.md §4):
+
+    σ-standardised   the uniform votes above: every head at unit variance, so a weak head
+                     counts as much as a perfect one
+    calibrated       each head first made a calibrated member by its solo fit: the logistic
+                     regression of y on c_h alone, slope β_h and bias, with no offset (the head
+                     as a stand-alone classifier); then offset + a Σ_h β_h c_h + b with one
+                     shared a and b ("calibrated": a, b by log-loss, like uniform_logloss;
+                     "calibrated_best": the most accurate a >= 0 and b, like uniform)
+    raw logit units  the trained model itself: s = offset + Σ_h c_h reads every head with raw
+                     weight 1, so it is uniform there by construction (n_eff = H)
+
+The solo fit is made on z_h = c_h / σ_h with the same L2 strength l2 as the fitted weights
+(the bias free), and β_h = β^z_h / σ_h. A head that separates the labels on its own has its
+optimum at infinity without a penalty: the penalty makes its slope finite and sets its size
+(the smaller l2, the steeper), so the solo slopes of perfect heads are the penalty's, not
+the data's. The trained model in calibrated units is s = offset + Σ_h (1 / β_h)(β_h c_h):
+its weights there are 1 / β_h.
+
+Accuracy has a ceiling: once fitted and trained reach l-acc 1, every positive weighting of
+perfect counters is perfect too, and accuracy no longer tells the weightings apart. The
+mean log-loss (binary cross-entropy in nats, no penalty term) and a scale-free margin
+(the MARGIN_QUANTILE quantile over the real positions of (2y - 1) s / std(s)) keep measuring.
+Two cautions. The log-loss of a fitted score depends on its overall scale, and on data that
+some weighting separates that scale is set by the penalty (and by how many weights carry
+it: the fit spreads l2 over H weights, the log-loss uniform vote over one, the calibrated
+vote over H solo slopes and a), so there the log-loss ratios compare penalties as much as
+weightings; the margin is scale-free (not bias-free). And the fitted weights minimise the
+penalised loss, so another weighting may reach a slightly lower unpenalised log-loss:
+logloss_removed(_calibrated) can be a little below 0 when the reference is as good.
+
 The scale search keeps a >= 0: a negative shared scale would reverse every head against the
 direction the model adds it in, which is no longer a weighting of the model's heads. The
 log-loss uniform weight is reported with whatever sign the fit gives it.
@@ -45,6 +76,34 @@ Keys of the dict returned per model (``aggregation_from_contributions``, ``aggre
     l2_check           one entry per strength in L2_CHECK (and l2): {"l2", "fitted" (metrics),
                        "alpha_fitted" (shares), "n_eff_fitted", "converged"}, to show whether
                        the conclusions depend on the penalty
+    solo_slope         [H] β_h, the slope of head h's solo fit (y on c_h alone, no offset,
+                       penalty l2 on the z-scale slope), in raw c units
+    solo_bias          [H] the bias of that fit
+    calibrated_weight  a, the shared weight of the log-loss fit on Σ_h β_h c_h (with the offset)
+    bias_calibrated    b, its bias
+    calibrated_best_vote       {"scale": a, "bias": b} of the most accurate shared a >= 0
+                       and b on Σ_h β_h c_h (scales: calibrated_scale_grid)
+    calibrated, calibrated_best
+                       metrics dicts of offset + a Σ_h β_h c_h + b with the log-loss (a, b)
+                       and with the most accurate one
+    logloss            {"trained", "fitted", "uniform", "uniform_logloss", "calibrated",
+                       "calibrated_best"}: mean BCE (nats, no penalty) of each score vs y over
+                       the real positions
+    margin             {"trained", "fitted", "uniform_logloss", "calibrated"}: the
+                       MARGIN_QUANTILE quantile over the real positions of (2y - 1) s / std(s)
+                       (nan where s is constant)
+    error_removed      (err_uniform - err_fitted) / err_uniform, err = 1 - l_acc, of the best
+                       σ-uniform vote ("uniform"); None when err_uniform = 0
+    error_removed_calibrated   the same against calibrated_best
+    logloss_removed    (LL_uniform_logloss - LL_fitted) / LL_uniform_logloss
+    logloss_removed_calibrated the same against LL_calibrated
+    n_eff_fitted_raw   participation ratio of the fitted weights in raw logit units, α_h / σ_h
+                       (the trained model's are all 1 there: n_eff = H by construction)
+    n_eff_fitted_calibrated    of α_h / (σ_h β_h): the fitted weights on the calibrated
+                       members β_h c_h (nan if some β_h = 0)
+    n_eff_trained_calibrated   of 1 / β_h: the trained model's weights on the calibrated
+                       members (nan if some β_h = 0)
+    converged_calibrated       the solo fits and the calibrated log-loss fit all converged
 """
 
 from __future__ import annotations
@@ -63,6 +122,8 @@ L2_CHECK = (1e-8, 1e-4, 1e-3, 1e-2, 1e-1)  # strengths of the robustness refit
 SCALE_DECADES = 2.0  # the scale grid spans [min σ, max σ] widened by this many decades each way
 N_SCALES, N_REFINE = 49, 17  # log-spaced scales, then a linear refinement around the best
 SCAN_ELEMENTS = 1 << 21  # at most this many scores sorted at once in the threshold scan
+MARGIN_QUANTILE = 0.05  # the margin of a score: this quantile of (2y - 1) s / std(s)
+LIVE_SLOPE = 1e-3  # calibrated_scale_grid: heads with |β^z| below this times the largest are flat
 
 
 # ----------------------------------------------------------------------------- logistic fits
@@ -371,6 +432,52 @@ def scale_grid(sigma, extra=None):
     return xp.concatenate(parts, axis=1)
 
 
+def calibrated_scale_grid(slope_z, slope, extra=None):
+    """[M, 2 + N_SCALES (+ E)] candidate shared scales a of the calibrated vote
+    offset + a Σ_h β_h c_h + b: 0, a log grid and its middle, like scale_grid.
+
+    slope_z [M, H] the solo slopes β^z_h on z_h, slope [M, H] β_h = β^z_h / σ_h. The trained
+    model reads the calibrated member β_h c_h with weight 1 / β_h, so the grid spans
+    [min, max] of 1 / |β_h| (as scale_grid spans σ, the trained weights on z) widened by
+    SCALE_DECADES each way. Heads whose |β^z_h| is below LIVE_SLOPE times the largest are
+    left out of the span: they add almost nothing to Σ β_h c_h, and their 1 / |β_h| would
+    only stretch the grid (a model whose heads are all flat gets the span [1, 1]).
+    extra [M, E] more candidates (negative ones are clipped to 0).
+    """
+    xp = array_module(slope)
+    size = xp.abs(slope_z)  # [M, H]
+    live = (size > 0) & (size >= LIVE_SLOPE * size.max(axis=1, keepdims=True))
+    inverse = 1.0 / xp.where(live, xp.abs(slope), 1.0)  # [M, H]
+    any_live = live.any(axis=1)
+    lo = xp.where(any_live, xp.where(live, inverse, xp.inf).min(axis=1), 1.0)  # [M]
+    hi = xp.where(any_live, xp.where(live, inverse, 0.0).max(axis=1), 1.0)
+    return scale_grid(xp.stack([lo, hi], axis=1), extra)
+
+
+# ----------------------------------------------------------------------------- log-loss, margin
+
+
+def log_loss(scores, y):
+    """[...] mean binary cross-entropy (nats) of logits scores [..., N] against labels y
+    [..., N] (broadcast): softplus((1 - 2y) s), exact for any size of s."""
+    xp = array_module(scores)
+    return xp.logaddexp(0.0, (1.0 - 2.0 * y) * scores).mean(axis=-1)
+
+
+def scale_free_margin(scores, y, q: float = MARGIN_QUANTILE):
+    """[...] the q quantile (linear interpolation) over N of (2y - 1) s / std(s), scores and
+    y [..., N]; nan where s is constant. Unchanged by any positive scale of s."""
+    xp = array_module(scores)
+    sd = scores.std(axis=-1, keepdims=True)  # [..., 1]
+    signed = (2.0 * y - 1.0) * scores / xp.where(sd > 0, sd, 1.0)
+    return xp.where(sd[..., 0] > 0, xp.quantile(signed, q, axis=-1), xp.nan)
+
+
+def _removed(reference, fitted):
+    """(reference - fitted) / reference, or None where reference is 0."""
+    return (reference - fitted) / reference if reference != 0 else None
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 
@@ -424,6 +531,24 @@ def _fitted_weights(Z, y, off, strengths: list) -> tuple:
     return fit["w"].reshape(M, S, H), fit["b"].reshape(M, S), fit_ok
 
 
+def _solo_fits(Z, y, l2) -> dict:
+    """Every head of every model fitted alone, as one batch of M * H one-feature problems:
+    y on z_h with a free bias, no offset, L2 l2 on the slope. Z [M, N, H], y [M, N].
+    Returns {"w": [M, H] slopes on z, "b": [M, H], "converged": [M, H] bool (host)}."""
+    xp = array_module(Z)
+    M, N, H = Z.shape
+    fit = fit_logistic_batched(
+        xp.ascontiguousarray(Z.transpose(0, 2, 1)).reshape(M * H, N, 1),
+        xp.broadcast_to(y[:, None], (M, H, N)).reshape(M * H, N),
+        l2=l2,
+    )
+    return {
+        "w": fit["w"].reshape(M, H),
+        "b": fit["b"].reshape(M, H),
+        "converged": to_numpy(fit["converged"]).reshape(M, H),
+    }
+
+
 def aggregation_batched(
     c, offset, targets, mask, *, l2: float = L2, l2_check=L2_CHECK
 ) -> list[dict]:
@@ -432,8 +557,10 @@ def aggregation_batched(
 
     c [M, H, B, T] head contributions, offset [M, B, T], targets [B, T, V], mask [B, T].
     The fitted weights for every model and every L2 strength come from one batched fit, the
-    log-loss uniform fits from another; the best uniform vote is searched for all models
-    together. Entry i equals aggregation_from_contributions(c[i], offset[i], ...) to rounding.
+    log-loss uniform fits from another, the solo fits of every head (M * H one-feature
+    problems) from a third and the calibrated log-loss fits from a fourth; the best uniform
+    and calibrated votes are searched for all models together. Entry i equals
+    aggregation_from_contributions(c[i], offset[i], ...) to rounding.
     (Longer than most functions here: half of it is the result record, one key per line.)
     """
     xp = array_module(c)
@@ -463,6 +590,31 @@ def aggregation_batched(
     score_logloss = offset + b_uni[:, None, None] + w_uni[:, None, None] * z_total  # [M, B, T]
     score_best = (offset + best["scale"][:, None, None] * z_total) + best["bias"][:, None, None]
     score_trained = offset + c.sum(axis=1)  # [M, B, T]
+
+    # calibrated members: every head's solo fit (one batch), then one shared weight on Σ β c
+    solo = _solo_fits(Z, y, l2)
+    slope = solo["w"] / sigma  # [M, H] β_h in raw c units
+    cal_total = (Z * solo["w"][:, None, :]).sum(axis=2)  # [M, N] Σ_h β_h c_h = Σ_h β^z_h z_h
+    cal = fit_logistic_batched(cal_total[..., None], y, offset=off, l2=l2)
+    w_cal, b_cal = cal["w"][:, 0], cal["b"]  # [M], [M]
+    cal_grid = calibrated_scale_grid(solo["w"], slope, w_cal[:, None])
+    cal_best = best_uniform(cal_total, off, y, cal_grid)
+    z_cal = xp.einsum("mh,mhbt->mbt", solo["w"], z)  # [M, B, T]
+    score_cal = offset + b_cal[:, None, None] + w_cal[:, None, None] * z_cal
+    a_best, b_best = cal_best["scale"][:, None, None], cal_best["bias"][:, None, None]
+    score_cal_best = (offset + a_best * z_cal) + b_best
+
+    # log-loss and margin of every score over the real positions, all models at once
+    scored = {"trained": score_trained, "fitted": score_fitted[:, main], "uniform": score_best,
+              "uniform_logloss": score_logloss, "calibrated": score_cal,
+              "calibrated_best": score_cal_best}  # fmt: skip
+    real = xp.stack([v[:, m] for v in scored.values()], axis=1)  # [M, K, N]
+    losses = to_numpy(log_loss(real, y[:, None]))  # [M, K]
+    margined = ("trained", "fitted", "uniform_logloss", "calibrated")
+    at = [list(scored).index(k) for k in margined]
+    margins = to_numpy(scale_free_margin(real[:, at], y[:, None]))  # [M, 4]
+    slope_h, slope_z = to_numpy(slope), to_numpy(solo["w"])  # [M, H]
+    solo_bias = to_numpy(solo["b"])
 
     fitted_metrics = _metrics(score_fitted, targets, mask)  # [M][S]
     out = []
@@ -501,7 +653,50 @@ def aggregation_batched(
                 for j, s in enumerate(strengths)
             ],
         })  # fmt: skip
+        out[i].update(_calibrated_record(
+            out[i],
+            alpha_i[main] / sigma_i,
+            slope_z[i],
+            slope_h[i],
+            dict(zip(scored, losses[i].tolist(), strict=True)),
+            dict(zip(margined, margins[i].tolist(), strict=True)),
+            eos_metrics(score_cal[i], targets, mask),
+            eos_metrics(score_cal_best[i], targets, mask),
+        ))  # fmt: skip
+        out[i].update({
+            "solo_bias": solo_bias[i].tolist(),
+            "calibrated_weight": float(w_cal[i]),
+            "bias_calibrated": float(b_cal[i]),
+            "calibrated_best_vote": {"scale": float(cal_best["scale"][i]),
+                                     "bias": float(cal_best["bias"][i])},
+            "converged_calibrated": bool(solo["converged"][i].all() and bool(cal["converged"][i])),
+        })  # fmt: skip
     return out
+
+
+def _calibrated_record(row, raw, slope_z, slope, losses, margins, calibrated, best) -> dict:
+    """The ceiling-free measures and the calibrated reference of one model's record: row
+    holds the existing metrics; raw [H] the fitted weights in raw units α_h / σ_h; slope_z
+    and slope [H] the solo slopes on z_h and on c_h; losses and margins by aggregation."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # a flat head (β = 0): n_eff nan
+        n_eff_cal = effective_heads(raw / slope) if np.all(slope != 0) else float("nan")
+        n_eff_trained_cal = effective_heads(1.0 / slope) if np.all(slope != 0) else float("nan")
+    err = {k: 1.0 - m["l_acc"] for k, m in
+           (("uniform", row["uniform"]), ("fitted", row["fitted"]), ("best", best))}  # fmt: skip
+    return {
+        "solo_slope": slope.tolist(),
+        "calibrated": calibrated,
+        "calibrated_best": best,
+        "logloss": losses,
+        "margin": margins,
+        "error_removed": _removed(err["uniform"], err["fitted"]),
+        "error_removed_calibrated": _removed(err["best"], err["fitted"]),
+        "logloss_removed": _removed(losses["uniform_logloss"], losses["fitted"]),
+        "logloss_removed_calibrated": _removed(losses["calibrated"], losses["fitted"]),
+        "n_eff_fitted_raw": effective_heads(raw),
+        "n_eff_fitted_calibrated": n_eff_cal,
+        "n_eff_trained_calibrated": n_eff_trained_cal,
+    }
 
 
 def aggregation_from_contributions(

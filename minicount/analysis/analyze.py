@@ -48,7 +48,9 @@ def jsonable(obj):
 
 
 def contribution_summary(c, targets, mask) -> dict:
-    """Per head: the mean EOS contribution where EOS is (not) allowed, and its std. c [H, B, T]."""
+    """Per head, from c [H, B, T] over the real positions: the mean EOS contribution where EOS
+    is allowed (mean_pos) and where not (mean_neg), its std over all of them (std) and within
+    each class (sd_pos, sd_neg)."""
     c = np.asarray(to_numpy(c), dtype=np.float64)  # [H, B, T]
     real = np.asarray(to_numpy(mask), dtype=bool)
     y = np.asarray(to_numpy(targets))[..., EOS] > 0.5
@@ -56,6 +58,8 @@ def contribution_summary(c, targets, mask) -> dict:
         "mean_pos": c[:, real & y].mean(axis=1),
         "mean_neg": c[:, real & ~y].mean(axis=1),
         "std": c[:, real].std(axis=1),
+        "sd_pos": c[:, real & y].std(axis=1),
+        "sd_neg": c[:, real & ~y].std(axis=1),
     }
 
 

@@ -597,7 +597,8 @@ def _contributions_all(c, at: Positions) -> dict:
     """contribution_summary of every member from c [M, H, N]: each value [M, H]."""
     c = to_numpy(c).astype(np.float64)  # [M, H, N]
     y = to_numpy(at.labels)  # [N]
-    return {"mean_pos": c[..., y].mean(-1), "mean_neg": c[..., ~y].mean(-1), "std": c.std(-1)}
+    return {"mean_pos": c[..., y].mean(-1), "mean_neg": c[..., ~y].mean(-1), "std": c.std(-1),
+            "sd_pos": c[..., y].std(-1), "sd_neg": c[..., ~y].std(-1)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ all
