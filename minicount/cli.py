@@ -310,9 +310,11 @@ def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
 
 
 def _sweep_run(spec, a: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .sweep import COMPLETE, run_sweep
 
     out = Path(a.out)
+    if a.worker is not None or a.claim:
+        return _worker_run(spec, a, out, COMPLETE)
     run_sweep(
         spec,
         out,
@@ -329,6 +331,60 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_run(spec, a: argparse.Namespace, out: Path, complete: str) -> int:
+    from .workers import parse_worker, run_worker
+
+    if a.worker is not None and a.claim:
+        raise ValueError("--worker and --claim are two ways to share the cells: give one")
+    run_worker(
+        spec,
+        out,
+        share=None if a.claim else parse_worker(a.worker),
+        device=a.device,
+        force=a.force,
+        progress=not a.quiet,
+        command=" ".join(["python -m minicount"] + a.argv),
+        threads=a.threads or None,
+        figures=not a.no_figures,
+        train_path=_path(a),
+        analyse=not getattr(a, "train_only", False),
+    )
+    if (out / complete).exists():
+        print(out / "report.md")
+    return 0
+
+
+def _sweep_folder_command(a: argparse.Namespace) -> int:
+    """sweep --status DIR or --report-only DIR: the folder's own sweep.json says the cells."""
+    from .workers import report_only, status
+
+    if a.status is not None and a.report_only is not None:
+        raise ValueError("--status and --report-only: give one")
+    flag = "--status" if a.status is not None else "--report-only"
+    defaults = vars(build_parser().parse_args(["sweep"]))
+    allowed = {"status", "report_only", "quiet", "no_figures", "device", "threads", "argv"}
+    given = sorted(
+        "--" + k.replace("_", "-") for k, v in vars(a).items()
+        if k not in allowed and k in defaults and v != defaults[k]
+    )  # fmt: skip
+    if given:
+        raise ValueError(
+            f"{flag} DIR reads the cells from DIR/sweep.json and takes no {', '.join(given)}"
+        )
+    if a.status is not None:
+        print(status(a.status))
+        return 0
+    report_only(
+        a.report_only,
+        command=" ".join(["python -m minicount"] + a.argv),
+        device=a.device,
+        figures=not a.no_figures,
+        progress=not a.quiet,
+    )
+    print(Path(a.report_only) / "report.md")
+    return 0
+
+
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from .study import preset
 
@@ -339,6 +395,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from .sweep import cell_names, grid, parse_knob, reanalyze
 
+    if a.status is not None or a.report_only is not None:
+        return _sweep_folder_command(a)
     if a.reanalyze:
         reanalyze(a.reanalyze, device=a.device, progress=not a.quiet, figures=not a.no_figures)
         print(Path(a.reanalyze) / "report.md")
@@ -476,6 +534,32 @@ def _add_run_folder_args(p: argparse.ArgumentParser, default_out: str) -> None:
         "reads it (TrainConfig.path='fused', fast/attention_cuda.py; checked against the "
         "textbook layers/attention.py)",
     )
+    _add_worker_args(p)
+
+
+def _add_worker_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "many processes on one folder (one machine or many sharing a file system; see "
+        "docs/library.md)"
+    )
+    g.add_argument(
+        "--worker",
+        metavar="K/N",
+        default=None,
+        help="train only the K-th of N fixed shares of the cells (1 <= K <= N; a cell and the "
+        "shorter twins it continues from fall in one share), then exit. Start K = 1..N with "
+        "the same other arguments (a Slurm job array: scripts/slurm_sweep.sbatch); a share "
+        "whose worker died is finished by starting that K/N again",
+    )
+    g.add_argument(
+        "--claim",
+        action="store_true",
+        help="train the next cell that no other process holds, again and again; while every "
+        "cell left is held by another process, wait and take over the cell of any that dies "
+        "(resumed from its checkpoint); exit when every cell is done. Any number may share "
+        "--out, with --worker processes too. Whichever worker finds every cell done writes "
+        "the report; without --worker or --claim the sweep runs in this process alone",
+    )
 
 
 def add_reproduce_parser(sub) -> None:
@@ -563,6 +647,23 @@ def add_sweep_parser(sub) -> None:
                    "with this version's instruments, then rewrite its tables and report "
                    "(no training; the other sweep options are ignored)")  # fmt: skip
     _add_run_folder_args(p, "runs/sweep")
+    g = p.add_argument_group("a sweep folder's state (these read DIR/sweep.json: no --set)")
+    g.add_argument(
+        "--status",
+        metavar="DIR",
+        default=None,
+        help="print which cells of the sweep in DIR are done, running (host, pid, step, "
+        "rate), waiting for their shorter twin or left, and an estimate of the time left "
+        "from the step rates measured there; writes nothing; exit 0 (2 if DIR holds no "
+        "sweep)",
+    )
+    g.add_argument(
+        "--report-only",
+        metavar="DIR",
+        default=None,
+        help="(re)write the report of DIR (models.csv, heads.csv, results.json, report.md, "
+        "figures, COMPLETE) from its cells and train nothing; exit 2 if a cell is not done",
+    )
     p.set_defaults(func=cmd_sweep)
 
 

@@ -531,6 +531,7 @@ def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool 
 
 
 MANIFEST, COMPLETE = "sweep.json", "COMPLETE"
+LOCKS = (".lock", ".manifest.lock", ".report.lock")  # the folder's, sweep.json's, the report's
 OUTPUTS = ("models.csv", "heads.csv", "results.json", "report.md", "figures", "cells", COMPLETE)
 
 
@@ -559,7 +560,7 @@ def prepare_folder(out: Path, spec: SweepSpec, *, force: bool) -> None:
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-    elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+    elif out.exists() and any(p.name not in LOCKS for p in out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no minicount sweep: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     if not manifest.exists():

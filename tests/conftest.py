@@ -43,6 +43,16 @@ def rng():
     return np.random.default_rng(0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slurm run only when asked for (-m slurm): they need a running Slurm."""
+    if "slurm" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="opt-in: python -m pytest -m slurm (needs a running Slurm)")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)
+
+
 # a checkpoint of a short run (test_checkpoint, test_cli, test_safeio), and its zip members
 
 
