@@ -525,12 +525,15 @@ def _sensitivity(results: dict) -> str:
     columns = list(next(iter(sens.values()))["labels"])
     rows = [[name] + [s["labels"][c] if c == "default" or s["labels"][c] !=
                       s["labels"]["default"] else "same" for c in columns]
-            + ["yes" if s["robust"] else "**no**"] for name, s in sens.items()]  # fmt: skip
+            + [{"robust": "yes", "firm": "yes, or undecided", "flips": "**flips**"}[
+                s["stability"]]] for name, s in sens.items()]  # fmt: skip
     return "\n".join([
         "## Sensitivity: each label under neighbouring cut-offs", "",
         f"One cut-off changed at a time from its default (AUC {SEMANTIC_AUC}, share "
-        f"{SHARE_CUT}, gap {100 * GAP:g} points); *same* where the label does not move. A "
-        "label that moves is not to be quoted without its cut-off.", "",
+        f"{SHARE_CUT}, gap {100 * GAP:g} points); *same* where the label does not move. *robust*: "
+        "*yes* when no neighbour moves it, *yes, or undecided* when a stricter cut-off only "
+        "leaves it open, **flips** when a neighbour gives another label: such a label is not "
+        "to be quoted without its cut-off.", "",
         table(["cell"] + columns + ["robust"], rows), "",
     ])  # fmt: skip
 

@@ -397,7 +397,17 @@ def sensitivity(base: dict, models: list[dict], heads: list[dict]) -> dict:
         out[f"share {share}"] = verdict(base, share_cut=share)["label"]
     for gap in SENSITIVITY["gap"]:
         out[f"gap {100 * gap:g} pt"] = verdict(base, gap=gap)["label"]
-    return {"labels": out, "robust": len(set(out.values())) == 1}
+    return {"labels": out, **stability(list(out.values()))}
+
+
+def stability(labels: list[str]) -> dict:
+    """How a label (labels[0]) stands against its neighbours (labels[1:]): 'robust' when all
+    agree; 'firm' when the others agree or are undecided (a stricter cut-off may leave it
+    open, none contradicts it); 'flips' when a neighbour gives another decided label."""
+    others = {x for x in labels[1:] if x != labels[0]}
+    decided = {x for x in others if not x.startswith("undecided")}
+    state = "robust" if not others else "flips" if decided else "firm"
+    return {"robust": state == "robust", "stability": state}
 
 
 def mean_verdict(stats: dict) -> dict:
