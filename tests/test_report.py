@@ -31,6 +31,26 @@ def test_report_numbers_come_from_the_rows(quick_run):
             assert len(widths) == 1, block[:200]
 
 
+def test_the_report_classes_models_and_its_shares_come_from_the_head_rows(quick_run):
+    report = (quick_run / "report.md").read_text()
+    for section in ("## Per-model classes", "three references", "## Sensitivity",
+                    "## Classes through training"):  # fmt: skip
+        assert section in report, section
+    results = json.loads((quick_run / "results.json").read_text())
+    heads = [r for r in read_csv(quick_run / "heads.csv")
+             if r["name"] == "H=2" and r["step"] == r["steps"]]  # fmt: skip
+    by_seed = {}
+    for r in heads:  # recount the class of each model from its heads, independently
+        by_seed.setdefault(r["seed"], []).append(float(r["auc_two_sided"] or 0) >= 0.9)
+    every = sum(all(v) for v in by_seed.values()) / len(by_seed)
+    stats = results["statistics"]["H=2"]
+    assert stats["class_every"]["value"] == pytest.approx(every)
+    assert stats["class_every"]["method"] == "wilson" and stats["l_acc"]["method"] == "t"
+    assert sum(stats[f"class_{c}"]["value"] for c in ("every", "some", "one", "none")) == 1
+    labels = results["sensitivity"]["H=2"]["labels"]
+    assert labels["default"] == results["verdicts"]["H=2"]["label"] and len(labels) == 11
+
+
 def test_figures_have_titles_labelled_axes_and_legends(quick_run):
     """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
     legend wherever it draws more than one setting."""
