@@ -13,9 +13,13 @@
 # 2. (meanwhile) every GPU-marked test (CuPy against NumPy).
 # 3. analyze_ensemble on ANALYSIS_MODELS trained models on the GPU against NumPy.
 # 4. BENCH=1: the benchmark's GPU rows (off by default: the GPU is shared with step 1 then).
+# 5. FULL=1: the full preset (64 seeds x 36 cells) by WORKERS (4) claiming workers sharing the
+#    GPU, each taking the next free cell (`--claim`); killed at its time limit FULL_LIMIT (s),
+#    it resumes when run again on the same folder. Hours of GPU time: not for a 15-minute loan.
 # Settings (environment): DEVICE (gpu; cpu for a dry run), SEEDS (0-31), MAX_LEN (64),
 # EXTRA (more sweep options, e.g. tiny sizes for the dry run), LONG_STEPS, LONG_BUDGET (420),
-# TESTS (1), ANALYSIS_MODELS (1000), ANALYSIS_STEPS (400), BENCH (0). The CPU dry run in tests/test_scripts.py runs
+# TESTS (1), ANALYSIS_MODELS (1000), ANALYSIS_STEPS (400), BENCH (0), FULL (0), WORKERS (4),
+# FULL_LIMIT (3600). The CPU dry run in tests/test_scripts.py runs
 # this script with DEVICE=cpu and tiny sizes, so that it cannot rot while no GPU is lent.
 set -uo pipefail
 out=${1:-runs/gpu_run}
@@ -75,6 +79,15 @@ log "analysis check (rc $?): $(head -2 "$out/analysis_check.txt" | tr '\n' ' ')"
 if [ "$BENCH" = 1 ]; then
   timeout 200 $PY bench/bench.py --device "$DEVICE" --json "$out/bench.json" > "$out/bench.txt" 2>&1
   log "benchmark (rc $?)"
+fi
+
+# 5. the full preset, by workers sharing the GPU
+if [ "${FULL:-0}" = 1 ]; then
+  for k in $(seq 1 "${WORKERS:-4}"); do
+    timeout "${FULL_LIMIT:-3600}" $PY -m minicount reproduce --preset full --device "$DEVICE" \
+      $fused --claim --quiet --out "$out/full" > "$out/full_worker$k.log" 2>&1 &
+  done
+  log "full preset: ${WORKERS:-4} workers started (python -m minicount sweep --status $out/full)"
 fi
 
 wait
