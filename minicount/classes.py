@@ -73,7 +73,10 @@ def class_verdict(shares: dict[str, Interval], share_cut: float = SHARE_CUT) -> 
     rest = proportion_ci(outside, n)
     if rest.above(share_cut) and not shares["one"].above(share_cut):
         return {"key": "in_part", "label": "some heads count in most models", "sure": True}
-    return {"key": "undecided", "label": "undecided between classes", "sure": False}
+    top = max(CLASSES, key=lambda c: shares[c].value if n else -1)
+    leaning = top if n and shares[top].value > share_cut else None
+    return {"key": "undecided", "label": "undecided between classes", "sure": False,
+            "leaning": leaning}  # fmt: skip
 
 
 def churn(aucs_by_step: dict[int, dict[int, list]], start: int, end: int,

@@ -374,6 +374,10 @@ def verdict(stats: dict, *, share_cut: float = SHARE_CUT, gap: float = GAP) -> d
         + f"; over {'the models where every head counts' if subset else 'all models'}, "
         + "; ".join(f"{r['rule']}: {r['shown']}" for r in agg["rules"])
     )
+    if cls.get("leaning"):
+        share = shares[cls["leaning"]]
+        sentence += (f"; the same direction as '{classes.CLASS_NAMES[cls['leaning']]}' "
+                     f"({share.fmt(pct=True)} of models), not decided at {share.n} seeds")
     sure = cls["sure"] and (cls["key"] == "one" or agg["key"] != "undecided")
     return {"label": label, "key": key, "class": cls["key"], "aggregation": agg["key"],
             "rules": rules, "sure": sure, "sentence": sentence + "."}  # fmt: skip
