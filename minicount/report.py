@@ -143,6 +143,46 @@ def _roles(plt, spec, models, heads, stats):
     return fig
 
 
+CLASS_COLORS = {"every": "tab:green", "some": "tab:blue", "one": "tab:red", "none": "tab:gray"}
+
+
+def _classes_figure(plt, spec, models, heads, stats):
+    from .classes import aucs_by_model, class_shares
+
+    names = [n for n, c in zip(spec.names, spec.cells, strict=True) if c.n_heads > 1]
+    by_cell: dict = {}
+    for r in heads:
+        if r["name"] in names:
+            by_cell.setdefault(r["name"], []).append(r)
+    steps_of = {n: sorted({r["step"] for r in rows}) for n, rows in by_cell.items()}
+    if not by_cell or max(len(s) for s in steps_of.values()) < 2:
+        return None
+    cols = min(3, len(by_cell))
+    rows_n = -(-len(by_cell) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, name in zip(axes.flat, by_cell, strict=False):
+        aucs = aucs_by_model(by_cell[name])
+        steps = steps_of[name]
+        shares = [class_shares([a for (_, st), a in aucs.items() if st == s]) for s in steps]
+        for c in CLASSES:
+            v = [sh[c] for sh in shares]
+            ax.plot(steps, [x.value for x in v], "o-", ms=3, color=CLASS_COLORS[c], label=c)
+            ax.fill_between(steps, [x.low for x in v], [x.high for x in v],
+                            color=CLASS_COLORS[c], alpha=0.15)  # fmt: skip
+        _log_steps(ax, steps)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("training step (log scale)")
+        ax.set_ylabel("share of models")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(by_cell):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7, title="class", title_fontsize=7)
+    fig.suptitle("Per-model classes through training: share of models, band = Wilson 95%")
+    fig.tight_layout()
+    return fig
+
+
 def _training(plt, spec, models, heads, stats):
     traj = _trajectories(models, heads)
     if traj is None:
@@ -341,6 +381,9 @@ def _phase(plt, spec, models, heads, stats):
 FIGURES = (
     ("accuracy.png", "Held-out l-acc of the trained model and of three re-weightings of its "
      "heads' EOS contributions; bars are 95% t intervals over seeds.", _accuracy),
+    ("classes.png", "Per-model classes through training: the share of models in which every "
+     "head, some heads, one head or no head counts alone (Wilson 95% bands).",
+     _classes_figure),
     ("training.png", "Held-out l-acc at each snapshot (log-spaced steps), mean and 95% "
      "t interval over seeds.", _training),
     ("roles.png", "Head roles through training (log-spaced snapshots): semantic and counting "
