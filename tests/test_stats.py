@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicount.results import claims, head_rows, two_sided, verdict
+from minicount.results import claims, head_rows, mean_verdict, two_sided
 from minicount.stats import (
     Interval,
     bootstrap_means,
@@ -379,7 +379,7 @@ def _stats(semantic, gap, n_eff, H=4):
     ],
 )
 def test_verdict_rules(semantic, gap, n_eff, key):
-    v = verdict(_stats(semantic, gap, n_eff))
+    v = mean_verdict(_stats(semantic, gap, n_eff))  # the earlier rule, kept for comparison
     assert v["key"] == key
     assert all("rule" in r and "holds" in r for r in v["rules"])
     if key == "undecided":
@@ -392,10 +392,11 @@ def test_a_claim_is_mixed_when_cells_disagree_and_by_construction_is_labelled():
     iv = lambda v: Interval(v, v - 0.01, v + 0.01, 8)  # noqa: E731
     base = {k: iv(0.0) for k in ("gap", "fitted_vs_trained", "scaled_below_model",
                                  "top_counting", "ideal_delta_l_acc", "values_mean_delta_l_acc",
-                                 "linear_label_l_acc")}  # fmt: skip
+                                 "linear_label_l_acc", "margin_gain_calibrated",
+                                 "semantic_fraction")}  # fmt: skip
     stats = {
-        "a": {**base, "n_heads": 4, "semantic_fraction": iv(0.95)},
-        "b": {**base, "n_heads": 4, "semantic_fraction": iv(0.3)},
+        "a": {**base, "n_heads": 4, "class_every": iv(0.95)},
+        "b": {**base, "n_heads": 4, "class_every": iv(0.3)},
     }
     out = {c["claim"]: c for c in claims(stats)}
     first = next(c for c in out.values() if c["claim"].startswith("Every head"))
