@@ -14,7 +14,7 @@ import numpy as np
 
 from .classes import CLASSES
 from .results import (
-    BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_GAIN, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
+    BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_RATIO, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
     SUPPRESSED_W02,
 )  # fmt: skip
 from .stats import log_summary, mean_ci
@@ -496,8 +496,8 @@ def _verdicts(results: dict) -> str:
         "does but the models outside *every* are the majority, *some heads count*. Then, over "
         "the models where every head counts (when that class describes the cell) or over all "
         "models: **E** equal weights of calibrated heads lose accuracy (fitted − equal l-acc "
-        f"> {GAP}); **M** they lose margin (fitted − equal 5% margin > {MARGIN_GAIN} score "
-        "sd), which still measures when every weighting is right. E or M → *weighted "
+        f"> {GAP}); **M** they lose margin (geometric mean of fitted / equal 5% margin > "
+        f"{MARGIN_RATIO}), which still measures when every weighting is right. E or M → *weighted "
         "unequally*; neither → *equal weights suffice*.", "",
         table(["cell", "verdict", "rules (value [95% interval] → holds?)"], rows), "",
         "**From means over seeds** (the earlier rule, kept for comparison: it averages over "
@@ -536,8 +536,8 @@ def _references(stats: dict) -> str:
         if s["n_heads"] == 1:
             continue
         rows.append([
-            name, s["gap"].fmt(), s["gap_calibrated"].fmt(), s["margin_gain"].fmt(2),
-            s["margin_gain_calibrated"].fmt(2), s["logloss_ratio"].fmt(),
+            name, s["gap"].fmt(), s["gap_calibrated"].fmt(), s["margin_ratio"].fmt(2),
+            s["margin_ratio_calibrated"].fmt(2), s["logloss_ratio"].fmt(),
             s["logloss_ratio_calibrated"].fmt(), s["n_eff_fitted"].fmt(2),
             s["n_eff_fitted_calibrated"].fmt(2), s["n_eff_fitted_raw"].fmt(2),
             s["n_eff_trained"].fmt(2), s["n_eff_trained_calibrated"].fmt(2),
@@ -549,13 +549,14 @@ def _references(stats: dict) -> str:
         "logistic slope, the natural ensemble of calibrated members; the reference the "
         "verdict uses) and in raw logit units (where the trained model is uniform by "
         "construction, so only n_eff is shown). *gap*: fitted − best equal-weight l-acc; "
-        "*margin gain*: fitted − equal-weight 5% quantile of the signed score over its sd; "
+        "*margin ratio*: fitted / equal-weight 5% quantile of the signed score over its sd "
+        "(geometric mean, t interval on the log scale); "
         "*log-loss ratio*: equal-weight / fitted cross-entropy (median and IQR over seeds; "
         "on separable heads both are set by the fit's L2 penalty, so read the margin there); "
         "*n_eff*: effective number of heads of the fitted weights on z (σ), in calibrated and "
         "in raw units, and of the trained model's own head scales on z and in calibrated "
         "units. Means over seeds with 95% t intervals.", "",
-        table(["cell", "gap σ", "gap cal", "margin gain σ", "margin gain cal", "log-loss ratio σ",
+        table(["cell", "gap σ", "gap cal", "margin ratio σ", "margin ratio cal", "log-loss ratio σ",
                "log-loss ratio cal", "n_eff fitted σ", "n_eff fitted cal", "n_eff fitted raw",
                "n_eff trained σ", "n_eff trained cal"], rows), "",
     ])  # fmt: skip

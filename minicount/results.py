@@ -39,7 +39,7 @@ SUPPRESSED_W02 = 0.2  # w_02 below this: 2s suppressed
 GAP = 0.01  # l-acc difference treated as real
 MOST_HEADS = 0.75  # a share of semantic heads above this: most heads carry the count
 DOMINANT_N_EFF = 1.5  # fitted weights with n_eff below this: one head carries the decision
-MARGIN_GAIN = 0.1  # fitted minus equal-weight margin (in units of the score's sd) treated as real
+MARGIN_RATIO = 1.1  # a fitted margin this many times the equal-weight one: the weights matter
 REFERENCE = "calibrated"  # the reference for "uniform" the verdict uses (docs/method.md §4)
 # the neighbouring cut-offs of the sensitivity table
 SENSITIVITY = {"auc": (0.8, 0.85, 0.95, 0.99), "share": (0.6, 0.75, 0.9),
@@ -298,7 +298,7 @@ def cell_statistics(models: list[dict], heads: list[dict]) -> dict:
     return out
 
 
-AGGREGATION_MEANS = ("gap_calibrated", "calibrated_l_acc", "margin_gain", "margin_gain_calibrated",
+AGGREGATION_MEANS = ("gap_calibrated", "calibrated_l_acc",
                      "margin_fitted", "margin_uniform_logloss", "margin_calibrated",
                      "margin_trained", "n_eff_fitted_raw", "n_eff_fitted_calibrated",
                      "n_eff_trained_calibrated", "error_removed", "error_removed_calibrated",
@@ -320,7 +320,22 @@ def class_statistics(models: list[dict], heads: list[dict], cut: float = SEMANTI
         out[f"{k}_every"] = mean_ci(_values(every, k))
     for k in ("logloss_ratio", "logloss_ratio_calibrated"):  # ratios: on the log scale
         out[k] = log_summary(_values(models, k))
+    for k, ref in (("margin_ratio", "margin_uniform_logloss"),
+                   ("margin_ratio_calibrated", "margin_calibrated")):  # fmt: skip
+        out[k] = ratio_ci(models, "margin_fitted", ref)
+        out[f"{k}_every"] = ratio_ci(every, "margin_fitted", ref)
     return out
+
+
+def ratio_ci(rows: list[dict], num: str, den: str) -> Interval:
+    """The geometric mean over models of num / den with a t interval on the log scale (a
+    ratio is symmetric there), over the models where both are positive."""
+    logs = [math.log(r[num] / r[den]) for r in rows
+            if (r.get(num) or 0) > 0 and (r.get(den) or 0) > 0]  # fmt: skip
+    i = mean_ci(logs)
+    if not i.n:
+        return i
+    return Interval(math.exp(i.value), math.exp(i.low), math.exp(i.high), i.n, "t on log")
 
 
 def aggregation_verdict(stats: dict, *, gap: float = GAP, reference: str = REFERENCE,
@@ -329,13 +344,13 @@ def aggregation_verdict(stats: dict, *, gap: float = GAP, reference: str = REFER
     scaled by their own solo slopes; 'sigma': on σ-standardised heads), over all models or
     (subset='_every') over the models where every head counts. Two rules, each on the mean
     over seeds and its 95% t interval: E accuracy (fitted − equal-weight l-acc > gap), M
-    margin (fitted − equal-weight 5% margin > MARGIN_GAIN), which keeps measuring when every
-    weighting is right. 'unequal' if either holds, 'equal' if both fail, else undecided."""
+    margin (fitted / equal-weight 5% margin > MARGIN_RATIO, geometric mean, t interval on the
+    log scale), which keeps measuring when every weighting is right. 'unequal' if either holds, 'equal' if both fail, else undecided."""
     suffix = "_calibrated" if reference == "calibrated" else ""
     E = _rule(f"gap fitted − equal ({reference}) l-acc > {gap}",
               stats[f"gap{suffix}{subset}"], gap, True)  # fmt: skip
-    M = _rule(f"margin fitted − equal ({reference}) > {MARGIN_GAIN}",
-              stats[f"margin_gain{suffix}{subset}"], MARGIN_GAIN, True)  # fmt: skip
+    M = _rule(f"margin fitted / equal ({reference}) > {MARGIN_RATIO}",
+              stats[f"margin_ratio{suffix}{subset}"], MARGIN_RATIO, True)  # fmt: skip
     if E["holds"] or M["holds"]:
         key = "unequal"
     elif E["holds"] is False and M["holds"] is False:
@@ -541,8 +556,9 @@ def claims(stats_by_cell: dict) -> list[dict]:
               f"{SEMANTIC_AUC} > {SHARE_CUT}", "class_every", SHARE_CUT, True,
               {"pct": True}),
         entry("Aggregation is non-uniform against calibrated members: equal weights on heads "
-              "scaled by their own solo slopes lose margin.", f"mean margin gain (fitted − "
-              f"equal calibrated) > {MARGIN_GAIN}", "margin_gain_calibrated", MARGIN_GAIN, True),
+              "scaled by their own solo slopes lose margin.", "geometric-mean margin ratio "
+              f"(fitted / equal calibrated) > {MARGIN_RATIO}", "margin_ratio_calibrated",
+              MARGIN_RATIO, True),
         entry("Aggregation is non-uniform (σ-standardised reference): the best uniform "
               "weighting is less accurate than fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
               "gap", GAP, True),
@@ -679,7 +695,7 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
         "l2": {"used": l2_used(finals), "verdicts": l2_verdicts(stats)},
         "short_answer": short_answer(verdicts, stats),
         "thresholds": {"semantic_auc": SEMANTIC_AUC, "share": SHARE_CUT,
-                       "margin_gain": MARGIN_GAIN, "reference": REFERENCE,
+                       "margin_ratio": MARGIN_RATIO, "reference": REFERENCE,
                        "sensitivity": SENSITIVITY, "limit_share": classes.LIMIT_SHARE,
                        "limit_leave": classes.LIMIT_LEAVE, "balanced_w01": list(BALANCED_W01),
                        "suppressed_w02": SUPPRESSED_W02, "gap": GAP,

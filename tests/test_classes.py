@@ -78,16 +78,18 @@ def test_newcombe_difference_against_its_formula():
     assert low < d < high
 
 
-def rows(n_every, n_one, margin_gain, gap, H=4):
+def rows(n_every, n_one, margin_ratio, gap, H=4):
     """Final model and head rows of a designed cell: n_every models with all heads at AUC 0.99,
-    n_one with one head at 0.99 and the rest at 0.55; each with the given aggregation gains."""
+    n_one with one head at 0.99 and the rest at 0.55; each with an accuracy gap and a fitted
+    margin margin_ratio times the equal-weight one (cycled over the models)."""
     models, heads = [], []
     for seed in range(n_every + n_one):
         auc = [0.99] * H if seed < n_every else [0.99] + [0.55] * (H - 1)
-        g = margin_gain[seed % len(margin_gain)]
+        g = margin_ratio[seed % len(margin_ratio)]
         models.append({"name": "c", "n_heads": H, "seed": seed, "step": 100,
-                       "gap_calibrated": gap, "margin_gain_calibrated": g, "gap": gap,
-                       "margin_gain": g, "n_eff_fitted": 3.0, "n_eff_trained": 3.0})  # fmt: skip
+                       "gap_calibrated": gap, "gap": gap, "margin_fitted": 0.08 * g,
+                       "margin_calibrated": 0.08, "margin_uniform_logloss": 0.08,
+                       "n_eff_fitted": 3.0, "n_eff_trained": 3.0})  # fmt: skip
         heads += [{"name": "c", "seed": seed, "step": 100, "head": h, "auc_two_sided": a}
                   for h, a in enumerate(auc)]  # fmt: skip
     return models, heads
@@ -98,28 +100,37 @@ def stats_of(models, heads):
 
 
 def test_verdict_of_designed_cells():
-    # 30 of 32 models with four counters whose fitted weights gain clear margin: every head
+    # 30 of 32 models with four counters whose fitted weights widen the margin: every head
     # counts, weighted unequally, decided among perfect counters (gap 0)
-    m, h = rows(30, 2, [0.3, 0.4, 0.5], gap=0.0)
+    m, h = rows(30, 2, [1.3, 1.4, 1.5], gap=0.0)
     v = verdict(stats_of(m, h))
     assert v["label"] == "every head counts, weighted unequally" and v["sure"]
     # the same with no margin to gain: equal weights of calibrated heads suffice
-    m, h = rows(30, 2, [0.0, 0.01, -0.01], gap=0.0)
+    m, h = rows(30, 2, [1.0, 1.01, 0.99], gap=0.0)
     assert verdict(stats_of(m, h))["label"] == "every head counts, equal weights suffice"
     # most models carry the decision on one head: compete
-    m, h = rows(2, 30, [0.0, 0.01, -0.01], gap=0.0)
+    m, h = rows(2, 30, [1.0, 1.01, 0.99], gap=0.0)
     assert verdict(stats_of(m, h))["key"] == "one"
     # half and half at 8 seeds: no class is a majority
-    m, h = rows(4, 4, [0.0, 0.01, -0.01], gap=0.0)
+    m, h = rows(4, 4, [1.0, 1.01, 0.99], gap=0.0)
     assert verdict(stats_of(m, h))["label"] == "undecided"
+
+
+def test_margin_ratio_is_a_geometric_mean_with_a_log_scale_interval():
+    from minicount.results import ratio_ci
+
+    m = [{"a": 2.0, "b": 1.0}, {"a": 1.0, "b": 2.0}, {"a": 4.0, "b": 1.0}, {"a": 1.0, "b": 0.0}]
+    r = ratio_ci(m, "a", "b")  # the last model has no positive equal-weight margin: left out
+    assert r.n == 3 and r.value == pytest.approx(2 ** (2 / 3))
+    assert r.low * r.high == pytest.approx(r.value**2)  # symmetric on the log scale
 
 
 def test_sensitivity_names_the_cut_offs_that_move_a_label():
     # 20 of 32 'every' models: a majority whose Wilson lower bound (0.45) is below 0.5, so
     # 'every' does not describe the cell; at AUC 0.5 all heads count and the label moves
-    m, h = rows(20, 12, [0.3, 0.4, 0.5], gap=0.0)
+    m, h = rows(20, 12, [1.3, 1.4, 1.5], gap=0.0)
     for r in h:
         r["auc_two_sided"] = max(r["auc_two_sided"], 0.82)
     s = sensitivity(stats_of(m, h), m, h)
     assert s["labels"]["AUC 0.8"] == "every head counts, weighted unequally"
-    assert s["labels"]["default"] != s["labels"]["AUC 0.8"] and not s["robust"]
+    assert s["labels"]["default"] != s["labels"]["AUC 0.8"] and s["stability"] == "flips"

@@ -392,7 +392,7 @@ def test_a_claim_is_mixed_when_cells_disagree_and_by_construction_is_labelled():
     iv = lambda v: Interval(v, v - 0.01, v + 0.01, 8)  # noqa: E731
     base = {k: iv(0.0) for k in ("gap", "fitted_vs_trained", "scaled_below_model",
                                  "top_counting", "ideal_delta_l_acc", "values_mean_delta_l_acc",
-                                 "linear_label_l_acc", "margin_gain_calibrated",
+                                 "linear_label_l_acc", "margin_ratio_calibrated",
                                  "semantic_fraction")}  # fmt: skip
     stats = {
         "a": {**base, "n_heads": 4, "class_every": iv(0.95)},
