@@ -29,6 +29,12 @@ DEVICE=${DEVICE:-gpu}; SEEDS=${SEEDS:-0-31}; MAX_LEN=${MAX_LEN:-64}; EXTRA=${EXT
 LONG_BUDGET=${LONG_BUDGET:-420}; TESTS=${TESTS:-1}; ANALYSIS_MODELS=${ANALYSIS_MODELS:-1000}
 BENCH=${BENCH:-0}; PY=${PY:-python3}; ANALYSIS_STEPS=${ANALYSIS_STEPS:-400}
 fused=$([ "$DEVICE" = gpu ] && echo --fused-kernel)
+# the arms' folders live in WORK and come back packed: a device run returns only a limited
+# number of files, none deeper than a few folders and none larger than a few MB (the first
+# H200 run lost its arms that way), so the kept snapshots travel as 4 MB parts of one .tgz:
+#   cat OUTDIR/long64.tgz.part_* | tar xzf -    then    python -m minicount sweep --reanalyze ...
+WORK=${WORK:-$([ "$DEVICE" = gpu ] && echo /tmp/minicount_gpu_work || echo "$out/work")}
+mkdir -p "$WORK"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/run.log"; }
 
 log "device $DEVICE -> $out"
@@ -59,7 +65,7 @@ PY
 fi
 for arm in constant cosine; do
   timeout $((LONG_BUDGET + 60)) $PY -m minicount sweep $arm_args --set schedule=$arm \
-    --steps "$LONG_STEPS" --out "$out/long64_$arm" > "$out/long64_$arm.log" 2>&1 &
+    --steps "$LONG_STEPS" --out "$WORK/long64_$arm" > "$out/long64_$arm.log" 2>&1 &
 done
 log "long arms started: $LONG_STEPS steps each"
 
@@ -92,6 +98,9 @@ fi
 
 wait
 for arm in constant cosine; do
-  log "arm $arm: $(ls "$out/long64_$arm"/cells/*/snapshots 2>/dev/null | tail -1) ($(tail -1 "$out/long64_$arm.log"))"
+  log "arm $arm: kept up to $(ls "$WORK/long64_$arm"/cells/*/snapshots 2>/dev/null | tail -1)"
 done
+tar czf - -C "$WORK" --exclude=model.npz --exclude='*.lock' --exclude='*.tmp' \
+  long64_constant long64_cosine | split -b 4m - "$out/long64.tgz.part_"
+log "packed: $(ls "$out"/long64.tgz.part_* | wc -l) part(s) of $(cat "$out"/long64.tgz.part_* | wc -c) bytes"
 log "done"

@@ -25,8 +25,14 @@ def test_gpu_script_dry_run_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "run.log").read_text()
     assert "LONG_STEPS=5000" in log and log.rstrip().endswith("done")
+    unpacked = tmp_path / "unpacked"  # the arms come back as parts of one archive
+    unpacked.mkdir()
+    parts = sorted(out.glob("long64.tgz.part_*"))
+    subprocess.run(f"cat {' '.join(map(str, parts))} | tar xzf - -C {unpacked}", shell=True,
+                   check=True)  # fmt: skip
     for arm in ("constant", "cosine"):
-        kept = list((out / f"long64_{arm}" / "cells").glob("*/snapshots/step_0005000.npz"))
+        kept = list((unpacked / f"long64_{arm}" / "cells").glob("*/snapshots/step_0005000.npz"))
         assert len(kept) == 1, (arm, (out / f"long64_{arm}.log").read_text())
+        assert not list((unpacked / f"long64_{arm}").rglob("model.npz"))  # left behind
     check = json.loads((out / "analysis_check.json").read_text())
     assert check["leaves_compared"] > 100 and check["leaves_over_tol"] == {}
