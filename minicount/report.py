@@ -159,7 +159,8 @@ def _classes_figure(plt, spec, models, heads, stats):
         return None
     cols = min(3, len(by_cell))
     rows_n = -(-len(by_cell) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
+    width = 4.2 if cols > 1 else 6.5
+    fig, axes = plt.subplots(rows_n, cols, figsize=(width * cols, 3.2 * rows_n), squeeze=False)
     for ax, name in zip(axes.flat, by_cell, strict=False):
         aucs = aucs_by_model(by_cell[name])
         steps = steps_of[name]
@@ -249,7 +250,8 @@ def _log_steps(ax, steps) -> None:
     for s in sorted(steps, reverse=True):  # the last step always; skip labels that would touch
         if not shown or shown[-1] / s >= 1.4:
             shown.append(s)
-    ax.set_xticks(shown, [str(s) for s in shown], fontsize=7)
+    label = lambda s: f"{s // 1000}k" if s >= 10_000 and s % 1000 == 0 else str(s)  # noqa: E731
+    ax.set_xticks(shown, [label(s) for s in shown], fontsize=7)
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
