@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
@@ -63,8 +64,6 @@ def _import_lens():
             f"minicount.interop needs TransformerLens 3.x and PyTorch ({e}); install them "
             "with: pip install -e '.[lens]'"
         ) from e
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         found = version("transformer-lens")
     except PackageNotFoundError:  # a source checkout: trust what it has

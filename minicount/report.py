@@ -8,15 +8,18 @@ returns the report's text; figures are matplotlib Figure objects, pyplot's backe
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from .analysis.patterns import plot_patterns
 from .classes import CLASSES
 from .results import (
     BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_GAIN, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
-    SUPPRESSED_W02,
+    SUPPRESSED_W02, head_rows, model_row, trajectories,
 )  # fmt: skip
+from .safeio import atomic_write
 from .stats import log_summary, mean_ci
 
 # ----------------------------------------------------------------------------- figures
@@ -75,8 +78,6 @@ def draw_figures(spec, models, heads, finals, stats, folder: Path) -> list[tuple
 
 
 def _save(plt, fig, path: Path) -> None:
-    from .safeio import atomic_write
-
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
 
@@ -194,8 +195,6 @@ def _ratios(plt, spec, models, heads, stats):
 
 def _trajectories(models, heads):
     """results.trajectories, or None when no cell has two snapshots (nothing to draw)."""
-    from .results import trajectories
-
     traj = trajectories(models, heads)
     return None if all(len(t) < 2 for t in traj.values()) else traj
 
@@ -288,8 +287,6 @@ def _weights(plt, spec, models, heads, stats):
 
 def _phase(plt, spec, models, heads, stats):
     """Heat maps over the first two knobs the sweep varies (others averaged)."""
-    from dataclasses import fields
-
     knobs = [f.name for f in fields(spec.cells[0])]
     varied = [k for k in knobs if len({getattr(c, k) for c in spec.cells}) > 1]
     if len(varied) < 2:
@@ -355,8 +352,6 @@ FIGURES = (
 
 
 def _pattern_figures(plt, spec, finals, heads, folder: Path) -> list[tuple]:
-    from .analysis.patterns import plot_patterns
-
     files = []
     for name in spec.names:
         record = finals[name]
@@ -675,8 +670,6 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
 def analysis_summary(result: dict) -> str:
     """Plain-text tables of ``python -m minicount analyze``: per model, its metrics and the
     aggregation; per head, semantics, syntax, weights and attention ratios."""
-    from .results import head_rows, model_row
-
     lines = [
         f"{result['checkpoint']}: {len(result['members'])} model(s), "
         f"{result['n_eval']} held-out strings of up to {result['max_len']} symbols"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
@@ -40,8 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .analysis import analyze_ensemble, jsonable
+from .analysis import analyze_ensemble
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint, save
@@ -52,8 +50,10 @@ from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, member
 from .progress import Progress
-from .results import load_snapshots, snapshot_rows, summarise
+from .record import jsonable, versions
+from .results import load_snapshots, snapshot_rows
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
+from .summary import summarise
 from .threads import blas_threads
 from .train import SCHEDULES, TrainConfig, train
 
@@ -686,8 +686,7 @@ def run_meta(spec: SweepSpec, device: str, command: str, timings: dict) -> dict:
         "command": command,
         "device": device,
         "preset": spec.preset,
-        "versions": {"minicount": __version__, "numpy": np.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": versions(device),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": timings,
     }  # fmt: skip

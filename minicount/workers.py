@@ -47,7 +47,8 @@ from pathlib import Path
 from .backend import resolve_device
 from .checks import check_sweep_memory
 from .progress import Progress
-from .results import load_snapshots, summarise
+from .record import jsonable
+from .results import load_snapshots
 from .safeio import (
     TEMP_SUFFIX,
     OutputLocked,
@@ -69,6 +70,7 @@ from .sweep import (
     prepare_folder,
     run_meta,
 )
+from .summary import summarise
 from .threads import blas_threads
 
 POLL_S = 1.0  # how often a waiting worker looks again
@@ -167,8 +169,6 @@ def _manifest_lock(out: Path):
 
 
 def _wanted(spec: SweepSpec) -> dict:
-    from .analysis import jsonable
-
     return jsonable(spec.to_dict())
 
 

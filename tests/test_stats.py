@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicount.results import claims, head_rows, two_sided, verdict
+from minicount.analysis.semantics import two_sided
+from minicount.results import claims, head_rows, verdict
 from minicount.stats import (
     Interval,
     bootstrap_means,

@@ -19,7 +19,8 @@ Nothing here writes files or global state; the instruments return new values.
 
 from .ablation import ablated_logits, ablation_study, result_means
 from .aggregation import aggregation_weights, fit_logistic
-from .analyze import analyze_model, jsonable
+from ..record import jsonable  # re-exported: the one JSON cleaner lives in minicount.record
+from .analyze import analyze_model
 from .attention_stats import attention_stats, score_table
 from .attribution import eos_contributions, head_logit_contributions
 from .ensemble import analyze_ensemble
