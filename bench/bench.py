@@ -654,9 +654,8 @@ def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
 
     contenders = {"minicount": draw(None), "minicount_1_thread": draw(1)}
     r = time_rounds(contenders, reps, 1, cupy.cuda.Device().synchronize)
-    add_row(
-        rows, f"sample {M} batches + copy ({default_threads(training_step_timer)} thr)", "gpu", M, r, "minicount", None
-    )
+    threads = default_threads(training_step_timer)
+    add_row(rows, f"sample {M} batches + copy ({threads} thr)", "gpu", M, r, "minicount", None)
     add_row(rows, f"sample {M} batches + copy (1 thread)", "gpu", M, r, "minicount_1_thread", None)
     return r["minicount"]["median_ms"]
 

@@ -30,7 +30,8 @@ from numpy.lib import format as npy
 from . import limits
 from .backend import to_numpy
 from .checks import check_params
-from .model import ModelConfig, param_shapes
+from .model import ModelConfig
+from .names import param_shapes
 from .safeio import atomic_write, resolve_target
 
 FORMAT = "minicount-checkpoint-v1"

@@ -76,6 +76,7 @@ def _field_option(g, cls, name: str, help: str, **kw) -> None:
 @contextlib.contextmanager
 def _signals_interrupt():
     """While the block runs, SIGTERM and SIGHUP stop it as Ctrl-C does (main thread only)."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 

@@ -46,8 +46,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .checks import check_params
-from .model import ModelConfig, param_shapes
-from .names import ATTN_HOOKS, act_name
+from .model import ModelConfig
+from .names import ATTN_HOOKS, act_name, param_shapes
 
 # head axis second in minicount, third in TransformerLens
 _HEAD_THIRD = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")

@@ -50,12 +50,12 @@ from .checks import (
 from .data import V
 from .fast import attention as fast_attention
 from .fast import attention_cuda
-from .names import (  # hook_names, n_members, param_shapes: re-exported, as before
+from .names import (
     ATTN_HOOKS,
     act_name,
     attn_hook,
     block,
-    hook_names,
+    hook_names,  # noqa: F401 (model.hook_names, as before: names.py has it now)
     n_members,
     param_name,
     param_shapes,

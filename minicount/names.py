@@ -76,7 +76,7 @@ def param_name(name: str, layer: int | None = None) -> str:
     return f"{module}.{name}" if module else name
 
 
-# ----------------------------------------------------------------------------- every name of a model
+# ---------------------------------------------------------------------- every name of a model
 
 
 def _block_shapes(c) -> dict[str, tuple[int, ...]]:

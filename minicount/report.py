@@ -16,9 +16,18 @@ import numpy as np
 from .analysis.patterns import plot_patterns
 from .classes import CLASSES
 from .results import (
-    BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_GAIN, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
-    SUPPRESSED_W02, head_rows, model_row, trajectories,
-)  # fmt: skip
+    BALANCED_W01,
+    DOMINANT_N_EFF,
+    GAP,
+    MARGIN_GAIN,
+    MOST_HEADS,
+    SEMANTIC_AUC,
+    SHARE_CUT,
+    SUPPRESSED_W02,
+    head_rows,
+    model_row,
+    trajectories,
+)
 from .safeio import atomic_write
 from .stats import log_summary, mean_ci
 

@@ -44,8 +44,13 @@ from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint, save
 from .checks import (
-    check_bool, check_choice, check_int, check_number, check_seeds, check_sweep_memory,
-)  # fmt: skip
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_seeds,
+    check_sweep_memory,
+)
 from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, member

@@ -58,6 +58,7 @@ from .safeio import (
     remove_stale_temporaries,
     shared_lock,
 )
+from .summary import summarise
 from .sweep import (
     CHECKPOINT,
     COMPLETE,
@@ -70,7 +71,6 @@ from .sweep import (
     prepare_folder,
     run_meta,
 )
-from .summary import summarise
 from .threads import blas_threads
 
 POLL_S = 1.0  # how often a waiting worker looks again

@@ -27,8 +27,8 @@ from minicount.analysis.aggregation import (
     fit_logistic_batched,
 )
 from minicount.analysis.attribution import eos_contributions
-from minicount.analysis.linear import linear_fit_batched, linear_fit_from_contributions
-from minicount.data import BOS, EOS, ONE, TWO, V, ZERO, DataConfig, eval_set
+from minicount.analysis.linear import linear_fit_batched
+from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, V, eval_set
 
 from .conftest import gpu_ok
 from .designed import COUNT_VALUES, COUNTER, SLOT, hand_built

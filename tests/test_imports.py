@@ -158,8 +158,9 @@ def test_function_level_imports_are_optional_or_give_a_reason():
             if all(t.split(".")[0] in OPTIONAL for t in targets):
                 continue
             lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
-            reason = [notes[i] for i in lines if i in notes]
-            if not any(len(r) >= 10 and not r.startswith(("noqa", "type:", "fmt:")) for r in reason):
+            notes_here = [notes[i] for i in lines if i in notes]
+            pragma = ("noqa", "type:", "fmt:")
+            if not any(len(r) >= 10 and not r.startswith(pragma) for r in notes_here):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {', '.join(targets)}")
     assert bad == [], "move these imports to the top, or say on the line why they are here"
 
