@@ -128,10 +128,10 @@ def load_per_core() -> float:
         return 0.0
 
 
-def known_threads() -> int | None:
+def known_threads(key: str | None = None) -> int | None:
     """This machine's answer if one is known (this process's, or the cache file's), else None.
-    The cache is read at most once per process while it holds no answer."""
-    key = machine_key()
+    The cache is read at most once per process while it holds no answer. key: machine_key()."""
+    key = key or machine_key()
     if key in _measured:
         return _measured[key]
     if key in _unknown:
@@ -157,7 +157,7 @@ def measure_threads(refresh: bool = False, *, make_timer) -> int:
     """
     key = machine_key()
     if not refresh:
-        known = known_threads()
+        known = known_threads(key)
         if known is not None:
             return known
     if load_per_core() > BUSY:  # too busy to tell: one thread in this process, and a later
