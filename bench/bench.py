@@ -55,7 +55,11 @@ import numpy as np  # noqa: E402
 
 import minicount as mc  # noqa: E402
 from minicount.data import V, sample_batch  # noqa: E402
-from minicount.fast.train_step import keep_freed_memory, loss_and_grads_sliced  # noqa: E402
+from minicount.fast.train_step import (  # noqa: E402
+    keep_freed_memory,
+    loss_and_grads_sliced,
+    training_step_timer,
+)
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
 from minicount.threads import default_threads, usable_cores  # noqa: E402
@@ -156,7 +160,7 @@ def machine(torch, cupy) -> dict:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": usable_cores(),
-        "minicount_default_threads": default_threads(),
+        "minicount_default_threads": default_threads(training_step_timer),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -650,9 +654,8 @@ def gpu_data_row(rows: list, M: int, cupy, reps: int) -> float:
 
     contenders = {"minicount": draw(None), "minicount_1_thread": draw(1)}
     r = time_rounds(contenders, reps, 1, cupy.cuda.Device().synchronize)
-    add_row(
-        rows, f"sample {M} batches + copy ({default_threads()} thr)", "gpu", M, r, "minicount", None
-    )
+    threads = default_threads(training_step_timer)
+    add_row(rows, f"sample {M} batches + copy ({threads} thr)", "gpu", M, r, "minicount", None)
     add_row(rows, f"sample {M} batches + copy (1 thread)", "gpu", M, r, "minicount_1_thread", None)
     return r["minicount"]["median_ms"]
 
@@ -851,7 +854,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads",
         type=int,
-        default=default_threads(),
+        default=default_threads(training_step_timer),
         help="CPU threads for both frameworks (default: the usable cores, %(default)s)",
     )
     p.add_argument("--repeats", type=int, default=40, help="timed rounds per row (%(default)s)")

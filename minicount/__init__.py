@@ -9,14 +9,13 @@ Public API (see README.md):
     minicount.layers, their fast paths in minicount.fast.
 
 Importing it touches nothing: no files, no global settings, no CuPy import.
+``__version__`` is the installed package's (importlib.metadata; see record.version).
 """
 
-__version__ = "0.1.0"
-
-from . import analysis, backend, data, layers, metrics, names  # noqa: E402
-from .checkpoint import load, load_checkpoint, save  # noqa: E402
-from .metrics import evaluate  # noqa: E402
-from .model import (  # noqa: E402
+from . import analysis, backend, data, layers, metrics, names
+from .checkpoint import load, load_checkpoint, save
+from .metrics import evaluate
+from .model import (
     ModelConfig,
     backward,
     forward,
@@ -30,7 +29,8 @@ from .model import (  # noqa: E402
     param_shapes,
     stack,
 )
-from .train import NonFiniteError, TrainConfig, train  # noqa: E402
+from .record import version as _version
+from .train import NonFiniteError, TrainConfig, train
 
 __all__ = [
     "ModelConfig", "TrainConfig", "analysis", "backend", "backward", "data", "evaluate",
@@ -38,3 +38,11 @@ __all__ = [
     "load_checkpoint", "loss_and_grads", "member", "members", "metrics", "n_members", "names",
     "param_shapes", "save", "stack", "train", "NonFiniteError", "__version__",
 ]  # fmt: skip
+
+
+def __getattr__(name: str):
+    """``minicount.__version__``: the installed package's version (importlib.metadata), read
+    when first asked for (record.version), so that importing minicount reads nothing."""
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'minicount' has no attribute {name!r}")

@@ -13,6 +13,7 @@ CuPy is imported only when an array or a request needs it; nothing global change
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,6 @@ def _cuda_version(number: int) -> str:
 
 def _cupy_package() -> str:
     """The name of the installed CuPy distribution (cupy-cuda12x, ...), or 'cupy'."""
-    from importlib.metadata import PackageNotFoundError, version
-
     for name in [*CUPY_WHEELS.values(), "cupy"]:
         try:
             return f"{name} {version(name)}"
@@ -104,12 +103,6 @@ def _gpu_problem() -> tuple[str, str] | None:
             return "mismatch", mismatch
         return "no-gpu", f"CuPy sees no CUDA GPU ({type(e).__name__}: {e})"
     return None if count > 0 else ("no-gpu", "CuPy sees no CUDA GPU")
-
-
-def gpu_problem() -> str | None:
-    """Why minicount cannot use a GPU here (one line), or None when it can."""
-    problem = _gpu_problem()
-    return None if problem is None else " ".join(problem[1].split())
 
 
 def gpu_available() -> bool:

@@ -15,9 +15,9 @@ ValueError that names the field or argument:
                   usage error, exit code 2)
 
 It touches nothing: every function reads its arguments and returns them (converted) or
-raises. At import it needs only NumPy, argparse, minicount.limits and minicount.backend, so
-that every other module may import it (the few names it takes from minicount.model are
-imported where they are used).
+raises. It imports only NumPy, argparse, minicount.limits, minicount.backend and
+minicount.names (the parameter shapes and hook names of a config), so that every module
+above the bottom floor may import it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from . import limits
 from .backend import device_of
+from .names import hook_names, n_members, param_shapes
 
 
 def _must(name: str) -> str:
@@ -156,8 +157,6 @@ def check_sweep_memory(spec, device: str) -> None:
 def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
     """Refuse (naming the limit) evaluating the models of checkpoint ck (``load_checkpoint``)
     on n_eval strings of seq_len positions when it needs more memory than there is."""
-    from .model import n_members
-
     M = n_members(ck["params"]) or 1
     need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
     limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
@@ -228,8 +227,6 @@ def check_params(params: dict, config) -> int | None:
     Every name of ``param_shapes(config)`` must be there (and nothing else), each a floating
     array of its shape, or of [M, *shape] with the same M for all, all on one device.
     """
-    from .model import param_shapes  # (here, not above: model imports this module)
-
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict of arrays, got {type(params).__name__}")
     expected = param_shapes(config)
@@ -301,8 +298,6 @@ def check_tokens(tokens, config, params: dict | None = None):
 
 def check_hooks(hooks, config) -> dict:
     """hooks as a dict of callables under known names (a misspelt one would do nothing)."""
-    from .model import hook_names
-
     if hooks is None:
         return {}
     if not isinstance(hooks, dict):
@@ -335,8 +330,6 @@ def _shape_checked(name: str, fn):
 
 def check_targets(targets, mask, tokens, params: dict, config):
     """Check targets [..., B, T, V] (in [0, 1]) and mask [..., B, T] (bool, some True)."""
-    from .model import n_members
-
     B, T = tokens.shape[-2:]
     M = n_members(params)
     leads = {(), tuple(tokens.shape[:-2])} | ({(M,)} if M else set())

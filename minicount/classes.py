@@ -79,14 +79,19 @@ def class_verdict(shares: dict[str, Interval], share_cut: float = SHARE_CUT) -> 
             "leaning": leaning}  # fmt: skip
 
 
-def churn(aucs_by_step: dict[int, dict[int, list]], start: int, end: int,
-          cls: str = "every", cut: float = AUC_CUT) -> dict:
+def churn(
+    aucs_by_step: dict[int, dict[int, list]],
+    start: int,
+    end: int,
+    cls: str = "every",
+    cut: float = AUC_CUT,
+) -> dict:
     """Models entering and leaving class ``cls`` between consecutive snapshots in [start,
     end]: aucs_by_step {step: {seed: [aucs]}}. Returns the counts, the models, the span of
     steps and the shares of models per CHURN_STEPS steps (None with fewer than 2 snapshots)."""
     steps = sorted(s for s in aucs_by_step if start <= s <= end)
     left = entered = 0
-    for a, b in zip(steps, steps[1:]):
+    for a, b in zip(steps, steps[1:], strict=False):
         for seed in aucs_by_step[a].keys() & aucs_by_step[b].keys():
             was = model_class(aucs_by_step[a][seed], cut) == cls
             now = model_class(aucs_by_step[b][seed], cut) == cls

@@ -12,19 +12,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import runpy
+import signal
 import sys
+import threading
 from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from .backend import DEVICES
+from .analysis import analyze_ensemble, analyze_model
+from .analysis.attribution import exactness_problem
+from .backend import DEVICES, resolve_device, to_device
+from .checkpoint import check_writable, load_checkpoint
 from .checks import check_eval_memory, heads_option, int_option, number_option, seeds_option
-from .data import DataConfig
-from .model import ModelConfig
+from .data import DataConfig, eval_set
+from .metrics import evaluate
+from .model import ModelConfig, forward, members, stack
 from .optim import SCHEDULES
-from .sweep import BASE, SEEDS, Cell, SweepSpec
-from .train import DTYPES, TrainConfig
+from .progress import Progress
+from .record import json_text, versions
+from .report import analysis_summary
+from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries, resolve_target
+from .study import PRESETS, preset
+from .sweep import (
+    BASE,
+    COMPLETE,
+    KNOBS,
+    SEEDS,
+    Cell,
+    SweepSpec,
+    cell_names,
+    grid,
+    parse_knob,
+    reanalyze,
+    run_sweep,
+)
+from .train import DTYPES, TrainConfig, saved_run, train_with_config
+from .workers import parse_worker, report_only, run_worker, status
 
 DESCRIPTION = """\
 minicount: a from-scratch transformer (hand-written backprop, NumPy or CuPy) that learns
@@ -48,26 +73,9 @@ def _field_option(g, cls, name: str, help: str, **kw) -> None:
     g.add_argument("--" + name.replace("_", "-"), default=default(cls, name), help=help, **kw)
 
 
-def _json_text(obj, **options) -> str:
-    """obj as valid JSON: NaN and infinities (an undefined ROC AUC, say) become null."""
-
-    def clean(x):
-        if isinstance(x, float) and not np.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(obj), allow_nan=False, **options)
-
-
 @contextlib.contextmanager
 def _signals_interrupt():
     """While the block runs, SIGTERM and SIGHUP stop it as Ctrl-C does (main thread only)."""
-    import signal
-    import threading
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -228,8 +236,6 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
     """(ModelConfig, TrainConfig) to resume a.resume with: the run's own settings, with the
     options given on the command line put over them. Whether they may change is decided
     where every resume is, in checks.check_same_run: only RESUMABLE_FIELDS may."""
-    from .train import saved_run
-
     ck, saved = saved_run(a.resume)
     asked = {"bos" if dest == "no_bos" else dest for dest in given}
     model = {k: v for k, v in model_config_from_args(a).to_dict().items() if k in asked}
@@ -238,10 +244,6 @@ def resumed_settings(a: argparse.Namespace, given: set[str]):
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .backend import resolve_device
-    from .checkpoint import check_writable
-    from .train import train_with_config, versions
-
     if a.resume:
         given = given_train_options(a.argv[1:])
         config, tc = resumed_settings(a, given)
@@ -265,16 +267,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     final = history["eval"][-1]
     result = {k: final[k] for k in ("step", "loss", "l_acc", "s_acc", "roc_auc")}
     result.update(seeds=list(tc.seeds), versions=versions(resolve_device(tc.device)))
-    print(_json_text(result))
+    print(json_text(result))
     print(f"checkpoint: {out}", file=sys.stderr)
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .backend import to_device
-    from .data import eval_set
-    from .metrics import evaluate
-
     ck, data = _checkpoint_and_data(a, long=True)
     config = ck["config"]
     params = to_device(ck["params"], a.device)
@@ -286,7 +284,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         with np.errstate(all="ignore"):  # huge but finite weights: metrics say it
             m = evaluate(params, tokens, targets, mask, config)
         result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
-    print(_json_text(result, indent=2))
+    print(json_text(result, indent=2))
     return 0
 
 
@@ -294,8 +292,6 @@ def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
     """The checkpoint a.checkpoint (NaN or inf parameters refused) and the DataConfig of the
     held-out strings to measure it on: the run's own max_len and BOS unless the command line
     says otherwise. Refuses a held-out set too big for memory (with long, the longer set)."""
-    from .checkpoint import load_checkpoint
-
     ck = load_checkpoint(a.checkpoint)
     saved = ck["info"].get("train", {})
     bos = False if getattr(a, "no_bos", False) else saved.get("bos", default(DataConfig, "bos"))
@@ -310,8 +306,6 @@ def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
 
 
 def _sweep_run(spec, a: argparse.Namespace) -> int:
-    from .sweep import COMPLETE, run_sweep
-
     out = Path(a.out)
     if a.worker is not None or a.claim:
         return _worker_run(spec, a, out, COMPLETE)
@@ -332,8 +326,6 @@ def _sweep_run(spec, a: argparse.Namespace) -> int:
 
 
 def _worker_run(spec, a: argparse.Namespace, out: Path, complete: str) -> int:
-    from .workers import parse_worker, run_worker
-
     if a.worker is not None and a.claim:
         raise ValueError("--worker and --claim are two ways to share the cells: give one")
     run_worker(
@@ -356,8 +348,6 @@ def _worker_run(spec, a: argparse.Namespace, out: Path, complete: str) -> int:
 
 def _sweep_folder_command(a: argparse.Namespace) -> int:
     """sweep --status DIR or --report-only DIR: the folder's own sweep.json says the cells."""
-    from .workers import report_only, status
-
     if a.status is not None and a.report_only is not None:
         raise ValueError("--status and --report-only: give one")
     flag = "--status" if a.status is not None else "--report-only"
@@ -386,15 +376,11 @@ def _sweep_folder_command(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from .study import preset
-
     spec = preset("quick" if a.quick else a.preset, seeds=a.seeds, heads=a.heads, steps=a.steps)
     return _sweep_run(spec, a)
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from .sweep import cell_names, grid, parse_knob, reanalyze
-
     if a.status is not None or a.report_only is not None:
         return _sweep_folder_command(a)
     if a.reanalyze:
@@ -425,8 +411,6 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 def cmd_analyze(a: argparse.Namespace) -> int:
     """Print the analysis, or write it to --out atomically, holding a lock on it meanwhile."""
-    from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries
-
     if a.out is not None:
         with exclusive_lock(check_output(a.out), what="output"):
             remove_stale_temporaries(a.out)  # of killed writes: a live one would hold the lock
@@ -436,16 +420,12 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     elif a.json:
         print(_analysis_json(a))
     else:
-        from .report import analysis_summary
-
         print(analysis_summary(json.loads(_analysis_json(a))))
     return 0
 
 
 def check_output(path) -> Path:
     """The regular file that --out names (symlinks followed), or an error if it cannot be one."""
-    from .safeio import resolve_target
-
     if not str(path):
         raise ValueError("--out is empty: name a file")
     return resolve_target(path)
@@ -454,8 +434,6 @@ def check_output(path) -> Path:
 def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
     """Refuse a model whose (finite but huge) weights overflow its logits: the instruments'
     least-squares fits would fail inside LAPACK."""
-    from .model import forward
-
     with np.errstate(all="ignore"):
         logits = forward(params, tokens[:64], config)
     if not np.isfinite(logits).all():
@@ -464,13 +442,6 @@ def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
 
 def _analysis_json(a: argparse.Namespace) -> str:
     """The analysis of a.checkpoint as JSON text."""
-    from .analysis import analyze_ensemble, analyze_model
-    from .analysis.attribution import exactness_problem
-    from .backend import to_device
-    from .data import eval_set
-    from .model import members, stack
-    from .progress import Progress
-
     ck, data = _checkpoint_and_data(a, long=False)
     config = ck["config"]
     tokens, targets, mask = eval_set(data)
@@ -497,7 +468,7 @@ def _analysis_json(a: argparse.Namespace) -> str:
         "max_len": data.max_len,
         "members": [{"member": i, **r} for i, r in zip(chosen, analyses, strict=True)],
     }
-    return _json_text(result, indent=1)
+    return json_text(result, indent=1)
 
 
 def _add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -563,8 +534,6 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_reproduce_parser(sub) -> None:
-    from .study import PRESETS
-
     p = sub.add_parser(
         "reproduce",
         help="the study: a preset sweep that trains, analyses and writes a report",
@@ -603,8 +572,6 @@ def add_reproduce_parser(sub) -> None:
 
 
 def add_sweep_parser(sub) -> None:
-    from .sweep import KNOBS
-
     p = sub.add_parser(
         "sweep",
         help="train and analyse a grid of settings, each as one ensemble of seeds",
@@ -694,8 +661,6 @@ def add_analyze_parser(sub) -> None:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run bench/bench.py of a source checkout with the arguments that follow ``bench``."""
-    import runpy
-
     script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
     if not script.is_file():
         raise ValueError(f"{script} not found: the benchmark runs from a source checkout")

@@ -213,6 +213,8 @@ def sample_batches(
     Member i is exactly ``sample_batch(batch_size, max_len, rngs[i], ...)``: each generator
     draws its own numbers. The M batches are drawn on a thread pool (numpy.random and the
     array work release the GIL), which matters for ensembles of hundreds of models.
+    n_threads: default the machine's known thread count (``threads.default_threads()``,
+    which never measures here: drawing data does not benchmark a training step).
     """
     rngs = list(rngs)
     M, T = len(rngs), max_len + int(bos)

@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
 from .backend import to_numpy
 from .checks import check_params
-from .model import ModelConfig, param_shapes
-from .names import ATTN_HOOKS, act_name
+from .model import ModelConfig
+from .names import ATTN_HOOKS, act_name, param_shapes
 
 # head axis second in minicount, third in TransformerLens
 _HEAD_THIRD = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")
@@ -63,8 +64,6 @@ def _import_lens():
             f"minicount.interop needs TransformerLens 3.x and PyTorch ({e}); install them "
             "with: pip install -e '.[lens]'"
         ) from e
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         found = version("transformer-lens")
     except PackageNotFoundError:  # a source checkout: trust what it has

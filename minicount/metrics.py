@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import limits
-from .backend import array_module, to_numpy
+from .backend import array_module, device_of, to_device, to_numpy
+from .checks import check_batch
 from .data import EOS
 from .layers import bce_with_logits_forward
+from .model import forward
+from .names import n_members
 
 
 def roc_auc(scores, labels) -> float:
@@ -101,10 +104,6 @@ def evaluate(
     array [M] (one entry per member); for a single model a float. The batch may be on the
     host; it is moved to the parameters' device.
     """
-    from .backend import device_of, to_device
-    from .checks import check_batch
-    from .model import forward, n_members
-
     check_batch(*(np.asarray(to_numpy(a)) for a in (tokens, targets, mask)), params, config)
     device = device_of(params["embed.W_E"])
     M = n_members(params)
@@ -208,18 +207,3 @@ def accuracies_batched(scores, labels, starts, ends):
     seen = xp.concatenate([xp.zeros(seen.shape[:-1] + (1,), xp.int32), seen], axis=-1)
     wrong_per_seq = seen[..., ends] - seen[..., starts]  # [..., B]
     return l_acc, (wrong_per_seq == 0).mean(axis=-1)
-
-
-def metrics_from_scores_batched(scores, labels, mask) -> dict:
-    """l-acc, s-acc and ROC AUC of many score arrays at once: scores [..., B, T], labels and
-    mask [B, T] -> {"l_acc", "s_acc", "roc_auc"}: float64 arrays [...] on the scores' module.
-
-    Each entry equals ``metrics_from_scores`` on that score array (up to float rounding).
-    """
-    xp = array_module(scores)
-    mask = xp.asarray(mask).astype(bool)  # [B, T]
-    y = xp.asarray(labels).astype(bool)[mask]  # [N]
-    real = scores[..., mask]  # [..., N]
-    starts, ends = sequence_bounds(mask)
-    l_acc, s_acc = accuracies_batched(real, y, starts, ends)
-    return {"l_acc": l_acc, "s_acc": s_acc, "roc_auc": roc_auc_batched(real, y)}

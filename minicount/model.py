@@ -50,7 +50,16 @@ from .checks import (
 from .data import V
 from .fast import attention as fast_attention
 from .fast import attention_cuda
-from .names import ATTN_HOOKS, act_name, attn_hook, block, param_name
+from .names import (
+    ATTN_HOOKS,
+    act_name,
+    attn_hook,
+    block,
+    hook_names,  # noqa: F401 (model.hook_names, as before: names.py has it now)
+    n_members,
+    param_name,
+    param_shapes,
+)
 
 
 @dataclass(frozen=True)
@@ -94,37 +103,6 @@ class ModelConfig:
         return cls(**d)
 
 
-def _block_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The parameters of one block, by short name (param_name(name, layer) makes them full)."""
-    shapes = {}
-    if c.layernorm:
-        shapes["ln1.w"] = shapes["ln1.b"] = (c.d_model,)
-    for W in ("W_Q", "W_K", "W_V"):
-        shapes[W] = (c.n_heads, c.d_model, c.d_head)
-    shapes["W_O"] = (c.n_heads, c.d_head, c.d_model)
-    if c.mlp:
-        if c.layernorm:
-            shapes["ln2.w"] = shapes["ln2.b"] = (c.d_model,)
-        shapes |= {"W_in": (c.d_model, c.d_mlp), "b_in": (c.d_mlp,),
-                   "W_out": (c.d_mlp, c.d_model), "b_out": (c.d_model,)}  # fmt: skip
-    return shapes
-
-
-def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter's name and shape (for one model), in forward order."""
-    c = config
-    shapes = {param_name("W_E"): (c.d_vocab, c.d_model)}
-    if c.pos_emb:
-        shapes[param_name("W_pos")] = (c.n_ctx, c.d_model)
-    for l in range(c.n_layers):
-        shapes |= {param_name(n, l): shape for n, shape in _block_shapes(c).items()}
-    if c.layernorm:
-        shapes["ln_final.w"] = shapes["ln_final.b"] = (c.d_model,)
-    shapes[param_name("W_U")] = (c.d_model, c.d_vocab)
-    shapes[param_name("b_U")] = (c.d_vocab,)
-    return shapes
-
-
 def _init_std(name: str, config: ModelConfig) -> float:
     """Scale of the initial weights: 1/sqrt(fan_in) for matrices, 1 for embeddings."""
     if name in ("embed.W_E", "pos_embed.W_pos"):
@@ -161,12 +139,6 @@ def init_ensemble(config: ModelConfig, seeds, xp=np, dtype=np.float32) -> dict:
         raise ValueError("an ensemble needs at least one seed, got none")
     limits.check_ensemble(len(seeds))
     return stack([init_params(config, s, np, dtype) for s in seeds], xp=xp)
-
-
-def n_members(params: dict) -> int | None:
-    """M for an ensemble, None for a single model (read off the leading axis of W_E)."""
-    W_E = params["embed.W_E"]
-    return None if W_E.ndim == 2 else W_E.shape[0]
 
 
 def member(params: dict, i: int) -> dict:
@@ -221,19 +193,6 @@ ATTENTION = {
 def check_attention(attention: str) -> str:
     """attention itself if it names a path of ATTENTION, else a ValueError listing them."""
     return check_choice("attention", attention, ATTENTION)
-
-
-def hook_names(config: ModelConfig) -> list[str]:
-    """Every activation name that ``forward(..., hooks=...)`` accepts, in forward order.
-
-    hook_embed is the token embedding and hook_pos_embed (with pos_emb) the positional
-    embedding's part; block 0's hook_resid_pre is their sum.
-    """
-    names = [act_name("embed")] + ([act_name("pos_embed")] if config.pos_emb else [])
-    for l in range(config.n_layers):
-        names += [act_name("resid_pre", l)] + [act_name(h, l) for h in ATTN_HOOKS]
-        names += [act_name("resid_post", l)]
-    return names
 
 
 def _embed_forward(params: dict, tokens, config: ModelConfig, hook, cache: dict):
@@ -379,8 +338,3 @@ def loss_and_grads(
     check_targets(targets, mask, tokens, params, config)
     loss, grads = loss_and_grads_all(params, tokens, targets, mask, config, attention=attention)
     return float(loss.sum()), grads
-
-
-def to_dtype(params: dict, dtype) -> dict:
-    """A copy of params cast to dtype (e.g. float64 for gradient checks)."""
-    return {k: v.astype(dtype) for k, v in params.items()}

@@ -12,9 +12,13 @@ The names follow TransformerLens, so that a reader can move between the two proj
 ``act_name`` is modelled on TransformerLens's ``utils.get_act_name``: a short name gets its
 sub-module (``attn.`` for q, k, v, attn_scores, pattern, z, result) and ``hook_`` in
 front; a name that is already full (it has a dot or starts with ``hook_``) comes back as
-it is. ``param_name`` does the same for the parameter dict (``model.param_shapes``).
+it is. ``param_name`` does the same for the parameter dict (``param_shapes`` below).
 
-Pure string building; nothing else.
+Also the names and shapes a config gives a model: ``param_shapes(config)`` (every parameter,
+in forward order), ``hook_names(config)`` (every hook point) and ``n_members(params)`` (M of
+an ensemble, None for one model), so that checks.py can check inputs without importing the
+model. Pure: strings and shapes from a config (any object with ModelConfig's fields),
+nothing else; it imports nothing of minicount.
 """
 
 from __future__ import annotations
@@ -70,3 +74,56 @@ def param_name(name: str, layer: int | None = None) -> str:
         return block(layer) + (f"{module}.{name}" if module else name)
     module = _MODEL_PARAMS.get(name)
     return f"{module}.{name}" if module else name
+
+
+# ---------------------------------------------------------------------- every name of a model
+
+
+def _block_shapes(c) -> dict[str, tuple[int, ...]]:
+    """The parameters of one block, by short name (param_name(name, layer) makes them full)."""
+    shapes = {}
+    if c.layernorm:
+        shapes["ln1.w"] = shapes["ln1.b"] = (c.d_model,)
+    for W in ("W_Q", "W_K", "W_V"):
+        shapes[W] = (c.n_heads, c.d_model, c.d_head)
+    shapes["W_O"] = (c.n_heads, c.d_head, c.d_model)
+    if c.mlp:
+        if c.layernorm:
+            shapes["ln2.w"] = shapes["ln2.b"] = (c.d_model,)
+        shapes |= {"W_in": (c.d_model, c.d_mlp), "b_in": (c.d_mlp,),
+                   "W_out": (c.d_mlp, c.d_model), "b_out": (c.d_model,)}  # fmt: skip
+    return shapes
+
+
+def param_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape (for one model), in forward order."""
+    c = config
+    shapes = {param_name("W_E"): (c.d_vocab, c.d_model)}
+    if c.pos_emb:
+        shapes[param_name("W_pos")] = (c.n_ctx, c.d_model)
+    for l in range(c.n_layers):
+        shapes |= {param_name(n, l): shape for n, shape in _block_shapes(c).items()}
+    if c.layernorm:
+        shapes["ln_final.w"] = shapes["ln_final.b"] = (c.d_model,)
+    shapes[param_name("W_U")] = (c.d_model, c.d_vocab)
+    shapes[param_name("b_U")] = (c.d_vocab,)
+    return shapes
+
+
+def n_members(params: dict) -> int | None:
+    """M for an ensemble, None for a single model (read off the leading axis of W_E)."""
+    W_E = params["embed.W_E"]
+    return None if W_E.ndim == 2 else W_E.shape[0]
+
+
+def hook_names(config) -> list[str]:
+    """Every activation name that ``forward(..., hooks=...)`` accepts, in forward order.
+
+    hook_embed is the token embedding and hook_pos_embed (with pos_emb) the positional
+    embedding's part; block 0's hook_resid_pre is their sum.
+    """
+    names = [act_name("embed")] + ([act_name("pos_embed")] if config.pos_emb else [])
+    for l in range(config.n_layers):
+        names += [act_name("resid_pre", l)] + [act_name(h, l) for h in ATTN_HOOKS]
+        names += [act_name("resid_post", l)]
+    return names

@@ -8,15 +8,27 @@ returns the report's text; figures are matplotlib Figure objects, pyplot's backe
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES
+from .analysis.patterns import plot_patterns
+from .classes import CLASSES, aucs_by_model, class_shares
 from .results import (
-    BALANCED_W01, DOMINANT_N_EFF, GAP, MARGIN_RATIO, MOST_HEADS, SEMANTIC_AUC, SHARE_CUT,
+    BALANCED_W01,
+    DOMINANT_N_EFF,
+    GAP,
+    MARGIN_RATIO,
+    MOST_HEADS,
+    SEMANTIC_AUC,
+    SHARE_CUT,
     SUPPRESSED_W02,
-)  # fmt: skip
+    head_rows,
+    model_row,
+    trajectories,
+)
+from .safeio import atomic_write
 from .stats import log_summary, mean_ci
 
 # ----------------------------------------------------------------------------- figures
@@ -75,8 +87,6 @@ def draw_figures(spec, models, heads, finals, stats, folder: Path) -> list[tuple
 
 
 def _save(plt, fig, path: Path) -> None:
-    from .safeio import atomic_write
-
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
 
@@ -147,8 +157,6 @@ CLASS_COLORS = {"every": "tab:green", "some": "tab:blue", "one": "tab:red", "non
 
 
 def _classes_figure(plt, spec, models, heads, stats):
-    from .classes import aucs_by_model, class_shares
-
     names = [n for n, c in zip(spec.names, spec.cells, strict=True) if c.n_heads > 1]
     by_cell: dict = {}
     for r in heads:
@@ -176,7 +184,7 @@ def _classes_figure(plt, spec, models, heads, stats):
         ax.set_xlabel("training step (log scale)")
         ax.set_ylabel("share of models")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(by_cell):]:
+    for ax in list(axes.flat)[len(by_cell) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, title="class", title_fontsize=7)
     fig.suptitle("Per-model classes through training: share of models, band = Wilson 95%")
@@ -235,8 +243,6 @@ def _ratios(plt, spec, models, heads, stats):
 
 def _trajectories(models, heads):
     """results.trajectories, or None when no cell has two snapshots (nothing to draw)."""
-    from .results import trajectories
-
     traj = trajectories(models, heads)
     return None if all(len(t) < 2 for t in traj.values()) else traj
 
@@ -330,8 +336,6 @@ def _weights(plt, spec, models, heads, stats):
 
 def _phase(plt, spec, models, heads, stats):
     """Heat maps over the first two knobs the sweep varies (others averaged)."""
-    from dataclasses import fields
-
     knobs = [f.name for f in fields(spec.cells[0])]
     varied = [k for k in knobs if len({getattr(c, k) for c in spec.cells}) > 1]
     if len(varied) < 2:
@@ -400,8 +404,6 @@ FIGURES = (
 
 
 def _pattern_figures(plt, spec, finals, heads, folder: Path) -> list[tuple]:
-    from .analysis.patterns import plot_patterns
-
     files = []
     for name in spec.names:
         record = finals[name]
@@ -450,7 +452,7 @@ def _short_answer(results: dict) -> str:
               "over seeds carry 95% t intervals, shares of models Wilson intervals. A verdict "
               "is 'undecided' when an interval straddles (or touches) the cut-off of a rule it "
               "needs; the rules are listed under *Verdicts*, and *Sensitivity* shows each "
-              "label under the neighbouring cut-offs. Definitions: [docs/method.md](../../docs/method.md) "
+              "label under the neighbouring cut-offs. Definitions: docs/method.md "
               "in the repository, and the glossary at the end.", ""]  # fmt: skip
     return "\n".join(lines)
 
@@ -593,26 +595,41 @@ def _churn(results: dict) -> str:
             continue
         shares = ", ".join(f"{s}: {c['shares'][s]['every'].fmt(pct=True)}" for s in steps[-4:])
         h = c["churn_last_half"]
-        rows.append([name, shares, f"{h['left']} left, {h['entered']} entered "
-                     f"({h['from']}–{h['to']}, {h['snapshots']} snapshots)",
-                     "–" if h["left_per_10k"] is None else f"{h['left_per_10k']:.0%}"])
+        rows.append(
+            [
+                name,
+                shares,
+                f"{h['left']} left, {h['entered']} entered "
+                f"({h['from']}–{h['to']}, {h['snapshots']} snapshots)",
+                "–" if h["left_per_10k"] is None else f"{h['left_per_10k']:.0%}",
+            ]
+        )
         if c.get("limit"):
             lim = c["limit"]
-            conds = "; ".join(f"{k}: {'yes' if v else 'no'}"
-                              for k, v in {**lim["limit"], **lim["mixture"]}.items())
+            conds = "; ".join(
+                f"{k}: {'yes' if v else 'no'}"
+                for k, v in {**lim["limit"], **lim["mixture"]}.items()
+            )
             limits.append([name, f"**{lim['outcome']}**", conds])
     if not rows:
         return ""
     out = [
-        "## Classes through training: churn", "",
+        "## Classes through training: churn",
+        "",
         "Share of models in *every* at the last snapshots (Wilson 95%), and the models that "
         "left or entered *every* between consecutive snapshots over the last half of the run "
-        "(left per 10,000 steps as a share of the models).", "",
-        table(["cell", "share in every", "churn (last half)", "left per 10k steps"], rows), "",
+        "(left per 10,000 steps as a share of the models).",
+        "",
+        table(["cell", "share in every", "churn (last half)", "left per 10k steps"], rows),
+        "",
     ]
     if limits:
-        out += ["The pre-registered rule of docs/findings.md (*is every head counting the "
-                "limit?*):", "", table(["cell", "outcome", "conditions"], limits), ""]
+        out += [
+            "The pre-registered rule of docs/findings.md (*is every head counting the limit?*):",
+            "",
+            table(["cell", "outcome", "conditions"], limits),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -626,8 +643,9 @@ def _numbers(results: dict, stats: dict) -> str:
                      s["long_l_acc"].fmt()])  # fmt: skip
     return "\n".join([
         "## The numbers (last step)", "",
-        "Means over seeds with 95% t intervals (shares of heads clipped to [0, 1]); w_01 and w_02 are ratios, so they are "
-        "given as the median and interquartile range over seeds (log scale).", "",
+        "Means over seeds with 95% t intervals (shares of heads clipped to [0, 1]); w_01 and "
+        "w_02 are ratios, so they are given as the median and interquartile range over "
+        "seeds (log scale).", "",
         table(["cell", "l-acc", "s-acc", "fitted l-acc", "best uniform l-acc", "gap", "n_eff",
                "semantic heads", "of them reversed", "counting heads / model", "top head w_01",
                "top head w_02", "l-acc on longer strings"], rows), "",
@@ -721,8 +739,6 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
 def analysis_summary(result: dict) -> str:
     """Plain-text tables of ``python -m minicount analyze``: per model, its metrics and the
     aggregation; per head, semantics, syntax, weights and attention ratios."""
-    from .results import head_rows, model_row
-
     lines = [
         f"{result['checkpoint']}: {len(result['members'])} model(s), "
         f"{result['n_eval']} held-out strings of up to {result['max_len']} symbols"

@@ -2,7 +2,8 @@
 verdict rules and the claims of the paper. Everything the report prints is computed here;
 minicount/report.py only formats it.
 
-Import direction: sweep -> results -> report.
+Import direction: sweep -> summary -> results; report -> results (report formats, summary
+writes the files).
 
 Definitions used throughout (docs/method.md says more):
     semantic head   its EOS contribution alone separates the classes in either direction:
@@ -13,8 +14,7 @@ Definitions used throughout (docs/method.md says more):
                     weighting (one shared scale and bias chosen for accuracy)
     n_eff           participation ratio of the fitted weights, (sum |a|)^2 / sum a^2
 
-It reads a run folder's snapshot files and writes models.csv, heads.csv, results.json
-and report.md into it, each atomically (safeio).
+It reads a run folder's snapshot files; summary.summarise writes what it computes.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from . import classes
+from .analysis.semantics import two_sided
 from .classes import AUC_CUT, CLASSES, SHARE_CUT, aucs_by_model, class_shares, model_class
-from .safeio import atomic_write
 from .stats import Interval, log_summary, mean_ci, proportion_ci
 
 SEMANTIC_AUC = AUC_CUT  # a head separates the classes when max(AUC, 1 - AUC) >= this
@@ -72,13 +72,6 @@ def _ablation(a: dict, mode: str, kind: str, kept) -> float | None:
         if r["kind"] == kind and r["kept"] == kept:
             return r["l_acc"]
     return None
-
-
-def two_sided(auc) -> tuple:
-    """(max(AUC, 1 - AUC), +1 or -1): how well and in which direction a head separates."""
-    if auc is None:
-        return None, None
-    return max(auc, 1.0 - auc), 1 if auc >= 0.5 else -1
 
 
 def is_counting(auc2, w01, w02) -> bool:
@@ -338,14 +331,16 @@ def ratio_ci(rows: list[dict], num: str, den: str) -> Interval:
     return Interval(math.exp(i.value), math.exp(i.low), math.exp(i.high), i.n, "t on log")
 
 
-def aggregation_verdict(stats: dict, *, gap: float = GAP, reference: str = REFERENCE,
-                        subset: str = "") -> dict:
+def aggregation_verdict(
+    stats: dict, *, gap: float = GAP, reference: str = REFERENCE, subset: str = ""
+) -> dict:
     """Do equal weights suffice? Under ``reference`` ('calibrated': equal weights on heads
     scaled by their own solo slopes; 'sigma': on σ-standardised heads), over all models or
     (subset='_every') over the models where every head counts. Two rules, each on the mean
     over seeds and its 95% t interval: E accuracy (fitted − equal-weight l-acc > gap), M
     margin (fitted / equal-weight 5% margin > MARGIN_RATIO, geometric mean, t interval on the
-    log scale), which keeps measuring when every weighting is right. 'unequal' if either holds, 'equal' if both fail, else undecided."""
+    log scale), which keeps measuring when every weighting is right. 'unequal' if either
+    holds, 'equal' if both fail, else undecided."""
     suffix = "_calibrated" if reference == "calibrated" else ""
     E = _rule(f"gap fitted − equal ({reference}) l-acc > {gap}",
               stats[f"gap{suffix}{subset}"], gap, True)  # fmt: skip
@@ -385,14 +380,17 @@ def verdict(stats: dict, *, share_cut: float = SHARE_CUT, gap: float = GAP) -> d
         label, key = f"{who}, {agg['label']}", f"{cls['key']}/{agg['key']}"
     rules = [_share_rule(c, shares[c], share_cut) for c in CLASSES] + agg["rules"]
     sentence = (
-        "models in each class: " + ", ".join(f"{c} {shares[c].fmt(pct=True)}" for c in CLASSES)
+        "models in each class: "
+        + ", ".join(f"{c} {shares[c].fmt(pct=True)}" for c in CLASSES)
         + f"; over {'the models where every head counts' if subset else 'all models'}, "
         + "; ".join(f"{r['rule']}: {r['shown']}" for r in agg["rules"])
     )
     if cls.get("leaning"):
         share = shares[cls["leaning"]]
-        sentence += (f"; the same direction as '{classes.CLASS_NAMES[cls['leaning']]}' "
-                     f"({share.fmt(pct=True)} of models), not decided at {share.n} seeds")
+        sentence += (
+            f"; the same direction as '{classes.CLASS_NAMES[cls['leaning']]}' "
+            f"({share.fmt(pct=True)} of models), not decided at {share.n} seeds"
+        )
     sure = cls["sure"] and (cls["key"] == "one" or agg["key"] != "undecided")
     return {"label": label, "key": key, "class": cls["key"], "aggregation": agg["key"],
             "rules": rules, "sure": sure, "sentence": sentence + "."}  # fmt: skip
@@ -560,7 +558,8 @@ def claims(stats_by_cell: dict) -> list[dict]:
               f"(fitted / equal calibrated) > {MARGIN_RATIO}", "margin_ratio_calibrated",
               MARGIN_RATIO, True),
         entry("Aggregation is non-uniform (σ-standardised reference): the best uniform "
-              "weighting is less accurate than fitted weights.", f"mean gap (fitted − best uniform l-acc) > {GAP}",
+              "weighting is less accurate than fitted weights.",
+              f"mean gap (fitted − best uniform l-acc) > {GAP}",
               "gap", GAP, True),
         entry("Fitted weights recover the trained model (fitted ≈ trained).",
               f"mean |fitted − trained l-acc| < {2 * GAP}", "fitted_vs_trained", 2 * GAP, False),
@@ -671,44 +670,6 @@ def final_rows(rows: list[dict], spec) -> dict[str, list[dict]]:
     return out
 
 
-def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
-    """Write models.csv, heads.csv, results.json, figures and report.md from the cell folders."""
-    from . import report
-
-    models, heads, finals = collect(spec, out)
-    atomic_write(out / "models.csv", csv_text(models))
-    atomic_write(out / "heads.csv", csv_text(heads))
-    final_models, final_heads = final_rows(models, spec), final_rows(heads, spec)
-    stats = {n: cell_statistics(final_models[n], final_heads[n]) for n in spec.names}
-    verdicts = {n: verdict(stats[n]) for n in spec.names}
-    multi = [n for n in spec.names if stats[n]["n_heads"] > 1]
-    results = {
-        "meta": meta,
-        "spec": spec.to_dict(),
-        "statistics": {n: _plain(s) for n, s in stats.items()},
-        "verdicts": verdicts,
-        "mean_verdicts": {n: mean_verdict(stats[n]) for n in spec.names},
-        "sensitivity": {n: sensitivity(stats[n], final_models[n], final_heads[n])
-                        for n in multi},
-        "churn": {n: over_training(heads, n) for n in multi},
-        "claims": claims(stats),
-        "l2": {"used": l2_used(finals), "verdicts": l2_verdicts(stats)},
-        "short_answer": short_answer(verdicts, stats),
-        "thresholds": {"semantic_auc": SEMANTIC_AUC, "share": SHARE_CUT,
-                       "margin_ratio": MARGIN_RATIO, "reference": REFERENCE,
-                       "sensitivity": SENSITIVITY, "limit_share": classes.LIMIT_SHARE,
-                       "limit_leave": classes.LIMIT_LEAVE, "balanced_w01": list(BALANCED_W01),
-                       "suppressed_w02": SUPPRESSED_W02, "gap": GAP,
-                       "dominant_n_eff": DOMINANT_N_EFF},
-    }  # fmt: skip
-    drawn = []
-    if figures:
-        drawn = report.draw_figures(spec, models, heads, finals, stats, out / "figures")
-    atomic_write(out / "results.json", json.dumps(_plain(results), indent=1, allow_nan=False))
-    atomic_write(out / "report.md", report.render(results, stats, drawn))
-    return results
-
-
 def over_training(heads: list[dict], name: str) -> dict:
     """Per-model classes through one cell's training: the share of each class at every
     snapshot, churn of 'every' per 10,000 steps over the whole run and its last half, and the
@@ -739,18 +700,3 @@ def l2_used(finals: dict):
             if value is not None:
                 return value
     return None
-
-
-def _plain(obj):
-    """Intervals and summaries as dicts, nan as None: JSON-ready."""
-    if hasattr(obj, "to_dict"):
-        return _plain(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    return obj

@@ -111,7 +111,7 @@ def _lock_path(path: Path) -> Path:
 
 def _flock(fd: int, path: Path, shared: bool, what: str, timeout_s: float) -> None:
     """Take the lock on fd, retrying for up to timeout_s; OutputLocked if it stays busy."""
-    import fcntl
+    import fcntl  # (here: Unix only, and only locking needs it)
 
     kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     deadline = time.monotonic() + timeout_s
@@ -157,7 +157,7 @@ def lock_is_held(path) -> bool:
     """Whether a process holds ``path``'s lock (exclusive_lock's or shared_lock's, path as
     given to them) exclusively, probed by taking it shared for an instant (a holder that asks
     for it in that instant is told it is busy). False when there is no lock file."""
-    import fcntl
+    import fcntl  # (here: Unix only, and only locking needs it)
 
     lock = _lock_path(Path(path))
     try:

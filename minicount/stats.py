@@ -195,7 +195,8 @@ def _bca_levels(v: np.ndarray, boots: np.ndarray, mean: float, level: float) -> 
     acceleration a. v is not constant (mean_ci has dealt with that)."""
     tol = TIE * float(np.max(np.abs(v)))  # rounding of a mean, relative to the values' size
     below = np.count_nonzero(boots < mean - tol) + 0.5 * np.count_nonzero(
-        np.abs(boots - mean) <= tol)
+        np.abs(boots - mean) <= tol
+    )
     B = boots.size
     z0 = _NORMAL.inv_cdf(min(max(below / B, 0.5 / B), 1 - 0.5 / B))
     # jackknife means: theta_(i) = (n mean - x_i) / (n - 1), so theta_(.) - theta_(i) is

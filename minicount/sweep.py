@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
@@ -40,20 +39,26 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .analysis import analyze_ensemble, jsonable
+from .analysis import analyze_ensemble
 from .analysis.patterns import attention_patterns
 from .backend import resolve_device, to_device, to_numpy
 from .checkpoint import load_checkpoint, save
 from .checks import (
-    check_bool, check_choice, check_int, check_number, check_seeds, check_sweep_memory,
-)  # fmt: skip
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_seeds,
+    check_sweep_memory,
+)
 from .data import DataConfig, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, member
 from .progress import Progress
-from .results import load_snapshots, snapshot_rows, summarise
+from .record import jsonable, versions
+from .results import load_snapshots, snapshot_rows
 from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
+from .summary import summarise
 from .threads import blas_threads
 from .train import SCHEDULES, TrainConfig, train
 
@@ -440,8 +445,18 @@ def keep_snapshot(
 
 
 def analyse_snapshot(
-    cell: Cell, name: str, spec: SweepSpec, folder: Path, step: int, params: dict, held_out,
-    device: str, *, last: bool, curve: list, train_seconds: float,
+    cell: Cell,
+    name: str,
+    spec: SweepSpec,
+    folder: Path,
+    step: int,
+    params: dict,
+    held_out,
+    device: str,
+    *,
+    last: bool,
+    curve: list,
+    train_seconds: float,
 ) -> list[dict]:
     """Analyse the ensemble ``params`` (host arrays) at ``step`` and write the snapshot's rows
     (and, at the cell's last step, analysis.json); returns the model rows."""
@@ -686,8 +701,7 @@ def run_meta(spec: SweepSpec, device: str, command: str, timings: dict) -> dict:
         "command": command,
         "device": device,
         "preset": spec.preset,
-        "versions": {"minicount": __version__, "numpy": np.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": versions(device),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": timings,
     }  # fmt: skip

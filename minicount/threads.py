@@ -4,17 +4,24 @@ NumPy releases the GIL inside array operations (and numpy.random inside its bulk
 so a thread pool can run array work on several cores. Whether that pays depends on the
 machine: on a 2-vCPU cloud machine (two hyperthreads of one core) a second thread made a
 training step slower (14.1 ms against 10.8 ms on one). So the default is measured, not
-assumed: the first time minicount needs it on a machine, ``measure_threads`` times a
-training forward+backward of the default model on 1 thread and on more (about a second),
-keeps the fastest count only if it beats one thread by MARGIN (20%), and caches the answer in
-``~/.cache/minicount/threads.json`` (``$XDG_CACHE_HOME`` is honoured), keyed by the CPU,
-the usable cores and the NumPy version. On a machine already busy with other work (load
-average above BUSY per core) a measurement would say more about the load than about the
-machine, so none is taken: that process uses one thread, and a later one measures.
+assumed: the first time a training step (or the analysis) needs it on a machine,
+``measure_threads`` times a training forward+backward of the default model on 1 thread and
+on more (about a second), keeps the fastest count only if it beats one thread by MARGIN
+(20%), and caches the answer in ``~/.cache/minicount/threads.json`` (``$XDG_CACHE_HOME`` is
+honoured), keyed by the CPU, the usable cores and the NumPy version. On a machine already
+busy with other work (load average above BUSY per core) a measurement would say more about
+the load than about the machine, so none is taken: that process uses one thread, and a
+later one measures.
+
+What is timed is passed in (``make_timer``: fast.train_step.training_step_timer for the
+training step and the analysis), so this module imports nothing of minicount. A caller
+that passes no timer (drawing a batch of data) never measures: it gets the known answer,
+or one thread while there is none.
 
 Overrides: MINICOUNT_THREADS=N (MINICOUNT_THREADS=1 on a machine shared with other busy
 programs, where threads that wait for each other's turn on a core lose more than they
-gain); delete the cache file, or call ``measure_threads(refresh=True)``, to measure again.
+gain); delete the cache file, or call ``measure_threads(refresh=True, make_timer=...)``, to
+measure again.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 _pools: dict[int, ThreadPoolExecutor] = {}
 _blas: list = []  # [threadpoolctl controller] once looked up (empty: not yet, [None]: absent)
 _measured: dict[str, int] = {}  # this process's answer, per machine key
+_unknown: set[str] = set()  # machine keys whose cache was read and held no answer
 
 MARGIN = 0.8  # more threads must take at most 80% of one thread's time to be chosen
 BUSY = 0.25  # load average per usable core above which the machine is too busy to measure
@@ -45,8 +55,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """MINICOUNT_THREADS if set; else 1 on one core; else the measured best (cached)."""
+def default_threads(make_timer=None) -> int:
+    """MINICOUNT_THREADS if set; else 1 on one core; else the measured best (cached), measured
+    with make_timer when no answer is known yet; 1 while none is known and no timer is given.
+
+    make_timer: a function () -> (n_threads -> seconds of the work to tune for), such as
+    fast.train_step.training_step_timer."""
     if os.environ.get("MINICOUNT_THREADS"):
         value = os.environ["MINICOUNT_THREADS"]
         if not value.isdigit() or int(value) < 1:
@@ -54,7 +68,10 @@ def default_threads() -> int:
         return int(value)
     if usable_cores() == 1:
         return 1
-    return measure_threads()
+    if make_timer is None:
+        known = known_threads()
+        return 1 if known is None else known
+    return measure_threads(make_timer=make_timer)
 
 
 def cache_path() -> Path:
@@ -64,8 +81,6 @@ def cache_path() -> Path:
 
 def machine_key() -> str:
     """What the answer depends on: the CPU model, the usable cores, NumPy's version."""
-    import numpy as np
-
     return f"{cpu_name()} | {usable_cores()} cores | numpy {np.__version__}"
 
 
@@ -105,29 +120,6 @@ def candidates(cores: int) -> list[int]:
     return sorted({1, min(2, cores), max(1, cores // 2), cores})
 
 
-def training_step_timer():
-    """A function n_threads -> seconds of one training forward+backward of the default
-    model on a default batch (TrainConfig's batch_size strings of up to max_len symbols) on
-    n_threads threads."""
-    import numpy as np
-
-    from .data import sample_batch
-    from .fast.train_step import loss_and_grads_sliced
-    from .model import ModelConfig, init_params
-    from .train import TrainConfig
-
-    config, tc = ModelConfig(), TrainConfig()
-    params = init_params(config, 0)
-    tokens, targets, mask = sample_batch(tc.batch_size, tc.max_len, np.random.default_rng(0))
-
-    def seconds(n_threads: int) -> float:
-        t0 = time.perf_counter()
-        loss_and_grads_sliced(params, tokens, targets, mask, config, n_threads=n_threads)
-        return time.perf_counter() - t0
-
-    return seconds
-
-
 def load_per_core() -> float:
     """The 1-minute load average per usable core (0 where the OS does not say)."""
     try:
@@ -136,8 +128,26 @@ def load_per_core() -> float:
         return 0.0
 
 
-def measure_threads(refresh: bool = False, make_timer=training_step_timer) -> int:
-    """The thread count for this machine: the cached answer, or a fresh measurement.
+def known_threads(key: str | None = None) -> int | None:
+    """This machine's answer if one is known (this process's, or the cache file's), else None.
+    The cache is read at most once per process while it holds no answer. key: machine_key()."""
+    key = key or machine_key()
+    if key in _measured:
+        return _measured[key]
+    if key in _unknown:
+        return None
+    entry = _read_cache().get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("threads"), int):
+        if entry["threads"] >= 1:
+            _measured[key] = entry["threads"]
+            return entry["threads"]
+    _unknown.add(key)
+    return None
+
+
+def measure_threads(refresh: bool = False, *, make_timer) -> int:
+    """The thread count for this machine: the known answer (``known_threads``), or a fresh
+    measurement of the work that make_timer() times (a function n_threads -> seconds).
 
     Each candidate count is timed in interleaved rounds after a warm-up (so that a passing
     load hits all alike); the one with the lowest median wins if it takes at most MARGIN
@@ -147,13 +157,9 @@ def measure_threads(refresh: bool = False, make_timer=training_step_timer) -> in
     """
     key = machine_key()
     if not refresh:
-        if key in _measured:
-            return _measured[key]
-        entry = _read_cache().get(key)
-        if isinstance(entry, dict) and isinstance(entry.get("threads"), int):
-            if entry["threads"] >= 1:
-                _measured[key] = entry["threads"]
-                return entry["threads"]
+        known = known_threads(key)
+        if known is not None:
+            return known
     if load_per_core() > BUSY:  # too busy to tell: one thread in this process, and a later
         _measured[key] = 1  # process measures (remembered, so that a step asks no file again)
         return 1
@@ -169,6 +175,7 @@ def measure_threads(refresh: bool = False, make_timer=training_step_timer) -> in
     best = min(median, key=median.get)
     chosen = best if median[best] <= MARGIN * median[1] else 1
     _measured[key] = chosen
+    _unknown.discard(key)
     _write_cache(
         key,
         {
@@ -192,7 +199,7 @@ def blas_threads(n: int | None):
     """Limit BLAS to n threads while the study runs (small matrices: more threads mostly spin,
     and on a shared machine they slow everything down). A no-op without threadpoolctl."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # (may be absent: then a no-op)
     except ImportError:
         n = None
     if n is None:
@@ -210,7 +217,7 @@ def one_blas_thread():
     on a busy machine)."""
     if not _blas:
         try:
-            from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController  # (may be absent: then a no-op)
 
             _blas.append(ThreadpoolController())
         except ImportError:

@@ -16,13 +16,11 @@ parameter; a checkpoint is never written over with non-finite parameters.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from . import __version__
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import check_writable, load_checkpoint, npz_path, save
 from .checks import (
@@ -43,6 +41,7 @@ from .metrics import evaluate
 from .model import ATTENTION, ModelConfig, init_ensemble, init_params, loss_and_grads_all
 from .optim import SCHEDULES, AdamW, clip_grads, lr_at
 from .progress import Progress
+from .record import versions
 from .safeio import exclusive_lock, remove_stale_temporaries, resolve_target
 
 
@@ -163,21 +162,6 @@ class TrainConfig:
 def data_rng(seed: int) -> np.random.Generator:
     """The stream of training batches for one seed (separate from the initialisation stream)."""
     return np.random.default_rng([int(seed), 1])
-
-
-def versions(device: str = "cpu") -> dict:
-    """The versions that produced a result (CuPy's too on the GPU)."""
-    v = {
-        "minicount": __version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if device == "gpu":
-        import cupy
-
-        v["cupy"] = cupy.__version__
-    return v
 
 
 @dataclass

@@ -47,7 +47,8 @@ from pathlib import Path
 from .backend import resolve_device
 from .checks import check_sweep_memory
 from .progress import Progress
-from .results import load_snapshots, summarise
+from .record import jsonable
+from .results import load_snapshots
 from .safeio import (
     TEMP_SUFFIX,
     OutputLocked,
@@ -57,6 +58,7 @@ from .safeio import (
     remove_stale_temporaries,
     shared_lock,
 )
+from .summary import summarise
 from .sweep import (
     CHECKPOINT,
     COMPLETE,
@@ -167,8 +169,6 @@ def _manifest_lock(out: Path):
 
 
 def _wanted(spec: SweepSpec) -> dict:
-    from .analysis import jsonable
-
     return jsonable(spec.to_dict())
 
 

@@ -29,8 +29,8 @@ def cells(folder: Path) -> dict:
         if r["step"] != r["steps"]:
             continue
         auc = float(r["auc_two_sided"]) if r["auc_two_sided"] not in ("", "None") else None
-        by_model[(r["name"], int(r["steps"]), int(r["n_heads"]))].setdefault(
-            int(r["seed"]), {})[int(r["head"])] = auc
+        cell = (r["name"], int(r["steps"]), int(r["n_heads"]))
+        by_model[cell].setdefault(int(r["seed"]), {})[int(r["head"])] = auc
     return {k: [[m[h] for h in sorted(m)] for m in v.values()] for k, v in by_model.items()}
 
 
@@ -38,20 +38,29 @@ def main(argv: list[str]) -> int:
     cuts = [("default", AUC_CUT, SHARE_CUT)]
     cuts += [(f"AUC {a}", a, SHARE_CUT) for a in SENSITIVITY["auc"]]
     cuts += [(f"share {s}", AUC_CUT, s) for s in SENSITIVITY["share"]]
-    print("| run | cell | models | " + " | ".join(CLASSES) + " | "
-          + " | ".join(c[0] for c in cuts) + " | robust |")
+    print(
+        "| run | cell | models | "
+        + " | ".join(CLASSES)
+        + " | "
+        + " | ".join(c[0] for c in cuts)
+        + " | robust |"
+    )
     print("|---" * (4 + len(CLASSES) + len(cuts)) + "|")
     for arg in argv:
-        for (name, steps, H), aucs in sorted(cells(Path(arg)).items()):
+        for (name, _steps, H), aucs in sorted(cells(Path(arg)).items()):
             if H == 1:
                 continue
             shares = class_shares(aucs)
             labels = [class_verdict(class_shares(aucs, a), s)["key"] for _, a, s in cuts]
             labels = [SAME.get(x, x) for x in labels]
             shown = [labels[0]] + ["same" if x == labels[0] else x for x in labels[1:]]
-            print(f"| {Path(arg).name} | {name} | {len(aucs)} | "
-                  + " | ".join(shares[c].fmt(pct=True) for c in CLASSES) + " | "
-                  + " | ".join(shown) + f" | {stability(labels)['stability']} |")
+            print(
+                f"| {Path(arg).name} | {name} | {len(aucs)} | "
+                + " | ".join(shares[c].fmt(pct=True) for c in CLASSES)
+                + " | "
+                + " | ".join(shown)
+                + f" | {stability(labels)['stability']} |"
+            )
     return 0
 
 

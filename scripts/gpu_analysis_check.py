@@ -20,8 +20,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 import minicount as mc
 from minicount.analysis import analyze_ensemble
 from minicount.backend import to_device
@@ -58,8 +56,17 @@ def main(argv=None) -> int:
     config = mc.ModelConfig()
     path = "fused" if a.device == "gpu" else "fast"
     t0 = time.perf_counter()
-    params, _ = mc.train(config, seed=list(range(a.models)), steps=a.steps, data_seed=0,
-                         device=a.device, path=path, eval_every=0, n_eval=64, batch_size=128)
+    params, _ = mc.train(
+        config,
+        seed=list(range(a.models)),
+        steps=a.steps,
+        data_seed=0,
+        device=a.device,
+        path=path,
+        eval_every=0,
+        n_eval=64,
+        batch_size=128,
+    )
     t1 = time.perf_counter()
     held_out = mc.data.eval_set(mc.data.DataConfig(n_eval=a.n_eval))
     on_device = analyze_ensemble(to_device(params, a.device), *held_out, config)
@@ -89,10 +96,14 @@ def main(argv=None) -> int:
         "worst_abs_diff": dict(sorted(worst.items(), key=lambda kv: -kv[1])[:25]),
     }  # fmt: skip
     (out / "analysis_check.json").write_text(json.dumps(report, indent=1))
-    print(f"{a.models} models x {a.steps} steps trained on {a.device} in {t1 - t0:.1f} s; "
-          f"analysed on {a.device} in {t2 - t1:.1f} s, on the CPU in {t3 - t2:.1f} s")
-    print(f"{n_leaves} numbers compared; over tol {a.tol}: {sum(over.values())} "
-          f"({', '.join(f'{k}: {v}' for k, v in list(report['leaves_over_tol'].items())[:6])})")
+    print(
+        f"{a.models} models x {a.steps} steps trained on {a.device} in {t1 - t0:.1f} s; "
+        f"analysed on {a.device} in {t2 - t1:.1f} s, on the CPU in {t3 - t2:.1f} s"
+    )
+    print(
+        f"{n_leaves} numbers compared; over tol {a.tol}: {sum(over.values())} "
+        f"({', '.join(f'{k}: {v}' for k, v in list(report['leaves_over_tol'].items())[:6])})"
+    )
     for k, v in list(report["worst_abs_diff"].items())[:10]:
         print(f"  largest |difference| {v:.3g}  {k}")
     return 0

@@ -3,7 +3,7 @@
 
 Oracles: scipy's general-purpose minimiser for the penalised problem, closed forms (an
 intercept-only fit is the logit of the base rate), brute-force searches over thresholds,
-and per-model calls for the batched entry points.
+and, for the batched entry points, each model computed apart by scipy and direct sums.
 """
 
 import math
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.special
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +27,8 @@ from minicount.analysis.aggregation import (
     fit_logistic_batched,
 )
 from minicount.analysis.attribution import eos_contributions
-from minicount.analysis.linear import linear_fit_batched, linear_fit_from_contributions
-from minicount.data import BOS, EOS, ONE, TWO, V, ZERO, DataConfig, eval_set
+from minicount.analysis.linear import linear_fit_batched
+from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, V, eval_set
 
 from .conftest import gpu_ok
 from .designed import COUNT_VALUES, COUNTER, SLOT, hand_built
@@ -240,12 +241,58 @@ NEW_KEYS = {
 }  # fmt: skip
 
 
-def test_batched_aggregation_equals_per_model(ensemble):
+def participation(w):
+    w = np.abs(np.asarray(w, dtype=float))
+    return w.sum() ** 2 / (w**2).sum()
+
+
+def metrics_by_hand(s, y, mask):
+    """l-acc, s-acc and ROC AUC of scores s [B, T] against labels y [B, T] on the real
+    positions, written out: decisions s > 0, a string right when all its positions are, AUC
+    as the Mann-Whitney U of the positives against the negatives (ties one half)."""
+    right = (s > 0) == y
+    real = mask.astype(bool)
+    pos, neg = s[real & y], s[real & ~y]
+    u = scipy.stats.mannwhitneyu(pos, neg).statistic
+    return {
+        "l_acc": right[real].mean(),
+        "s_acc": np.mean([right[b][real[b]].all() for b in range(len(s))]),
+        "roc_auc": u / (len(pos) * len(neg)),
+    }
+
+
+def test_each_models_aggregation_against_scipy_and_direct_sums(ensemble):
+    """Every member of the batched comparison against its own model computed apart: σ and
+    the trained score by direct sums, the fitted and the log-loss uniform weights by scipy's
+    minimiser (penalised_optimum), their metrics written out (metrics_by_hand)."""
     c, offset, targets, mask = ensemble
-    batch = aggregation_batched(c, offset, targets, mask, l2=1e-3)
-    for i in range(c.shape[0]):
-        assert NEW_KEYS <= set(batch[i])  # close() then compares them too
-        close(batch[i], aggregation_from_contributions(c[i], offset[i], targets, mask, l2=1e-3))
+    c, offset = c.astype(np.float64), offset.astype(np.float64)  # as aggregation does
+    labels = targets[..., EOS] > 0.5
+    y = labels[mask].astype(float)
+    l2 = 1e-3
+    for i, agg in enumerate(aggregation_batched(c, offset, targets, mask, l2=l2)):
+        assert NEW_KEYS <= set(agg)
+        ci, off = c[i][:, mask], offset[i][mask]  # [H, N], [N]
+        sigma = ci.std(axis=1)
+        np.testing.assert_allclose(agg["sigma"], sigma, rtol=1e-9)
+        z = c[i] / sigma[:, None, None]  # [H, B, T]
+        alpha, b_fit = penalised_optimum(z[:, mask].T, y, off, l2)
+        np.testing.assert_allclose(agg["alpha_fitted_raw"], alpha, rtol=1e-6, atol=1e-6)
+        assert agg["bias_fitted"] == pytest.approx(b_fit, rel=1e-6, abs=1e-6)
+        w_uni, b_uni = penalised_optimum(z.sum(axis=0)[mask][:, None], y, off, l2)
+        assert agg["uniform_weight"] == pytest.approx(w_uni[0], rel=1e-6, abs=1e-6)
+        assert agg["bias_uniform"] == pytest.approx(b_uni, rel=1e-6, abs=1e-6)
+        assert agg["n_eff_trained"] == pytest.approx(participation(sigma))
+        assert agg["n_eff_fitted"] == pytest.approx(participation(alpha), rel=1e-5)
+        scores = {
+            "trained": offset[i] + c[i].sum(axis=0),
+            "fitted": offset[i] + np.einsum("h,hbt->bt", alpha, z) + b_fit,
+            "uniform_logloss": offset[i] + w_uni[0] * z.sum(axis=0) + b_uni,
+        }
+        for key, s in scores.items():
+            want = metrics_by_hand(s, labels, mask)
+            for metric, value in want.items():
+                assert agg[key][metric] == pytest.approx(value, abs=1e-9), (key, metric)
 
 
 @pytest.mark.gpu
@@ -405,11 +452,6 @@ def test_margin_against_a_direct_quantile(ensemble):
             assert agg["margin"][key] == pytest.approx(np.quantile(signed, 0.05), rel=1e-6), key
 
 
-def participation(w):
-    w = np.abs(np.asarray(w, dtype=float))
-    return w.sum() ** 2 / (w**2).sum()
-
-
 def test_effective_heads_in_three_units_and_the_removed_shares(ensemble):
     c, offset, targets, mask = ensemble
     for agg in aggregation_batched(c, offset, targets, mask):
@@ -513,11 +555,38 @@ def test_copies_of_a_perfect_counter_leave_accuracy_nothing_to_say(held_out):
     assert agg["n_eff_fitted_raw"] == pytest.approx(3.0488, abs=1e-4)
 
 
-def test_batched_linear_fit_equals_per_model(ensemble):
+def test_each_models_linear_fit_against_numpy_and_scipy(ensemble):
+    """Every member of linear_fit_batched against its own model computed apart: the score's
+    least squares by numpy.linalg.lstsq, the decision and label fits by scipy's minimiser
+    on the standardised contributions (no offset, the default L2 on the weights)."""
+    from minicount.analysis.aggregation import L2
+
     c, offset, targets, mask = ensemble
-    batch = linear_fit_batched(c, offset, targets, mask)
-    for i in range(c.shape[0]):
-        close(batch[i], linear_fit_from_contributions(c[i], offset[i], targets, mask))
+    c, offset = c.astype(np.float64), offset.astype(np.float64)
+    labels = targets[..., EOS] > 0.5
+    y = labels[mask].astype(float)
+    for i, fit in enumerate(linear_fit_batched(c, offset, targets, mask)):
+        ci = c[i][:, mask].T  # [N, H]
+        score = offset[i][mask] + ci.sum(axis=1)  # [N]
+        A = np.c_[ci, np.ones(len(ci))]
+        coef = np.linalg.lstsq(A, score, rcond=None)[0]
+        r2 = 1 - ((score - A @ coef) ** 2).sum() / ((score - score.mean()) ** 2).sum()
+        np.testing.assert_allclose(fit["score_coef"], coef[:-1], rtol=1e-6, atol=1e-9)
+        assert fit["score_intercept"] == pytest.approx(coef[-1], rel=1e-6, abs=1e-9)
+        assert fit["score_r2"] == pytest.approx(r2, rel=1e-9, abs=1e-12)
+        z = c[i] / ci.std(axis=0)[:, None, None]  # [H, B, T]
+        Z = z[:, mask].T
+        decision = score > 0
+        w_d, b_d = penalised_optimum(Z, decision.astype(float), np.zeros(len(Z)), L2)
+        agreement = np.mean((Z @ w_d + b_d > 0) == decision)
+        assert fit["decision_agreement"] == pytest.approx(agreement, abs=1.5 / len(Z))
+        w, b = penalised_optimum(Z, y, np.zeros(len(Z)), L2)
+        np.testing.assert_allclose(fit["label_weights"], w, rtol=1e-5, atol=1e-5)
+        assert fit["label_bias"] == pytest.approx(b, rel=1e-5, abs=1e-5)
+        s_labels = np.einsum("h,hbt->bt", w, z) + b
+        assert fit["labels"]["l_acc"] == pytest.approx(
+            metrics_by_hand(s_labels, labels, mask)["l_acc"], abs=1.5 / len(Z)
+        )
 
 
 # ---------------------------------------------------------------- designed models

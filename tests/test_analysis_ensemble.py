@@ -92,7 +92,7 @@ def trained():
 
 def test_trained_ensemble_in_float64(trained):
     config, params = trained
-    params = mc.model.to_dtype(params, np.float64)
+    params = {k: v.astype(np.float64) for k, v in params.items()}
     tokens, targets, mask = held_out()
     got = analyze_ensemble(params, tokens, targets, mask, config)
     for i, member in enumerate(members(params)):

@@ -20,7 +20,7 @@ def test_a_model_is_in_exactly_the_class_its_count_of_counting_heads_says(a, cut
     c = classes.model_class(a, cut)
     expected = "every" if n == len(a) else "none" if n == 0 else "one" if n == 1 else "some"
     assert c == expected
-    assert c != "one" or len(a) > 1  # a lone head that counts is 'every'; one that does not, 'none' 
+    assert c != "one" or len(a) > 1  # a lone head that counts is 'every'; one that doesn't, 'none'
 
 
 def test_class_shares_count_models_and_carry_wilson_intervals():

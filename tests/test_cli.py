@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import minicount as mc
 from minicount import data
-from minicount.cli import _json_text, main
+from minicount.cli import main
+from minicount.record import json_text
 
 from .helpers import ROOT, TINY, assert_same_params, inside, run_cli
 
@@ -346,7 +347,7 @@ def test_every_json_output_is_valid_json(run_dir, tmp_path):
                             "--n-eval", "1", "--out", tmp_path / "t.npz"])  # fmt: skip
     assert code == 0 and "roc_auc" in json.loads(out.splitlines()[-1], **strict)
     assert (
-        _json_text({"auc": float("nan"), "x": [1.0, float("inf")]})
+        json_text({"auc": float("nan"), "x": [1.0, float("inf")]})
         == '{"auc": null, "x": [1.0, null]}'
     )
 

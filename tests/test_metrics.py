@@ -15,11 +15,12 @@ from hypothesis.extra import numpy as hnp
 import minicount as mc
 from minicount.data import EOS, V
 from minicount.metrics import (
+    accuracies_batched,
     metrics_from_logits,
     metrics_from_scores,
-    metrics_from_scores_batched,
     roc_auc,
     roc_auc_batched,
+    sequence_bounds,
 )
 
 # few distinct values (many ties), -0.0 beside +0.0
@@ -198,7 +199,9 @@ def test_batched_metrics_equal_metrics_from_scores(B, T, seed):
     scores = rng.integers(-2, 3, (3, B, T)).astype(np.float32)
     labels, mask = rng.random((B, T)) < 0.5, rng.random((B, T)) < 0.7
     mask[0, 0] = True
-    got = metrics_from_scores_batched(scores, labels, mask)
+    real, y = scores[..., mask], labels[mask]  # [3, N], [N]: as analyze_ensemble reads them
+    l_acc, s_acc = accuracies_batched(real, y, *sequence_bounds(mask))
+    got = {"l_acc": l_acc, "s_acc": s_acc, "roc_auc": roc_auc_batched(real, y)}
     for i in range(3):
         want = metrics_from_scores(scores[i], labels, mask)
         for k, v in want.items():
@@ -218,7 +221,7 @@ def test_evaluate_keeps_each_chunks_attention_within_its_budget(monkeypatch):
     seen = []
     forward = model.forward
     monkeypatch.setattr(
-        model, "forward", lambda p, t, *a, **k: seen.append(len(t)) or forward(p, t, *a, **k)
+        metrics, "forward", lambda p, t, *a, **k: seen.append(len(t)) or forward(p, t, *a, **k)
     )
     got = mc.evaluate(ens, tokens, targets, mask, config)
     assert seen == [7, 7, 7, 7, 7, 5]

@@ -1,12 +1,14 @@
 """Head semantics (minicount/analysis/semantics.py): how well each head's contribution alone
 separates the classes, on designed models, and judged two-sided."""
 
+import math
+
 import numpy as np
 import pytest
 
 import minicount as mc
 from minicount.analysis import head_semantics
-from minicount.analysis.semantics import is_semantic
+from minicount.analysis.semantics import two_sided
 from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, eval_set
 
 from .designed import BIAS, BOS_SINK, COUNT_VALUES, COUNTER, SCALE, counts, hand_built, l_acc_of
@@ -47,4 +49,7 @@ def test_a_head_with_the_reversed_sign_is_semantic_with_sign_minus_one():
     assert rows[1]["auc_alone"] <= 0.1
     assert rows[1]["auc_sign"] == -1 and rows[1]["auc_two_sided"] >= 0.9
     assert rows[1]["auc_two_sided"] == pytest.approx(1 - rows[1]["auc_alone"])
-    assert is_semantic(rows[1], 0.9) and not is_semantic({"auc_two_sided": None}, 0.9)
+    assert two_sided(rows[1]["auc_alone"]) == (rows[1]["auc_two_sided"], -1)
+    assert two_sided(None) == (None, None)
+    nan_auc, sign = two_sided(float("nan"))  # one class absent: no direction
+    assert math.isnan(nan_auc) and sign is None

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicount.results import claims, head_rows, mean_verdict, two_sided
+from minicount.analysis.semantics import two_sided
+from minicount.results import claims, head_rows, mean_verdict
 from minicount.stats import (
     Interval,
     bootstrap_means,
@@ -27,6 +28,7 @@ from minicount.stats import (
 )
 
 scipy_stats = pytest.importorskip("scipy.stats")
+
 
 def _coverage(draw, mu, n, method, reps, *, n_boot=1000, seed=0):
     """Share of reps samples of n values (draw(rng, shape)) whose interval holds mu (printed:
@@ -249,8 +251,10 @@ def test_coverage_of_a_bernoulli_share_exactly(n):
     for m, ivs in intervals.items():
         at[m] = _binomial_coverage(n, 0.7, ivs)
         mean[m] = np.mean([_binomial_coverage(n, p, ivs) for p in ps])
-        print(f"coverage bernoulli n={n} {m}: {at[m]:.3f} at p=0.7, "
-              f"{mean[m]:.3f} averaged over p (exact)")
+        print(
+            f"coverage bernoulli n={n} {m}: {at[m]:.3f} at p=0.7, "
+            f"{mean[m]:.3f} averaged over p (exact)"
+        )
     assert at["wilson"] == pytest.approx(0.95, abs=0.015)
     assert mean["wilson"] == pytest.approx(0.95, abs=0.01)
     assert mean["percentile"] < mean["t"] < mean["wilson"]
@@ -271,7 +275,8 @@ def test_wilson_matches_the_hand_formula():
         assert (iv.value, iv.n, iv.method) == (p, n, "wilson")
         assert (iv.low, iv.high) == pytest.approx((centre - half, centre + half), rel=1e-12)
     assert (proportion_ci(6, 8).low, proportion_ci(6, 8).high) == pytest.approx(
-        (0.409275, 0.928521), abs=1e-6)  # 6 of 8, worked by hand
+        (0.409275, 0.928521), abs=1e-6
+    )  # 6 of 8, worked by hand
     zero, all_ = proportion_ci(0, 8), proportion_ci(8, 8)
     assert zero.low == 0.0 and 0.3 < zero.high < 0.33 and all_.high == 1.0 and all_.low > 0.67
     empty = proportion_ci(0, 0)
@@ -286,8 +291,10 @@ def test_wilson_coverage_of_a_binomial_exactly(n):
     ps = np.linspace(0.05, 0.95, 91)
     intervals = [proportion_ci(k, n) for k in range(n + 1)]
     cover = np.array([_binomial_coverage(n, p, intervals) for p in ps])
-    print(f"wilson n={n}: mean coverage {cover.mean():.3f} over p in [0.05, 0.95], "
-          f"min {cover.min():.3f} at p={ps[cover.argmin()]:.2f}")
+    print(
+        f"wilson n={n}: mean coverage {cover.mean():.3f} over p in [0.05, 0.95], "
+        f"min {cover.min():.3f} at p={ps[cover.argmin()]:.2f}"
+    )
     # close to 95% on average, with the known dips of a discrete share
     assert cover.mean() == pytest.approx(0.95, abs=0.01)
     assert cover.min() > {8: 0.88, 32: 0.91}[n]  # seen: 0.897 at p = 0.07, 0.920 at p = 0.89

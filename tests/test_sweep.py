@@ -190,9 +190,7 @@ def test_a_cosine_cell_trained_snapshot_by_snapshot_is_one_cosine_over_its_steps
                      first_snapshot=6, interventions=False)  # fmt: skip
     run_sweep(spec, tmp_path, progress=False, figures=False)
     kept = tmp_path / "cells" / cell.key() / "snapshots"
-    assert sorted(p.name for p in kept.glob("*.npz")) == [
-        f"step_{s:07d}.npz" for s in (6, 12, 24)
-    ]
+    assert sorted(p.name for p in kept.glob("*.npz")) == [f"step_{s:07d}.npz" for s in (6, 12, 24)]
     whole, _ = mc.train(cell.model_config(), seed=[3, 4], steps=24, batch_size=8, max_len=4,
                         schedule="cosine", eval_every=0, n_eval=16)  # fmt: skip
     constant, _ = mc.train(cell.model_config(), seed=[3, 4], steps=24, batch_size=8, max_len=4,
@@ -216,8 +214,9 @@ def test_a_cosine_cell_does_not_continue_a_shorter_twin():
 
 def test_extra_snapshots_every_n_steps():
     assert snapshot_steps(100, 25, every=30) == [25, 30, 50, 60, 90, 100]
-    assert SweepSpec(cells=(Cell(steps=100),), names=("a",), seeds=(0,), first_snapshot=40,
-                     snapshot_every=50).snapshots(Cell(steps=100)) == [40, 50, 80, 100]
+    assert SweepSpec(
+        cells=(Cell(steps=100),), names=("a",), seeds=(0,), first_snapshot=40, snapshot_every=50
+    ).snapshots(Cell(steps=100)) == [40, 50, 80, 100]
 
 
 def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):

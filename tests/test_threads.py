@@ -6,6 +6,8 @@ import json
 import pytest
 
 from minicount import threads
+from minicount.fast.train_step import TIMED_BATCH, training_step_timer
+from minicount.train import TrainConfig
 
 
 @pytest.fixture
@@ -15,6 +17,7 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "_unknown", set())
     monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)
     return tmp_path
 
@@ -54,20 +57,27 @@ def test_the_answer_is_cached_per_machine_and_read_back(fresh, monkeypatch):
     calls.clear()
     assert threads.default_threads() == 2 and not calls
     monkeypatch.setattr(threads, "machine_key", lambda: "another machine")
-    monkeypatch.setattr(threads, "training_step_timer", timer_from({1: 1, 2: 5, 4: 8}, calls))
-    assert threads.measure_threads(make_timer=threads.training_step_timer) == 1 and calls
+    assert threads.measure_threads(make_timer=timer_from({1: 1, 2: 5, 4: 8}, calls)) == 1
+    assert calls
+
+
+def test_without_a_timer_nothing_is_measured(fresh):
+    """Drawing data passes no timer: one thread while nothing is known, the cached answer
+    once a training step has measured it; the cache is read once while it holds nothing."""
+    assert threads.default_threads() == 1 and not threads.cache_path().exists()
+    assert threads.default_threads(timer_from({1: 10, 2: 5, 4: 8})) == 2
+    assert threads.default_threads() == 2
 
 
 def test_environment_and_one_core_need_no_measurement(fresh, monkeypatch):
     def no_timer():
         raise AssertionError("should not measure")
 
-    monkeypatch.setattr(threads, "training_step_timer", no_timer)
     monkeypatch.setenv("MINICOUNT_THREADS", "3")
-    assert threads.default_threads() == 3
+    assert threads.default_threads(no_timer) == 3
     monkeypatch.delenv("MINICOUNT_THREADS")
     monkeypatch.setattr(threads, "usable_cores", lambda: 1)
-    assert threads.default_threads() == 1
+    assert threads.default_threads(no_timer) == 1
 
 
 def test_a_broken_or_unwritable_cache_is_not_an_error(fresh, monkeypatch):
@@ -81,8 +91,9 @@ def test_a_broken_or_unwritable_cache_is_not_an_error(fresh, monkeypatch):
     assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 4, 4: 10})) == 2
 
 
-def test_the_real_timer_runs():
-    seconds = threads.training_step_timer()
+def test_the_real_timer_runs_a_default_training_step():
+    assert TIMED_BATCH == TrainConfig().batch_size
+    seconds = training_step_timer()
     assert 0 < seconds(1) < 10
 
 
@@ -102,12 +113,13 @@ def test_the_thread_default_reads_no_file_once_known(monkeypatch):
     """default_threads() runs at every training step: once the answer is known, asking again
     must not read /proc/cpuinfo or the cache file (two reads per step cost 4-8% of a step)."""
     monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
-    threads.default_threads()
+    threads.default_threads(training_step_timer)  # as the training step asks
     reads = []
     real = threads.Path.read_text
     monkeypatch.setattr(
         threads.Path, "read_text", lambda self, *a, **k: reads.append(self) or real(self, *a, **k)
     )
     for _ in range(5):
-        threads.default_threads()
+        threads.default_threads(training_step_timer)
+        threads.default_threads()  # as drawing a batch asks
     assert reads == []

@@ -17,9 +17,10 @@ ensemble: minicount.member(params, i)) and edits activations only through the fo
 Nothing here writes files or global state; the instruments return new values.
 """
 
+from ..record import jsonable  # re-exported: the one JSON cleaner lives in minicount.record
 from .ablation import ablated_logits, ablation_study, result_means
 from .aggregation import aggregation_weights, fit_logistic
-from .analyze import analyze_model, jsonable
+from .analyze import analyze_model
 from .attention_stats import attention_stats, score_table
 from .attribution import eos_contributions, head_logit_contributions
 from .ensemble import analyze_ensemble

@@ -5,14 +5,13 @@ It reads its inputs and returns new values; no files, no global state.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..backend import device_of, to_device, to_numpy
 from ..data import EOS
 from ..metrics import metrics_from_logits
 from ..model import forward
+from ..record import jsonable
 from .ablation import ablation_study
 from .aggregation import aggregation_from_contributions
 from .attention_stats import attention_stats
@@ -21,30 +20,6 @@ from .hooks import check_single
 from .interventions import intervention_study
 from .linear import linear_fit_from_contributions
 from .semantics import head_semantics
-
-
-def jsonable(obj):
-    """Arrays, NumPy scalars and nested containers -> lists, floats, ints; nan/inf -> None."""
-    kind = type(obj)  # the common leaves first: a result holds thousands of them
-    if kind is float:
-        return obj if math.isfinite(obj) else None
-    if kind is int or kind is bool or kind is str or obj is None:
-        return obj
-    if isinstance(obj, np.generic):  # a NumPy scalar: as np.asarray(obj).tolist() would give
-        return jsonable(obj.item())
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
-        return jsonable(np.asarray(to_numpy(obj)).tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def contribution_summary(c, targets, mask) -> dict:

@@ -35,15 +35,16 @@ from ..backend import array_module, device_of, to_device, to_numpy
 from ..checks import check_params
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
 from ..fast.attention import SHIFT_FREE, causal_softmax
+from ..fast.train_step import training_step_timer
 from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..names import act_name, param_name
 from ..progress import Progress
+from ..record import jsonable
 from ..threads import default_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
-from .analyze import jsonable
 from .attention_stats import (
     PAIRS,
     _geo_mean,
@@ -53,6 +54,7 @@ from .attention_stats import (
     query_sums,
 )
 from .attribution import exactness_problem
+from .hooks import run_with_cache
 from .interventions import SWAP_ALL_PAIRS_UP_TO, force_weight, intervention_list, removed_keys
 from .linear import linear_fit_batched
 from .scoring import METRICS
@@ -283,8 +285,6 @@ def _chunk(params, tokens, mask, config, edits: bool) -> dict:
     for the interventions the values of every head read out through this head's W_O
     (cross: head h reading head g's values) and the per-class sums of _edited_from_sums.
     """
-    from .hooks import run_with_cache
-
     names = {n: act_name(n, 0) for n in ("pattern", "z", "v", "attn_scores")}
     recorded = [names[n] for n in ("pattern", "z", "v")] + ([names["attn_scores"]] if edits else [])
     logits, cache = run_with_cache(params, tokens, config, recorded)  # [M, b, T, V]
@@ -629,7 +629,7 @@ def analyze_ensemble(
     """
     M = check_ensemble(params, config)
     xp = array_module(params["embed.W_E"])
-    n_threads = default_threads() if xp is np else 1
+    n_threads = default_threads(training_step_timer) if xp is np else 1
     # the work is shared out by model and by chunk instead: BLAS threads would only compete
     with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
         work = _Work(n_threads, progress)

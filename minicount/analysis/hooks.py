@@ -10,7 +10,8 @@ sets.
 
 from __future__ import annotations
 
-from ..model import forward, n_members
+from ..model import forward
+from ..names import n_members
 
 
 def run_with_cache(params: dict, tokens, config, names, *, hooks=None):

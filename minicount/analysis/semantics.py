@@ -35,20 +35,14 @@ def _scaled_scores(params, tokens, config, head: int, factor: float):
 
 
 def two_sided(auc):
-    """(max(AUC, 1 - AUC), +1 if AUC >= 0.5 else -1) of one AUC; (None, None) for None and
-    (nan, None) for nan (one class absent)."""
+    """(max(AUC, 1 - AUC), +1 if AUC >= 0.5 else -1) of one AUC: how well and in which
+    direction a head separates the classes; (None, None) for None and (nan, None) for nan
+    (one class absent). The one definition: head_semantics and results.head_rows use it."""
     if auc is None:
         return None, None
     if math.isnan(auc):
         return auc, None
     return max(auc, 1.0 - auc), (1 if auc >= 0.5 else -1)
-
-
-def is_semantic(row: dict, threshold: float) -> bool:
-    """True when a head row's contribution separates the classes either way round:
-    max(AUC, 1 - AUC) >= threshold. False where the AUC is not defined."""
-    auc = row.get("auc_two_sided")
-    return auc is not None and bool(auc >= threshold)
 
 
 def head_semantics(params: dict, tokens, targets, mask, config) -> list[dict]:

@@ -31,12 +31,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import time
 
 import numpy as np
 
 from .. import layers
 from ..backend import array_module
-from ..model import ModelConfig, backward, forward_with_cache
+from ..data import DataConfig, sample_batch
+from ..model import ModelConfig, backward, forward_with_cache, init_params
 from ..threads import default_threads, one_blas_thread, pool
 
 SLICE_ELEMENTS = 2**18  # aim for [slice, H, T, T] attention arrays of 1 MiB in float32
@@ -127,7 +129,8 @@ def loss_and_grads_sliced(
 
     tokens [..., B, T], targets [..., B, T, V], mask [..., B, T] (a leading [M] for an
     ensemble). slice_strings: strings per slice (default: ``slice_size``); n_threads:
-    threads working through the slices (default: ``threads.default_threads()``);
+    threads working through the slices (default: ``threads.default_threads`` measured with
+    ``training_step_timer``);
     trim_padding: sort the strings by length and leave out each slice's trailing padding
     (``positions_in_use``), which changes nothing but rounding; attention: the attention
     path of every slice ("fast" or "fused"; see ``model.ATTENTION``).
@@ -136,7 +139,7 @@ def loss_and_grads_sliced(
     B = tokens.shape[-2]
     if array_module(tokens) is not np:
         slice_strings, n_threads, trim_padding = B, 1, False
-    n_threads = n_threads or default_threads()
+    n_threads = n_threads or default_threads(training_step_timer)
     step = slice_strings or slice_size(tokens.shape, config, n_threads)
     n = mask.sum(axis=(-2, -1)) * targets.shape[-1]  # [] or [M]: terms in the whole batch's mean
     if trim_padding and tokens.shape == mask.shape == targets.shape[:-1]:
@@ -170,3 +173,23 @@ def loss_and_grads_sliced(
         for k, g in slice_grads.items():
             grads[k] += g
     return loss, grads
+
+
+TIMED_BATCH = 256  # strings per timed step: TrainConfig's default batch_size (tested equal)
+
+
+def training_step_timer(batch_size: int = TIMED_BATCH, max_len: int = DataConfig.max_len):
+    """A function n_threads -> seconds of one training forward+backward
+    (``loss_and_grads_sliced``) of the default model on a default batch (TrainConfig's
+    batch_size strings of up to max_len symbols) on n_threads threads: what
+    ``threads.measure_threads`` times to choose the default thread count."""
+    config = ModelConfig()
+    params = init_params(config, 0)
+    tokens, targets, mask = sample_batch(batch_size, max_len, np.random.default_rng(0))
+
+    def seconds(n_threads: int) -> float:
+        t0 = time.perf_counter()
+        loss_and_grads_sliced(params, tokens, targets, mask, config, n_threads=n_threads)
+        return time.perf_counter() - t0
+
+    return seconds
