@@ -123,3 +123,15 @@ def test_the_thread_default_reads_no_file_once_known(monkeypatch):
         threads.default_threads(training_step_timer)
         threads.default_threads()  # as drawing a batch asks
     assert reads == []
+
+
+def test_the_analysis_uses_every_core_unless_told(monkeypatch):
+    # independent pieces of work: no training-step measurement decides their thread count
+    from minicount import threads
+
+    monkeypatch.delenv("MINICOUNT_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 6)
+    monkeypatch.setattr(threads, "measure_threads", lambda *a, **k: pytest.fail("measured"))
+    assert threads.analysis_threads() == 6
+    monkeypatch.setenv("MINICOUNT_THREADS", "3")
+    assert threads.analysis_threads() == 3

@@ -35,14 +35,13 @@ from ..backend import array_module, device_of, to_device, to_numpy
 from ..checks import check_params
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
 from ..fast.attention import SHIFT_FREE, causal_softmax
-from ..fast.train_step import training_step_timer
 from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
 from ..names import act_name, param_name
 from ..progress import Progress
 from ..record import jsonable
-from ..threads import default_threads, one_blas_thread
+from ..threads import analysis_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
 from .attention_stats import (
@@ -629,7 +628,9 @@ def analyze_ensemble(
     """
     M = check_ensemble(params, config)
     xp = array_module(params["embed.W_E"])
-    n_threads = default_threads(training_step_timer) if xp is np else 1
+    # independent pieces of work, one per thread: they scale with the cores whatever a
+    # training step's best thread count is (MINICOUNT_THREADS still sets it)
+    n_threads = analysis_threads() if xp is np else 1
     # the work is shared out by model and by chunk instead: BLAS threads would only compete
     with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
         work = _Work(n_threads, progress)
