@@ -26,7 +26,7 @@ from .analysis.attribution import exactness_problem
 from .backend import DEVICES, resolve_device, to_device
 from .checkpoint import check_writable, load_checkpoint
 from .checks import check_eval_memory, heads_option, int_option, number_option, seeds_option
-from .data import DataConfig, eval_set
+from .data import DataConfig, context_length, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, forward, members, stack
 from .optim import SCHEDULES
@@ -118,7 +118,7 @@ def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
         n_heads=a.n_heads,
         d_head=a.d_head,
         n_layers=a.n_layers,
-        n_ctx=a.n_ctx or 2 * a.max_len + 1,
+        n_ctx=a.n_ctx or context_length(a.max_len),
         pos_emb=a.pos_emb,
         layernorm=a.layernorm,
         mlp=a.mlp,

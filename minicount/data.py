@@ -237,6 +237,12 @@ def sample_batches(
     return tokens, targets, mask
 
 
+def context_length(max_len: int) -> int:
+    """The longest sequence a model trained on strings of up to max_len symbols meets: the
+    long held-out strings (twice max_len) after BOS. The one rule for a model's n_ctx."""
+    return 2 * max_len + 1
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The data side of an experiment."""
@@ -254,7 +260,7 @@ class DataConfig:
         check_bool("bos", self.bos)
         if self.max_len > MAX_STRING_LEN:
             raise ValueError(f"max_len={self.max_len} is over the limit of {MAX_STRING_LEN}")
-        check_batch_memory(self.n_eval, 2 * self.max_len + 1)  # the long held-out set
+        check_batch_memory(self.n_eval, context_length(self.max_len))  # the long held-out set
         check_probs(self.probs)
 
 

@@ -51,7 +51,7 @@ from .checks import (
     check_seeds,
     check_sweep_memory,
 )
-from .data import DataConfig, encode, eval_set
+from .data import DataConfig, context_length, encode, eval_set
 from .metrics import evaluate
 from .model import ModelConfig, member
 from .progress import Progress
@@ -101,7 +101,7 @@ class Cell:
     def model_config(self) -> ModelConfig:
         return ModelConfig(
             d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
-            n_ctx=2 * self.max_len + 1,
+            n_ctx=context_length(self.max_len),
         )  # fmt: skip
 
     @property

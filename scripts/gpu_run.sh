@@ -54,7 +54,7 @@ from minicount.checks import seeds_option
 device, max_len, seeds = sys.argv[1], int(sys.argv[2]), seeds_option(sys.argv[3])
 kw = dict(seed=seeds, max_len=max_len, weight_decay=0.1, data_seed=0, device=device,
           path="fused" if device == "gpu" else "fast", eval_every=0, n_eval=64, batch_size=128)
-config = mc.ModelConfig(n_ctx=2 * max_len + 1)
+config = mc.ModelConfig(n_ctx=mc.data.context_length(max_len))
 mc.train(config, steps=30, **kw)  # compile and warm up
 t = time.perf_counter(); mc.train(config, steps=200, **kw); print(200 / (time.perf_counter() - t))
 PY
