@@ -33,8 +33,8 @@ FLOORS = {
     "analysis": [
         "analysis", "analysis.ablation", "analysis.aggregation", "analysis.analyze",
         "analysis.attention_stats", "analysis.attribution", "analysis.ensemble",
-        "analysis.hooks", "analysis.interventions", "analysis.linear", "analysis.patterns",
-        "analysis.scoring", "analysis.semantics",
+        "analysis.hooks", "analysis.interventions", "analysis.linear", "analysis.logistic",
+        "analysis.patterns", "analysis.scoring", "analysis.semantics",
     ],
     "study": ["classes", "results", "report", "summary", "sweep", "workers", "study"],
     "front": ["cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)
