@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicount.analysis.semantics import two_sided
-from minicount.results import claims, head_rows, mean_verdict
 from minicount.stats import (
     Interval,
     bootstrap_means,
@@ -26,6 +25,7 @@ from minicount.stats import (
     t_ppf,
     t_sf,
 )
+from minicount.study.rows import claims, head_rows, mean_verdict
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -14,7 +14,7 @@ import pytest
 
 import minicount as mc
 from minicount.cli import main
-from minicount.sweep import (
+from minicount.study.run import (
     COMPLETE,
     Cell,
     SweepSpec,
@@ -130,7 +130,7 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
 def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path, monkeypatch):
     """steps=20,40,40-with-decay: the 40-step twin of the 20-step cell trains 20 more steps; the
     other 40-step cell trains all 40. The bar's total is 80 steps and its count only rises."""
-    import minicount.sweep as sweep
+    import minicount.study.run as sweep
 
     seen = []
 
@@ -153,7 +153,7 @@ def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path,
 def test_a_resumed_sweep_leaves_the_steps_done_before_out_of_its_rate(tmp_path, monkeypatch):
     """Rerun on a finished sweep, every step was trained by the earlier run: the bar shows them
     all as done but counts none of them in its rate (which gave 'about 20s left' for two hours)."""
-    import minicount.sweep as sweep
+    import minicount.study.run as sweep
 
     base = Cell(n_heads=2, max_len=5, d_model=8, d_head=4, steps=20)
     spec = SweepSpec(cells=(base, replace(base, steps=40)), names=("a", "b"), seeds=(0, 1),
@@ -202,7 +202,7 @@ def test_a_cosine_cell_trained_snapshot_by_snapshot_is_one_cosine_over_its_steps
 
 
 def test_a_cosine_cell_does_not_continue_a_shorter_twin():
-    from minicount.sweep import reused_steps
+    from minicount.study.run import reused_steps
 
     short, long = (Cell(steps=s, schedule="cosine") for s in (10, 20))
     spec = SweepSpec(cells=(short, long), names=("a", "b"), seeds=(0,))
@@ -220,7 +220,7 @@ def test_extra_snapshots_every_n_steps():
 
 
 def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):
-    from minicount.sweep import reanalyze
+    from minicount.study.run import reanalyze
 
     assert main(["sweep", *TINY_SWEEP, "--steps", "20", "--no-figures", "--out",
                  str(tmp_path)]) == 0  # fmt: skip

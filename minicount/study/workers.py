@@ -1,4 +1,4 @@
-"""Many processes filling one sweep folder (minicount/sweep.py), on one machine or on many over
+"""Many processes filling one sweep folder (minicount/study/run.py), on one machine or on many over
 a shared file system, and what the folder says about them.
 
     python -m minicount sweep ... --worker K/N   the K-th of N fixed shares of the cells
@@ -44,12 +44,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .backend import resolve_device
-from .checks import check_sweep_memory
-from .progress import Progress
-from .record import jsonable
-from .results import load_snapshots
-from .safeio import (
+from ..backend import resolve_device
+from ..checks import check_sweep_memory
+from ..progress import Progress
+from ..record import jsonable
+from ..safeio import (
     TEMP_SUFFIX,
     OutputLocked,
     atomic_write,
@@ -58,8 +57,9 @@ from .safeio import (
     remove_stale_temporaries,
     shared_lock,
 )
-from .summary import summarise
-from .sweep import (
+from ..threads import blas_threads
+from .rows import load_snapshots
+from .run import (
     CHECKPOINT,
     COMPLETE,
     MANIFEST,
@@ -71,7 +71,7 @@ from .sweep import (
     prepare_folder,
     run_meta,
 )
-from .threads import blas_threads
+from .summary import summarise
 
 POLL_S = 1.0  # how often a waiting worker looks again
 BEAT_S = 10.0  # how often a training worker rewrites its cell's progress.json

@@ -1,5 +1,5 @@
 """The sweep's figures (PNG) and report (Markdown): formatting only. Every number comes from
-minicount/results.py; each section of the report is one small function.
+minicount/study/rows.py; each section of the report is one small function.
 
 It writes PNG figures into the run folder it is given (atomically, through safeio) and
 returns the report's text; figures are matplotlib Figure objects, pyplot's backend untouched.
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis.patterns import plot_patterns
+from ..analysis.patterns import plot_patterns
+from ..safeio import atomic_write
+from ..stats import log_summary, mean_ci
 from .classes import CLASSES, aucs_by_model, class_shares
-from .results import (
+from .rows import (
     BALANCED_W01,
     DOMINANT_N_EFF,
     GAP,
@@ -28,8 +30,6 @@ from .results import (
     model_row,
     trajectories,
 )
-from .safeio import atomic_write
-from .stats import log_summary, mean_ci
 
 # ----------------------------------------------------------------------------- figures
 

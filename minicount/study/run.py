@@ -4,7 +4,7 @@ log-spaced snapshots through training, and written out as tables, figures and a 
     python -m minicount sweep --set n_heads=2,4,8 --set weight_decay=0,0.1 \\
         --seeds 0-31 --steps 1600 --out runs/wd
 
-``python -m minicount reproduce`` runs a named preset of it (minicount/study.py).
+``python -m minicount reproduce`` runs a named preset of it (minicount/study/presets.py).
 
 The run folder (every file written atomically; COMPLETE last):
 
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import analyze_ensemble
-from .analysis.patterns import attention_patterns
-from .backend import resolve_device, to_device, to_numpy
-from .checkpoint import load_checkpoint, save
-from .checks import (
+from ..analysis import analyze_ensemble
+from ..analysis.patterns import attention_patterns
+from ..backend import resolve_device, to_device, to_numpy
+from ..checkpoint import load_checkpoint, save
+from ..checks import (
     check_bool,
     check_choice,
     check_int,
@@ -51,16 +51,16 @@ from .checks import (
     check_seeds,
     check_sweep_memory,
 )
-from .data import DataConfig, context_length, encode, eval_set
-from .metrics import evaluate
-from .model import ModelConfig, member
-from .progress import Progress
-from .record import jsonable, versions
-from .results import load_snapshots, snapshot_rows
-from .safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
+from ..data import DataConfig, context_length, encode, eval_set
+from ..metrics import evaluate
+from ..model import ModelConfig, member
+from ..progress import Progress
+from ..record import jsonable, versions
+from ..safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
+from ..threads import blas_threads
+from ..train import SCHEDULES, TrainConfig, train
+from .rows import load_snapshots, snapshot_rows
 from .summary import summarise
-from .threads import blas_threads
-from .train import SCHEDULES, TrainConfig, train
 
 # ----------------------------------------------------------------------------- what is run
 

@@ -1,6 +1,6 @@
 """From analyses to numbers: table rows per model and per head, statistics over seeds, the
 verdict rules and the claims of the paper. Everything the report prints is computed here;
-minicount/report.py only formats it.
+minicount/study/report.py only formats it.
 
 Import direction: sweep -> summary -> results; report -> results (report formats, summary
 writes the files).
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.semantics import two_sided
+from ..stats import Interval, log_summary, mean_ci, proportion_ci
 from . import classes
-from .analysis.semantics import two_sided
 from .classes import AUC_CUT, CLASSES, SHARE_CUT, aucs_by_model, class_shares, model_class
-from .stats import Interval, log_summary, mean_ci, proportion_ci
 
 SEMANTIC_AUC = AUC_CUT  # a head separates the classes when max(AUC, 1 - AUC) >= this
 BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..record import jsonable
+from ..safeio import atomic_write
 from . import classes, report
 from .classes import SHARE_CUT
-from .record import jsonable
-from .results import (
+from .rows import (
     BALANCED_W01,
     DOMINANT_N_EFF,
     GAP,
@@ -35,7 +36,6 @@ from .results import (
     short_answer,
     verdict,
 )
-from .safeio import atomic_write
 
 
 def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
