@@ -35,19 +35,8 @@ from .record import json_text, versions
 from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries, resolve_target
 from .study.presets import PRESETS, preset
 from .study.report import analysis_summary
-from .study.run import (
-    BASE,
-    COMPLETE,
-    KNOBS,
-    SEEDS,
-    Cell,
-    SweepSpec,
-    cell_names,
-    grid,
-    parse_knob,
-    reanalyze,
-    run_sweep,
-)
+from .study.run import COMPLETE, reanalyze, run_sweep
+from .study.spec import BASE, KNOBS, SEEDS, Cell, SweepSpec, cell_names, grid, parse_knob
 from .study.workers import parse_worker, report_only, run_worker, status
 from .train import DTYPES, TrainConfig, saved_run, train_with_config
 

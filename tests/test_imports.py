@@ -37,7 +37,7 @@ FLOORS = {
         "analysis.patterns", "analysis.scoring", "analysis.semantics",
     ],
     "study": [  # the study package: what is run, running it, and what is read from it
-        "study", "study.presets", "study.run", "study.workers", "study.classes", "study.rows",
+        "study", "study.presets", "study.spec", "study.run", "study.workers", "study.classes", "study.rows",
         "study.report", "study.summary",
     ],
     "front": ["cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)

@@ -120,7 +120,7 @@ def test_the_phase_map_shows_each_square_with_its_interval_on_a_fixed_scale():
     from minicount.stats import Interval
     from minicount.study.report import _Figures, _phase
     from minicount.study.rows import GAP, MOST_HEADS
-    from minicount.study.run import BASE, SweepSpec
+    from minicount.study.spec import BASE, SweepSpec
 
     cells = [replace(BASE, weight_decay=wd, steps=s) for wd in (0.0, 0.1) for s in (600, 3000)]
     names = [f"c{k}" for k in range(4)]

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import minicount as mc
 from minicount.study.presets import preset
-from minicount.study.run import COMPLETE, reused_steps, snapshot_steps
+from minicount.study.run import COMPLETE, reused_steps
+from minicount.study.spec import snapshot_steps
 
 from .helpers import read_csv
 

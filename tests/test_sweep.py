@@ -14,16 +14,8 @@ import pytest
 
 import minicount as mc
 from minicount.cli import main
-from minicount.study.run import (
-    COMPLETE,
-    Cell,
-    SweepSpec,
-    cell_names,
-    grid,
-    parse_knob,
-    run_sweep,
-    snapshot_steps,
-)
+from minicount.study.run import COMPLETE, run_sweep
+from minicount.study.spec import Cell, SweepSpec, cell_names, grid, parse_knob, snapshot_steps
 
 from .helpers import TINY_SWEEP, read_csv
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02  # noqa: F401 (re-exported)
-from .run import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
+from .spec import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
 
 
 def _default() -> SweepSpec:

@@ -65,12 +65,12 @@ from .run import (
     MANIFEST,
     SNAPSHOT,
     SNAPSHOTS,
-    SweepSpec,
     _checkpoint_step,
     _run_reported,
     prepare_folder,
     run_meta,
 )
+from .spec import SweepSpec
 from .summary import summarise
 
 POLL_S = 1.0  # how often a waiting worker looks again
