@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from minicount.study.classes import AUC_CUT, CLASSES, SHARE_CUT, class_shares, class_verdict
-from minicount.study.rows import SENSITIVITY, stability
+from minicount.study.verdicts import SENSITIVITY, stability
 
 SAME = {"some": "in part", "in_part": "in part"}  # both read "some heads count in most models"
 

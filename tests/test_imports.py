@@ -37,8 +37,8 @@ FLOORS = {
         "analysis.patterns", "analysis.scoring", "analysis.semantics",
     ],
     "study": [  # the study package: what is run, running it, and what is read from it
-        "study", "study.presets", "study.spec", "study.run", "study.workers", "study.classes", "study.rows",
-        "study.report", "study.summary",
+        "study", "study.presets", "study.spec", "study.run", "study.workers", "study.classes",
+        "study.rows", "study.verdicts", "study.figures", "study.report", "study.summary",
     ],
     "front": ["cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)
 }  # fmt: skip

@@ -55,7 +55,8 @@ def test_figures_have_titles_labelled_axes_and_legends(quick_run):
     """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
     legend wherever it draws more than one setting."""
     from minicount.study import report
-    from minicount.study.rows import cell_statistics, collect, final_rows
+    from minicount.study.rows import collect, final_rows
+    from minicount.study.verdicts import cell_statistics
 
     spec = preset("quick")
     models, heads, finals = collect(spec, quick_run)
@@ -119,8 +120,8 @@ def test_the_phase_map_shows_each_square_with_its_interval_on_a_fixed_scale():
 
     from minicount.stats import Interval
     from minicount.study.report import _Figures, _phase
-    from minicount.study.rows import GAP, MOST_HEADS
     from minicount.study.spec import BASE, SweepSpec
+    from minicount.study.verdicts import GAP, MOST_HEADS
 
     cells = [replace(BASE, weight_decay=wd, steps=s) for wd in (0.0, 0.1) for s in (600, 3000)]
     names = [f"c{k}" for k in range(4)]

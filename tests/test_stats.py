@@ -25,7 +25,8 @@ from minicount.stats import (
     t_ppf,
     t_sf,
 )
-from minicount.study.rows import claims, head_rows, mean_verdict
+from minicount.study.rows import head_rows
+from minicount.study.verdicts import claims, mean_verdict
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02  # noqa: F401 (re-exported)
 from .spec import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
 
 

@@ -16,20 +16,16 @@ import numpy as np
 from ..analysis.patterns import plot_patterns
 from ..safeio import atomic_write
 from ..stats import log_summary, mean_ci
-from .classes import CLASSES, aucs_by_model, class_shares
+from .classes import CLASSES, SHARE_CUT, aucs_by_model, class_shares
 from .rows import (
     BALANCED_W01,
-    DOMINANT_N_EFF,
-    GAP,
-    MARGIN_RATIO,
-    MOST_HEADS,
     SEMANTIC_AUC,
-    SHARE_CUT,
     SUPPRESSED_W02,
     head_rows,
     model_row,
     trajectories,
 )
+from .verdicts import DOMINANT_N_EFF, GAP, MARGIN_RATIO, MOST_HEADS
 
 # ----------------------------------------------------------------------------- figures
 

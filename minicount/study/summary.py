@@ -14,21 +14,15 @@ from ..record import jsonable
 from ..safeio import atomic_write
 from . import classes, report
 from .classes import SHARE_CUT
-from .rows import (
-    BALANCED_W01,
+from .rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02, collect, csv_text, final_rows, l2_used
+from .verdicts import (
     DOMINANT_N_EFF,
     GAP,
     MARGIN_RATIO,
     REFERENCE,
-    SEMANTIC_AUC,
     SENSITIVITY,
-    SUPPRESSED_W02,
     cell_statistics,
     claims,
-    collect,
-    csv_text,
-    final_rows,
-    l2_used,
     l2_verdicts,
     mean_verdict,
     over_training,
