@@ -1,5 +1,6 @@
-"""The report (minicount/report.py): its numbers come from the rows, its figures have titles,
-labelled axes and legends, and a failed write leaves the previous report whole."""
+"""The report and its figures (minicount/study/report.py, figures.py): its numbers come from
+the rows, its figures have titles, labelled axes and legends, and a failed write leaves the
+previous report whole."""
 
 import json
 import os
@@ -54,7 +55,7 @@ def test_the_report_classes_models_and_its_shares_come_from_the_head_rows(quick_
 def test_figures_have_titles_labelled_axes_and_legends(quick_run):
     """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
     legend wherever it draws more than one setting."""
-    from minicount.study import report
+    from minicount.study import figures
     from minicount.study.rows import collect, final_rows
     from minicount.study.verdicts import cell_statistics
 
@@ -62,8 +63,8 @@ def test_figures_have_titles_labelled_axes_and_legends(quick_run):
     models, heads, finals = collect(spec, quick_run)
     fm, fh = final_rows(models, spec), final_rows(heads, spec)
     stats = {n: cell_statistics(fm[n], fh[n]) for n in spec.names}
-    for name, _, draw in report.FIGURES:
-        fig = draw(report._plt(), spec, models, heads, stats)
+    for name, _, draw in figures.FIGURES:
+        fig = draw(figures._plt(), spec, models, heads, stats)
         if fig is None:
             continue
         axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -119,7 +120,7 @@ def test_the_phase_map_shows_each_square_with_its_interval_on_a_fixed_scale():
     from dataclasses import replace
 
     from minicount.stats import Interval
-    from minicount.study.report import _Figures, _phase
+    from minicount.study.figures import _Figures, _phase
     from minicount.study.spec import BASE, SweepSpec
     from minicount.study.verdicts import GAP, MOST_HEADS
 

@@ -14,6 +14,7 @@ from ..record import jsonable
 from ..safeio import atomic_write
 from . import classes, report
 from .classes import SHARE_CUT
+from .figures import draw_figures
 from .rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02, collect, csv_text, final_rows, l2_used
 from .verdicts import (
     DOMINANT_N_EFF,
@@ -62,7 +63,7 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     }  # fmt: skip
     drawn = []
     if figures:
-        drawn = report.draw_figures(spec, models, heads, finals, stats, out / "figures")
+        drawn = draw_figures(spec, models, heads, finals, stats, out / "figures")
     atomic_write(out / "results.json", json.dumps(jsonable(results), indent=1, allow_nan=False))
     atomic_write(out / "report.md", report.render(results, stats, drawn))
     return results
