@@ -1,4 +1,4 @@
-"""Per-model classes (minicount/classes.py) and the class-based verdict (results.verdict) on
+"""Per-model classes (minicount/study/classes.py) and the class-based verdict (verdicts.verdict) on
 designed inputs whose answer is known by construction."""
 
 import math

@@ -1,4 +1,4 @@
-"""Statistics over seeds (minicount/stats.py) and the verdict rules (minicount/results.py).
+"""Statistics over seeds (minicount/stats.py) and the verdict rules (minicount/study/verdicts.py).
 
 The coverage tests measure how often an interval holds the true mean of a known distribution
 (normal; exponential, skewed; Bernoulli(0.7), on a grid like the shares of heads) at n = 8 and

@@ -1,6 +1,6 @@
-"""The sweep (minicount/sweep.py) end to end on tiny runs: knobs, grids and names, bad requests
-refused before training, resume after SIGKILL to the same rows, a folder of another run
-or of other files refused, cells that share their shorter twin's snapshots."""
+"""The sweep (minicount/study/spec.py, run.py) end to end on tiny runs: knobs, grids and
+names, bad requests refused before training, resume after SIGKILL to the same rows, a folder
+of another run or of other files refused, cells that share their shorter twin's snapshots."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Many worker processes on one sweep folder (minicount/workers.py): N = 2 fixed shares and
+"""Many worker processes on one sweep folder (minicount/study/workers.py): N = 2 fixed shares and
 N = 4 claiming workers, one of them SIGKILLed in the middle of a cell, give the tables of a
 single-process sweep; no cell is trained by two workers at once; bad requests are refused in
 one line; --status and --report-only read any sweep folder. The job array on a real Slurm is

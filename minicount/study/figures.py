@@ -234,7 +234,7 @@ def _ratios(plt, spec, models, heads, stats):
 
 
 def _trajectories(models, heads):
-    """results.trajectories, or None when no cell has two snapshots (nothing to draw)."""
+    """rows.trajectories, or None when no cell has two snapshots (nothing to draw)."""
     traj = trajectories(models, heads)
     return None if all(len(t) < 2 for t in traj.values()) else traj
 

@@ -7,7 +7,7 @@ a shared file system, and what the folder says about them.
     python -m minicount sweep --report-only DIR  the report, once every cell is done
 
 Shares (--worker): a cell and its shorter twins (the cells it continues from, see
-sweep.donor) form a chain that always falls in one share, so a worker never waits for
+run.donor) form a chain that always falls in one share, so a worker never waits for
 another; chains go to the share with the fewest training steps so far, longest chain first.
 A worker runs its share and exits. --claim takes, in the sweep's order, the first cell that
 is not done, that no process holds and whose shorter twin is done; when every cell left is
@@ -97,7 +97,7 @@ def parse_worker(text: str) -> tuple[int, int]:
 
 def twin(spec: SweepSpec, i: int, analyse: bool = True) -> int | None:
     """The cell that cell i continues from: every knob equal, fewer steps, the longest such
-    (sweep.donor's choice once it is done); None if there is none, if cell i does not
+    (run.donor's choice once it is done); None if there is none, if cell i does not
     continue a twin (a cosine schedule) or if nothing is analysed (train-only: a twin is
     taken over only once analysed)."""
     cell = spec.cells[i]
