@@ -1,8 +1,8 @@
 """Write a finished run's tables and report into its folder: models.csv, heads.csv,
 results.json, figures and report.md, from the cell folders' snapshot records.
 
-Import direction: sweep -> summary -> results (rows, statistics, verdicts) and report
-(figures, Markdown). Each file is written atomically (safeio).
+Import direction: run -> summary -> rows, verdicts, figures and report. Each file is
+written atomically (safeio).
 """
 
 from __future__ import annotations
