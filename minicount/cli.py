@@ -32,24 +32,13 @@ from .model import ModelConfig, forward, members, stack
 from .optim import SCHEDULES
 from .progress import Progress
 from .record import json_text, versions
-from .report import analysis_summary
 from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries, resolve_target
-from .study import PRESETS, preset
-from .sweep import (
-    BASE,
-    COMPLETE,
-    KNOBS,
-    SEEDS,
-    Cell,
-    SweepSpec,
-    cell_names,
-    grid,
-    parse_knob,
-    reanalyze,
-    run_sweep,
-)
+from .study.presets import PRESETS, preset
+from .study.report import analysis_summary
+from .study.run import COMPLETE, reanalyze, run_sweep
+from .study.spec import BASE, KNOBS, SEEDS, Cell, SweepSpec, cell_names, grid, parse_knob
+from .study.workers import parse_worker, report_only, run_worker, status
 from .train import DTYPES, TrainConfig, saved_run, train_with_config
-from .workers import parse_worker, report_only, run_worker, status
 
 DESCRIPTION = """\
 minicount: a from-scratch transformer (hand-written backprop, NumPy or CuPy) that learns

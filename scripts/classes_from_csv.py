@@ -16,8 +16,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from minicount.classes import AUC_CUT, CLASSES, SHARE_CUT, class_shares, class_verdict
-from minicount.results import SENSITIVITY, stability
+from minicount.study.classes import AUC_CUT, CLASSES, SHARE_CUT, class_shares, class_verdict
+from minicount.study.verdicts import SENSITIVITY, stability
 
 SAME = {"some": "in part", "in_part": "in part"}  # both read "some heads count in most models"
 

@@ -1,5 +1,6 @@
 """Logistic fits, the best uniform vote, aggregation and linear read-outs
-(minicount/analysis/aggregation.py and linear.py), also on designed models (tests/designed.py).
+(minicount/analysis/logistic.py, aggregation.py and linear.py), also on designed models
+(tests/designed.py).
 
 Oracles: scipy's general-purpose minimiser for the penalised problem, closed forms (an
 intercept-only fit is the logit of the base rate), brute-force searches over thresholds,
@@ -23,11 +24,10 @@ from minicount.analysis.aggregation import (
     aggregation_from_contributions,
     best_threshold,
     best_uniform,
-    fit_logistic,
-    fit_logistic_batched,
 )
 from minicount.analysis.attribution import eos_contributions
 from minicount.analysis.linear import linear_fit_batched
+from minicount.analysis.logistic import fit_logistic, fit_logistic_batched
 from minicount.data import BOS, EOS, ONE, TWO, ZERO, DataConfig, V, eval_set
 
 from .conftest import gpu_ok
@@ -559,7 +559,7 @@ def test_each_models_linear_fit_against_numpy_and_scipy(ensemble):
     """Every member of linear_fit_batched against its own model computed apart: the score's
     least squares by numpy.linalg.lstsq, the decision and label fits by scipy's minimiser
     on the standardised contributions (no offset, the default L2 on the weights)."""
-    from minicount.analysis.aggregation import L2
+    from minicount.analysis.logistic import L2
 
     c, offset, targets, mask = ensemble
     c, offset = c.astype(np.float64), offset.astype(np.float64)

@@ -13,8 +13,8 @@ import minicount as mc
 from minicount import checks
 from minicount.cli import build_parser, main, model_config_from_args, train_config_from_args
 from minicount.data import DataConfig
-from minicount.study import preset
-from minicount.sweep import BASE, SEEDS, Cell, SweepSpec
+from minicount.study.presets import preset
+from minicount.study.spec import BASE, SEEDS, Cell, SweepSpec
 from minicount.train import TrainConfig
 
 TINY = mc.ModelConfig(d_model=8, n_heads=2, d_head=4)

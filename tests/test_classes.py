@@ -1,4 +1,4 @@
-"""Per-model classes (minicount/classes.py) and the class-based verdict (results.verdict) on
+"""Per-model classes (minicount/study/classes.py) and the class-based verdict (verdicts.verdict) on
 designed inputs whose answer is known by construction."""
 
 import math
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicount import classes
-from minicount.results import class_statistics, sensitivity, verdict
 from minicount.stats import proportion_ci
+from minicount.study import classes
+from minicount.study.verdicts import class_statistics, sensitivity, verdict
 
 aucs = st.lists(st.one_of(st.none(), st.floats(0.5, 1.0)), min_size=1, max_size=8)
 
@@ -117,7 +117,7 @@ def test_verdict_of_designed_cells():
 
 
 def test_margin_ratio_is_a_geometric_mean_with_a_log_scale_interval():
-    from minicount.results import ratio_ci
+    from minicount.study.verdicts import ratio_ci
 
     m = [{"a": 2.0, "b": 1.0}, {"a": 1.0, "b": 2.0}, {"a": 4.0, "b": 1.0}, {"a": 1.0, "b": 0.0}]
     r = ratio_ci(m, "a", "b")  # the last model has no positive equal-weight margin: left out

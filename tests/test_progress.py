@@ -14,7 +14,8 @@ import pytest
 
 import minicount as mc
 from minicount.progress import Progress
-from minicount.sweep import Cell, SweepSpec, run_sweep
+from minicount.study.run import run_sweep
+from minicount.study.spec import Cell, SweepSpec
 
 
 def test_plain_lines_say_count_rate_and_time_left():

@@ -1,5 +1,6 @@
-"""The report (minicount/report.py): its numbers come from the rows, its figures have titles,
-labelled axes and legends, and a failed write leaves the previous report whole."""
+"""The report and its figures (minicount/study/report.py, figures.py): its numbers come from
+the rows, its figures have titles, labelled axes and legends, and a failed write leaves the
+previous report whole."""
 
 import json
 import os
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from minicount.cli import main
-from minicount.study import preset
-from minicount.sweep import COMPLETE
+from minicount.study.presets import preset
+from minicount.study.run import COMPLETE
 
 from .helpers import TINY_SWEEP, read_csv
 
@@ -54,15 +55,16 @@ def test_the_report_classes_models_and_its_shares_come_from_the_head_rows(quick_
 def test_figures_have_titles_labelled_axes_and_legends(quick_run):
     """The matplotlib objects, not pixels: every figure has a title, labelled axes, and a
     legend wherever it draws more than one setting."""
-    from minicount import report
-    from minicount.results import cell_statistics, collect, final_rows
+    from minicount.study import figures
+    from minicount.study.rows import collect, final_rows
+    from minicount.study.verdicts import cell_statistics
 
     spec = preset("quick")
     models, heads, finals = collect(spec, quick_run)
     fm, fh = final_rows(models, spec), final_rows(heads, spec)
     stats = {n: cell_statistics(fm[n], fh[n]) for n in spec.names}
-    for name, _, draw in report.FIGURES:
-        fig = draw(report._plt(), spec, models, heads, stats)
+    for name, _, draw in figures.FIGURES:
+        fig = draw(figures._plt(), spec, models, heads, stats)
         if fig is None:
             continue
         axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -79,7 +81,7 @@ def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp
     half-written or temporary is left, COMPLETE is not written; the rerun completes."""
     import errno
 
-    import minicount.report as report
+    import minicount.study.report as report
 
     argv = ["sweep", "--set", "n_heads=2", "--steps", "10", *TINY_SWEEP, "--no-figures",
             "--out", str(tmp_path)]  # fmt: skip
@@ -117,10 +119,10 @@ def test_a_failed_report_write_leaves_no_half_files_and_no_completion_marker(tmp
 def test_the_phase_map_shows_each_square_with_its_interval_on_a_fixed_scale():
     from dataclasses import replace
 
-    from minicount.report import _Figures, _phase
-    from minicount.results import GAP, MOST_HEADS
     from minicount.stats import Interval
-    from minicount.sweep import BASE, SweepSpec
+    from minicount.study.figures import _Figures, _phase
+    from minicount.study.spec import BASE, SweepSpec
+    from minicount.study.verdicts import GAP, MOST_HEADS
 
     cells = [replace(BASE, weight_decay=wd, steps=s) for wd in (0.0, 0.1) for s in (600, 3000)]
     names = [f"c{k}" for k in range(4)]

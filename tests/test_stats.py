@@ -1,4 +1,4 @@
-"""Statistics over seeds (minicount/stats.py) and the verdict rules (minicount/results.py).
+"""Statistics over seeds (minicount/stats.py) and the verdict rules (minicount/study/verdicts.py).
 
 The coverage tests measure how often an interval holds the true mean of a known distribution
 (normal; exponential, skewed; Bernoulli(0.7), on a grid like the shares of heads) at n = 8 and
@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicount.analysis.semantics import two_sided
-from minicount.results import claims, head_rows, mean_verdict
 from minicount.stats import (
     Interval,
     bootstrap_means,
@@ -26,6 +25,8 @@ from minicount.stats import (
     t_ppf,
     t_sf,
 )
+from minicount.study.rows import head_rows
+from minicount.study.verdicts import claims, mean_verdict
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

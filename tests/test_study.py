@@ -1,12 +1,13 @@
-"""The study (minicount/study.py): the reproduce presets are sized as promised, and the quick
-preset writes every promised file and row (bad reproduce arguments: test_cli.py)."""
+"""The study (minicount/study/presets.py): the reproduce presets are sized as promised, and
+the quick preset writes every promised file and row (bad reproduce arguments: test_cli.py)."""
 
 import json
 from dataclasses import replace
 
 import minicount as mc
-from minicount.study import preset
-from minicount.sweep import COMPLETE, reused_steps, snapshot_steps
+from minicount.study.presets import preset
+from minicount.study.run import COMPLETE, reused_steps
+from minicount.study.spec import snapshot_steps
 
 from .helpers import read_csv
 

@@ -1,6 +1,6 @@
-"""The sweep (minicount/sweep.py) end to end on tiny runs: knobs, grids and names, bad requests
-refused before training, resume after SIGKILL to the same rows, a folder of another run
-or of other files refused, cells that share their shorter twin's snapshots."""
+"""The sweep (minicount/study/spec.py, run.py) end to end on tiny runs: knobs, grids and
+names, bad requests refused before training, resume after SIGKILL to the same rows, a folder
+of another run or of other files refused, cells that share their shorter twin's snapshots."""
 
 import json
 import os
@@ -14,16 +14,8 @@ import pytest
 
 import minicount as mc
 from minicount.cli import main
-from minicount.sweep import (
-    COMPLETE,
-    Cell,
-    SweepSpec,
-    cell_names,
-    grid,
-    parse_knob,
-    run_sweep,
-    snapshot_steps,
-)
+from minicount.study.run import COMPLETE, run_sweep
+from minicount.study.spec import Cell, SweepSpec, cell_names, grid, parse_knob, snapshot_steps
 
 from .helpers import TINY_SWEEP, read_csv
 
@@ -130,7 +122,7 @@ def test_a_longer_cell_continues_its_shorter_twin_with_the_same_numbers(tmp_path
 def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path, monkeypatch):
     """steps=20,40,40-with-decay: the 40-step twin of the 20-step cell trains 20 more steps; the
     other 40-step cell trains all 40. The bar's total is 80 steps and its count only rises."""
-    import minicount.sweep as sweep
+    import minicount.study.run as sweep
 
     seen = []
 
@@ -153,7 +145,7 @@ def test_progress_counts_the_steps_trained_not_those_taken_from_a_twin(tmp_path,
 def test_a_resumed_sweep_leaves_the_steps_done_before_out_of_its_rate(tmp_path, monkeypatch):
     """Rerun on a finished sweep, every step was trained by the earlier run: the bar shows them
     all as done but counts none of them in its rate (which gave 'about 20s left' for two hours)."""
-    import minicount.sweep as sweep
+    import minicount.study.run as sweep
 
     base = Cell(n_heads=2, max_len=5, d_model=8, d_head=4, steps=20)
     spec = SweepSpec(cells=(base, replace(base, steps=40)), names=("a", "b"), seeds=(0, 1),
@@ -202,7 +194,7 @@ def test_a_cosine_cell_trained_snapshot_by_snapshot_is_one_cosine_over_its_steps
 
 
 def test_a_cosine_cell_does_not_continue_a_shorter_twin():
-    from minicount.sweep import reused_steps
+    from minicount.study.run import reused_steps
 
     short, long = (Cell(steps=s, schedule="cosine") for s in (10, 20))
     spec = SweepSpec(cells=(short, long), names=("a", "b"), seeds=(0,))
@@ -220,7 +212,7 @@ def test_extra_snapshots_every_n_steps():
 
 
 def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):
-    from minicount.sweep import reanalyze
+    from minicount.study.run import reanalyze
 
     assert main(["sweep", *TINY_SWEEP, "--steps", "20", "--no-figures", "--out",
                  str(tmp_path)]) == 0  # fmt: skip

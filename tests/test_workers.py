@@ -1,4 +1,4 @@
-"""Many worker processes on one sweep folder (minicount/workers.py): N = 2 fixed shares and
+"""Many worker processes on one sweep folder (minicount/study/workers.py): N = 2 fixed shares and
 N = 4 claiming workers, one of them SIGKILLed in the middle of a cell, give the tables of a
 single-process sweep; no cell is trained by two workers at once; bad requests are refused in
 one line; --status and --report-only read any sweep folder. The job array on a real Slurm is
@@ -17,8 +17,9 @@ import pytest
 
 from minicount.cli import main
 from minicount.safeio import exclusive_lock, lock_is_held, shared_lock
-from minicount.sweep import COMPLETE, Cell, SweepSpec
-from minicount.workers import LOG, is_done, parse_worker, read_log, read_spec, shares
+from minicount.study.run import COMPLETE
+from minicount.study.spec import Cell, SweepSpec
+from minicount.study.workers import LOG, is_done, parse_worker, read_log, read_spec, shares
 
 from .helpers import ROOT, read_csv
 

@@ -55,7 +55,7 @@ import minicount as mc
 from minicount import analysis, data
 from minicount.backend import resolve_device, to_device, to_numpy
 from minicount.notebook import check_exercise, save_figure
-from minicount.study import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02
+from minicount.study.rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02
 
 DEVICE = resolve_device(os.environ.get("MINICOUNT_DEVICE", "cpu"))
 QUICK = os.environ.get("MINICOUNT_QUICK", "") not in ("", "0")

@@ -4,7 +4,8 @@
     patterns          attention_patterns, plot_patterns
     ablation          ablated_logits, ablation_study (zero / mean; only, leave-out, subsets)
     semantics         head_semantics (per-head ROC AUC vs solo and n_heads-scaled accuracy)
-    aggregation       fit_logistic, aggregation_weights (fitted vs uniform vs trained)
+    logistic          fit_logistic, fit_logistic_batched (batched damped Newton, bias free)
+    aggregation       aggregation_weights (fitted vs uniform vs trained)
     attention_stats   score_table, attention_stats (w_01, w_02, weight on BOS)
     interventions     force_weight_hook, intervention_study (edited attention / values)
     linear            linear_fit (linear read-outs of the head contributions)
@@ -19,13 +20,14 @@ Nothing here writes files or global state; the instruments return new values.
 
 from ..record import jsonable  # re-exported: the one JSON cleaner lives in minicount.record
 from .ablation import ablated_logits, ablation_study, result_means
-from .aggregation import aggregation_weights, fit_logistic
+from .aggregation import aggregation_weights
 from .analyze import analyze_model
 from .attention_stats import attention_stats, score_table
 from .attribution import eos_contributions, head_logit_contributions
 from .ensemble import analyze_ensemble
 from .interventions import force_weight_hook, intervention_study
 from .linear import linear_fit
+from .logistic import fit_logistic
 from .patterns import attention_patterns, plot_patterns
 from .semantics import head_semantics
 

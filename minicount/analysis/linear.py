@@ -5,7 +5,7 @@ alone (without the direct path) predicts the model's EOS score, its decisions an
     decision  logistic fit of [s > 0] on the standardised c_h  -> agreement with the model
     labels    logistic fit of y on the standardised c_h        -> l-acc, s-acc, ROC AUC
 
-Every intercept is free: the logistic fits penalise their weights only (L2, see aggregation).
+Every intercept is free: the logistic fits penalise their weights only (L2, see logistic).
 
 Pure array code: reads its inputs, returns new arrays and dicts.
 """
@@ -16,9 +16,10 @@ import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
 from ..data import EOS
-from .aggregation import L2, fit_logistic_batched, standardise
+from .aggregation import standardise
 from .attribution import eos_contributions
 from .hooks import check_single
+from .logistic import L2, fit_logistic_batched
 from .scoring import eos_metrics
 
 

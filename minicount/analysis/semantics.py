@@ -37,7 +37,7 @@ def _scaled_scores(params, tokens, config, head: int, factor: float):
 def two_sided(auc):
     """(max(AUC, 1 - AUC), +1 if AUC >= 0.5 else -1) of one AUC: how well and in which
     direction a head separates the classes; (None, None) for None and (nan, None) for nan
-    (one class absent). The one definition: head_semantics and results.head_rows use it."""
+    (one class absent). The one definition: head_semantics and study.rows.head_rows use it."""
     if auc is None:
         return None, None
     if math.isnan(auc):

@@ -11,7 +11,7 @@ interval (a share of n models; it keeps its coverage at 8 seeds):
     one     one head carries the decision (exactly one counts)
     none    no head separates the classes alone
 
-The rows come from minicount/results.py (one dict per model with its heads' two-sided AUCs);
+The rows come from minicount/study/rows.py (one dict per model with its heads' two-sided AUCs);
 this module holds no numbers of its own beyond the cut-offs below, and imports only stats.
 
 Also here: churn (how many models enter and leave a class between snapshots, per 10,000
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from .stats import Interval, proportion_ci
+from ..stats import Interval, proportion_ci
 
 CLASSES = ("every", "some", "one", "none")
 CLASS_NAMES = {

@@ -1,4 +1,4 @@
-"""Many processes filling one sweep folder (minicount/sweep.py), on one machine or on many over
+"""Many processes filling one sweep folder (minicount/study/run.py), on one machine or on many over
 a shared file system, and what the folder says about them.
 
     python -m minicount sweep ... --worker K/N   the K-th of N fixed shares of the cells
@@ -7,7 +7,7 @@ a shared file system, and what the folder says about them.
     python -m minicount sweep --report-only DIR  the report, once every cell is done
 
 Shares (--worker): a cell and its shorter twins (the cells it continues from, see
-sweep.donor) form a chain that always falls in one share, so a worker never waits for
+run.donor) form a chain that always falls in one share, so a worker never waits for
 another; chains go to the share with the fewest training steps so far, longest chain first.
 A worker runs its share and exits. --claim takes, in the sweep's order, the first cell that
 is not done, that no process holds and whose shorter twin is done; when every cell left is
@@ -44,12 +44,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .backend import resolve_device
-from .checks import check_sweep_memory
-from .progress import Progress
-from .record import jsonable
-from .results import load_snapshots
-from .safeio import (
+from ..backend import resolve_device
+from ..checks import check_sweep_memory
+from ..progress import Progress
+from ..record import jsonable
+from ..safeio import (
     TEMP_SUFFIX,
     OutputLocked,
     atomic_write,
@@ -58,20 +57,21 @@ from .safeio import (
     remove_stale_temporaries,
     shared_lock,
 )
-from .summary import summarise
-from .sweep import (
+from ..threads import blas_threads
+from .rows import load_snapshots
+from .run import (
     CHECKPOINT,
     COMPLETE,
     MANIFEST,
     SNAPSHOT,
     SNAPSHOTS,
-    SweepSpec,
     _checkpoint_step,
     _run_reported,
     prepare_folder,
     run_meta,
 )
-from .threads import blas_threads
+from .spec import SweepSpec
+from .summary import summarise
 
 POLL_S = 1.0  # how often a waiting worker looks again
 BEAT_S = 10.0  # how often a training worker rewrites its cell's progress.json
@@ -97,7 +97,7 @@ def parse_worker(text: str) -> tuple[int, int]:
 
 def twin(spec: SweepSpec, i: int, analyse: bool = True) -> int | None:
     """The cell that cell i continues from: every knob equal, fewer steps, the longest such
-    (sweep.donor's choice once it is done); None if there is none, if cell i does not
+    (run.donor's choice once it is done); None if there is none, if cell i does not
     continue a twin (a cosine schedule) or if nothing is analysed (train-only: a twin is
     taken over only once analysed)."""
     cell = spec.cells[i]

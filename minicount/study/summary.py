@@ -1,8 +1,8 @@
 """Write a finished run's tables and report into its folder: models.csv, heads.csv,
 results.json, figures and report.md, from the cell folders' snapshot records.
 
-Import direction: sweep -> summary -> results (rows, statistics, verdicts) and report
-(figures, Markdown). Each file is written atomically (safeio).
+Import direction: run -> summary -> rows, verdicts, figures and report. Each file is
+written atomically (safeio).
 """
 
 from __future__ import annotations
@@ -10,24 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..record import jsonable
+from ..safeio import atomic_write
 from . import classes, report
 from .classes import SHARE_CUT
-from .record import jsonable
-from .results import (
-    BALANCED_W01,
+from .figures import draw_figures
+from .rows import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02, collect, csv_text, final_rows, l2_used
+from .verdicts import (
     DOMINANT_N_EFF,
     GAP,
     MARGIN_RATIO,
     REFERENCE,
-    SEMANTIC_AUC,
     SENSITIVITY,
-    SUPPRESSED_W02,
     cell_statistics,
     claims,
-    collect,
-    csv_text,
-    final_rows,
-    l2_used,
     l2_verdicts,
     mean_verdict,
     over_training,
@@ -35,7 +31,6 @@ from .results import (
     short_answer,
     verdict,
 )
-from .safeio import atomic_write
 
 
 def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
@@ -68,7 +63,7 @@ def summarise(spec, out: Path, *, meta: dict, figures: bool = True) -> dict:
     }  # fmt: skip
     drawn = []
     if figures:
-        drawn = report.draw_figures(spec, models, heads, finals, stats, out / "figures")
+        drawn = draw_figures(spec, models, heads, finals, stats, out / "figures")
     atomic_write(out / "results.json", json.dumps(jsonable(results), indent=1, allow_nan=False))
     atomic_write(out / "report.md", report.render(results, stats, drawn))
     return results

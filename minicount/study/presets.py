@@ -1,5 +1,5 @@
 """The study's named presets: ``python -m minicount reproduce [--preset NAME]`` runs one of them
-through the sweep (minicount/sweep.py), which trains, analyses and writes the report.
+through the sweep (minicount/study/run.py), which trains, analyses and writes the report.
 
     quick     a smoke run for CI (seconds)
     default   laptop-sized: 8 seeds per cell, the head-count sweep, the setting closest to the
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .results import BALANCED_W01, SEMANTIC_AUC, SUPPRESSED_W02  # noqa: F401 (re-exported)
-from .sweep import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
+from .spec import BASE, SEEDS, Cell, SweepSpec, cell_names, grid
 
 
 def _default() -> SweepSpec:

@@ -1,0 +1,13 @@
+"""The study: many models trained and analysed as a sweep of cells, and what is read from them.
+
+presets   the named studies (quick, default, full, ...) as sweep specs
+spec      what is run: Cell, SweepSpec, grid, parse_knob, snapshot_steps, cell_names
+run       running it: run_cell, run_sweep, reanalyze, the folder and its snapshots
+workers   many workers on one folder: claims, locks, status
+classes   per-model classes (every / some / one / none head counts) and churn
+rows      rows per model and per head, read from the analysis records
+verdicts  statistics per cell, verdicts, claims and their sensitivity
+figures   the matplotlib figures
+report    the Markdown report, and the analysis summary the CLI's ``analyze`` prints
+summary   writing a run's outputs (models.csv, heads.csv, results.json, report.md)
+"""
