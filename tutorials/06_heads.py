@@ -739,7 +739,7 @@ save_figure(fig, "06_interventions.png")
 # ## 9. So: compete or cooperate?
 #
 # The numbers above, gathered per seed. The thresholds are those of the study's report
-# (`minicount.results`, described in `docs/method.md`): a head is **semantic** if its
+# (`minicount.study.rows`, described in `docs/method.md`): a head is **semantic** if its
 # contribution alone separates the classes in either direction, max(AUC, 1 − AUC) ≥ 0.9
 # (a head with AUC near 0 counts just as well, with the opposite sign), and a **counting
 # head** if it is also balanced and suppresses the 2s.
