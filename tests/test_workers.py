@@ -211,8 +211,12 @@ def test_status_and_report_only_on_a_folder(tmp_path, alone, capsys):
     assert main([*SWEEP, "--quiet", "--claim", "--out", copy]) == 0  # a worker finishes it
     assert (copy / COMPLETE).exists() and LOG in {p.name for p in last.iterdir()}
     (copy / "report.md").unlink()
+    command = json.loads((copy / "results.json").read_text())["meta"]["command"]
     assert main(["sweep", "--report-only", copy, "--quiet", "--no-figures"]) == 0
     assert (copy / "report.md").exists()
+    # a rewritten report still names the command that ran the sweep, not the rewrite
+    assert json.loads((copy / "results.json").read_text())["meta"]["command"] == command
+    assert "--report-only" not in command
     same_results(copy, alone)
 
 

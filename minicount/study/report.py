@@ -53,7 +53,8 @@ def _what_was_run(results: dict) -> str:
         t = meta["seconds"].get(name, {})
         rows.append([name, cell["n_heads"], cell["d_model"], cell["d_head"], cell["max_len"],
                      cell["weight_decay"], "on" if cell["bos"] else "off", f"{cell['p2']:.3g}",
-                     cell["steps"], cell["lr"],
+                     cell["steps"], cell["lr"], cell.get("schedule", "constant"),
+                     "shared" if cell.get("shared_data") else "per seed",
                      f"{t.get('train', 0):.1f} s / {t.get('analysis', 0):.1f} s"])  # fmt: skip
     seeds = spec["seeds"]
     return "\n".join([
@@ -63,9 +64,12 @@ def _what_was_run(results: dict) -> str:
         f"{meta['finished']}. {len(seeds)} seeds per cell ({seeds[0]}–{seeds[-1]}), trained "
         f"together as one ensemble; batch {spec['batch_size']} strings per step per model; "
         f"{spec['n_eval']} held-out strings analysed at steps {spec['first_snapshot']}, "
-        f"{2 * spec['first_snapshot']}, ... and the last.", "",
+        f"{2 * spec['first_snapshot']}, ... and the last"
+        + (f", and every {spec['snapshot_every']:,}" if spec.get("snapshot_every") else "")
+        + (f". {meta['reanalyzed']}" if meta.get("reanalyzed") else "") + ".", "",
         table(["cell", "n_heads", "d_model", "d_head", "max_len", "weight decay", "BOS",
-               "share of 2s", "steps", "lr", "train / analysis time"], rows), "",
+               "share of 2s", "steps", "lr", "schedule", "batches", "train / analysis time"],
+              rows), "",
     ])  # fmt: skip
 
 

@@ -432,7 +432,12 @@ def report_only(out, *, command: str = "", device: str = "cpu", figures: bool = 
                 f" see python -m minicount sweep --status {out}"
             )
         say = Progress(0, enabled=progress)
-        results = write_report(spec, out, command=command, device=device, figures=figures,
+        earlier = {}  # the run's own command and device outlive a rewrite of its report
+        if (out / "results.json").exists():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                earlier = json.loads((out / "results.json").read_text()).get("meta") or {}
+        results = write_report(spec, out, command=earlier.get("command") or command,
+                               device=earlier.get("device") or device, figures=figures,
                                say=say, again=True)  # fmt: skip
         if results is None:
             raise OutputLocked(f"{out}: another process is writing the report")
