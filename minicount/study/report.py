@@ -195,6 +195,10 @@ def _churn(results: dict) -> str:
                 f"{h['left']} left, {h['entered']} entered "
                 f"({h['from']}–{h['to']}, {h['snapshots']} snapshots)",
                 "–" if h["left_per_10k"] is None else f"{h['left_per_10k']:.0%}",
+                ", ".join(
+                    f"{k} −{v['left']}/+{v['entered']}"
+                    for k, v in (c.get("churn_by_class") or {}).items()
+                ),
             ]
         )
         if c.get("limit"):
@@ -211,9 +215,19 @@ def _churn(results: dict) -> str:
         "",
         "Share of models in *every* at the last snapshots (Wilson 95%), and the models that "
         "left or entered *every* between consecutive snapshots over the last half of the run "
-        "(left per 10,000 steps as a share of the models).",
+        "(left per 10,000 steps as a share of the models); and for each class the models that "
+        "left (−) and entered (+) it over the same snapshots.",
         "",
-        table(["cell", "share in every", "churn (last half)", "left per 10k steps"], rows),
+        table(
+            [
+                "cell",
+                "share in every",
+                "churn (last half)",
+                "left per 10k steps",
+                "each class (last half)",
+            ],
+            rows,
+        ),
         "",
     ]
     if limits:
