@@ -29,7 +29,7 @@ from numpy.lib import format as npy
 
 from . import limits
 from .backend import to_numpy
-from .checks import check_params
+from .inputs import check_params
 from .model import ModelConfig
 from .names import param_shapes
 from .safeio import atomic_write, resolve_target
@@ -68,7 +68,7 @@ def save(
 ) -> Path:
     """Write a checkpoint atomically; parameters on any device are copied to the host first.
 
-    params must match config (``checks.check_params``) and be finite; opt_state is an AdamW
+    params must match config (``inputs.check_params``) and be finite; opt_state is an AdamW
     state ({'step', 'm.<name>', 'v.<name>'}), also finite; info any JSON-able dict. A path
     without the .npz suffix gets it; a symlink is written through. Returns the path written.
     """

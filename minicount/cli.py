@@ -3,8 +3,9 @@
 
 Every option's default is read from the dataclass field it sets (ModelConfig, TrainConfig,
 DataConfig, the sweep's Cell and SweepSpec: ``default(cls, name)``), and every check of an
-option is minicount/checks.py's. It writes only where --out (or --resume) points, prints
-results on stdout, and reports bad input as one line on stderr with exit code 2.
+option is its field's check (minicount/checks.py), made here as an argparse type. It writes
+only where --out (or --resume) points, prints results on stdout, and reports bad input as
+one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import runpy
 import signal
 import sys
@@ -21,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import limits
 from .analysis import analyze_ensemble, analyze_model
 from .analysis.attribution import exactness_problem
 from .backend import DEVICES, resolve_device, to_device
 from .checkpoint import check_writable, load_checkpoint
-from .checks import check_eval_memory, heads_option, int_option, number_option, seeds_option
+from .checks import check_int
 from .data import DataConfig, context_length, eval_set
-from .metrics import evaluate
+from .metrics import check_eval_memory, evaluate
 from .model import ModelConfig, forward, members, stack
 from .optim import SCHEDULES
 from .progress import Progress
@@ -45,6 +48,85 @@ minicount: a from-scratch transformer (hand-written backprop, NumPy or CuPy) tha
 Count01 (does a string over {0,1,2} hold more 1s than 0s?), and the study of how its
 attention heads share the work.
 """
+
+
+# ----------------------------------------------------------------------------- option types
+
+
+def option(parse):
+    """An argparse type made of parse(text) -> value: its ValueError becomes argparse's
+    one-line usage error (exit code 2), in the check's own words."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def int_option(minimum: int):
+    """An argparse type: a whole number >= minimum."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        return check_int("", value, minimum)
+
+    return option(whole_number)
+
+
+@option
+def number_option(text: str) -> float:
+    """An argparse type: a finite number (its range is the field's check, at the config)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
+@option
+def seeds_option(text: str) -> list[int]:
+    """'3' -> [3]; '0,1,5' -> [0, 1, 5]; '0-7' -> [0, ..., 7]; at most MAX_ENSEMBLE seeds,
+    counted before a range is expanded."""
+    is_range = "-" in text.strip("-")
+    try:
+        if is_range:
+            lo, hi = (int(x) for x in text.split("-"))
+            count = hi - lo + 1
+        else:
+            seeds = [int(s) for s in text.split(",")]
+            lo, count = min(seeds), len(seeds)
+    except ValueError:
+        raise ValueError(f"seeds look like 3, 0,1,5 or 0-7; got {text!r}") from None
+    if lo < 0:
+        raise ValueError(f"seeds must be non-negative, got {text!r}")
+    if count < 1:
+        raise ValueError(f"a seed range lo-hi needs lo <= hi, got {text!r}")
+    if count > limits.MAX_ENSEMBLE:
+        raise ValueError(
+            f"{count:,} seeds is over the limit of {limits.MAX_ENSEMBLE} models in one run"
+        )
+    return list(range(lo, hi + 1)) if is_range else seeds
+
+
+@option
+def heads_option(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]."""
+    try:
+        heads = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise ValueError(f"heads look like 4 or 1,2,4,8; got {text!r}") from None
+    if not heads or any(h < 1 for h in heads):
+        raise ValueError(f"head counts must be >= 1, got {text!r}")
+    return heads
 
 
 _positive_int = int_option(1)
@@ -224,7 +306,7 @@ def given_train_options(argv: list[str]) -> set[str]:
 def resumed_settings(a: argparse.Namespace, given: set[str]):
     """(ModelConfig, TrainConfig) to resume a.resume with: the run's own settings, with the
     options given on the command line put over them. Whether they may change is decided
-    where every resume is, in checks.check_same_run: only RESUMABLE_FIELDS may."""
+    where every resume is, in train.check_same_run: only RESUMABLE_FIELDS may."""
     ck, saved = saved_run(a.resume)
     asked = {"bos" if dest == "no_bos" else dest for dest in given}
     model = {k: v for k, v in model_config_from_args(a).to_dict().items() if k in asked}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_batch_memory, check_bool, check_int, check_probs
+from . import limits
+from .checks import check_bool, check_int, check_probs
 from .limits import MAX_STRING_LEN
 from .threads import default_threads, pool
 
@@ -45,6 +46,12 @@ def check_token_ids(tokens, name: str = "tokens") -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         raise ValueError(f"{name}: token ids must lie in 0..{V - 1}, got {ids.min()}..{ids.max()}")
     return ids
+
+
+def check_batch_memory(n_strings: int, n_pos: int) -> None:
+    """Refuse (ValueError naming the limit) a batch of n_strings x n_pos too big for memory:
+    tokens, targets, mask and the sampler's work arrays, about 80 bytes a position."""
+    limits.check_memory(80 * n_strings * n_pos, f"a batch of {n_strings} strings of {n_pos}")
 
 
 def in_count01(w: str) -> bool:

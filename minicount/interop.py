@@ -45,7 +45,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 from .backend import to_numpy
-from .checks import check_params
+from .inputs import check_params
 from .model import ModelConfig
 from .names import ATTN_HOOKS, act_name, param_shapes
 

@@ -11,6 +11,9 @@ Requests are checked against these before anything is allocated, so a typo such 
     training_bytes(...)   memory a training run needs (an estimate from above)
     eval_bytes(...)       memory evaluating on n_eval strings needs
     memory_budget()       bytes a request may use: MINICOUNT_MAX_MEMORY, else physical memory
+    memory_limit(device)  bytes a training run may use on device (the GPU's, else the budget)
+    fits(config, members, batch, length, device)
+                          the one memory rule of a training run (training and the sweep)
     check_model(config)   ValueError naming the limit if one model is too big
     check_ensemble(n)     ValueError if n models are too many
     check_memory(n, what) ValueError if n bytes exceed memory_budget()
@@ -113,6 +116,25 @@ def available_bytes(device: str) -> int:
 
         return int(cupy.cuda.runtime.memGetInfo()[1])
     return memory_budget()
+
+
+def memory_limit(device: str) -> int:
+    """Bytes a training run may use on ``device``: the GPU's total memory (CuPy), else
+    memory_budget() (MINICOUNT_MAX_MEMORY, else physical memory)."""
+    return available_bytes(device)
+
+
+def fits(
+    config, members: int, batch: int, length: int, device: str, *, n_eval: int, itemsize: int = 4
+) -> bool:
+    """The one memory rule of a training run, for ``train`` and for every cell of a sweep:
+    ``members`` models of config trained on batches of ``batch`` strings of ``length``
+    positions (and evaluated on ``n_eval`` strings) fit when training_bytes, an estimate from
+    above, is at most 100% of memory_limit(device): the GPU's total memory on the GPU, else
+    memory_budget(). No further margin: the estimate is already an upper bound
+    (tests/test_limits.py), and MINICOUNT_MAX_MEMORY means what it says."""
+    need = training_bytes(config, members, batch, length, n_eval, itemsize)
+    return need <= memory_limit(device)
 
 
 def check_memory(nbytes: int, what: str) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import limits
 from .backend import array_module, device_of, to_device, to_numpy
-from .checks import check_batch
 from .data import EOS
+from .inputs import check_batch
 from .layers import bce_with_logits_forward
 from .model import forward
 from .names import n_members
@@ -88,6 +88,14 @@ def eval_chunk(M: int | None, config, T: int) -> int:
     a few arrays of that size."""
     by_memory = EVAL_BYTES // ((M or 1) * config.n_heads * T * T * 4)
     return max(1, min(limits.EVAL_STRINGS, by_memory))
+
+
+def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
+    """Refuse (naming the limit) evaluating the models of checkpoint ck (``load_checkpoint``)
+    on n_eval strings of seq_len positions when it needs more memory than there is."""
+    M = n_members(ck["params"]) or 1
+    need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
+    limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
 
 
 def evaluate(

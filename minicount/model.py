@@ -27,7 +27,7 @@ one CUDA kernel where it can run). All three give the same numbers up to roundin
 (tests/test_fast_paths.py); training picks one with ``TrainConfig.path``.
 
 What callers hand in (parameters, tokens, targets, masks, hooks) is checked by
-minicount/checks.py; this module computes and touches nothing but the arrays it is given.
+minicount/inputs.py; this module computes and touches nothing but the arrays it is given.
 """
 
 from __future__ import annotations
@@ -39,17 +39,11 @@ import numpy as np
 
 from . import layers, limits
 from .backend import array_module
-from .checks import (
-    check_bool,
-    check_choice,
-    check_hooks,
-    check_int,
-    check_targets,
-    check_tokens,
-)
+from .checks import check_bool, check_choice, check_int
 from .data import V
 from .fast import attention as fast_attention
 from .fast import attention_cuda
+from .inputs import check_hooks, check_targets, check_tokens
 from .names import (
     ATTN_HOOKS,
     act_name,
@@ -137,7 +131,6 @@ def init_ensemble(config: ModelConfig, seeds, xp=np, dtype=np.float32) -> dict:
     seeds = list(seeds)
     if not seeds:
         raise ValueError("an ensemble needs at least one seed, got none")
-    limits.check_ensemble(len(seeds))
     return stack([init_params(config, s, np, dtype) for s in seeds], xp=xp)
 
 

@@ -16,7 +16,7 @@ it is. ``param_name`` does the same for the parameter dict (``param_shapes`` bel
 
 Also the names and shapes a config gives a model: ``param_shapes(config)`` (every parameter,
 in forward order), ``hook_names(config)`` (every hook point) and ``n_members(params)`` (M of
-an ensemble, None for one model), so that checks.py can check inputs without importing the
+an ensemble, None for one model), so that inputs.py can check inputs without importing the
 model. Pure: strings and shapes from a config (any object with ModelConfig's fields),
 nothing else; it imports nothing of minicount.
 """

@@ -21,20 +21,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from . import limits
 from .backend import DEVICES, array_module, get_xp, resolve_device, to_device, to_numpy
 from .checkpoint import check_writable, load_checkpoint, npz_path, save
-from .checks import (
-    check_bool,
-    check_choice,
-    check_fits,
-    check_int,
-    check_intact,
-    check_number,
-    check_probs,
-    check_same_run,
-    check_seeds,
-    check_training_memory,
-)
+from .checks import check_bool, check_choice, check_int, check_number, check_probs, check_seeds
 from .data import DataConfig, eval_set, sample_batches
 from .fast.train_step import keep_freed_memory, loss_and_grads_sliced
 from .metrics import evaluate
@@ -228,6 +218,59 @@ def saved_run(path) -> tuple[dict, TrainConfig]:
         raise ValueError(f"{path}: damaged training settings ({e})") from None
 
 
+# parameters of the steps both runs take (``steps`` only without a cosine schedule)
+RESUMABLE_FIELDS = ("steps", "device", "eval_every", "checkpoint_every", "path", "schedule_steps")
+
+
+def _fields_that_differ(a: dict, b: dict, skip=()) -> list[str]:
+    return [
+        f"{k}={a.get(k)!r} vs {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in skip and a.get(k) != b.get(k)
+    ]
+
+
+def check_same_run(path, ck: dict, saved, config, tc):
+    """Refuse to resume the run ck (saved with the settings ``saved``) as config and tc unless
+    it is the same run: the same model, and only RESUMABLE_FIELDS changed (``steps`` not
+    under a cosine schedule, whose shape it sets)."""
+    if ck["config"] != config:
+        diff = _fields_that_differ(ck["config"].to_dict(), config.to_dict())
+        raise ValueError(f"{path} is a run of another model ({', '.join(diff)}; checkpoint vs now)")
+    diff = _fields_that_differ(saved.to_dict(), tc.to_dict(), skip=RESUMABLE_FIELDS)
+    if tc.schedule == "cosine" and tc.horizon != saved.horizon:
+        diff.append(f"horizon {saved.horizon} vs {tc.horizon}, which reshapes the cosine schedule")
+    if diff:
+        raise ValueError(
+            f"{path} was trained with other settings ({', '.join(diff)}; checkpoint "
+            f"vs now); only {', '.join(RESUMABLE_FIELDS)} may change on resume"
+        )
+
+
+def check_intact(path, ck: dict, tc) -> None:
+    """Refuse a checkpoint whose step, history, generator states or parameters disagree."""
+    info, step, history = ck["info"], ck["info"]["step"], ck["info"]["history"]
+    if (
+        not isinstance(step, int)
+        or step != ck["opt_state"]["step"]
+        or not isinstance(history, dict)
+        or len(history.get("loss", ())) != step
+        or len(history.get("step", ())) != step
+    ):
+        raise ValueError(f"{path}: step, optimiser step and history do not agree")
+    if step > tc.steps:
+        raise ValueError(f"{path} is at step {step}, beyond steps={tc.steps}: ask for more steps")
+    if not isinstance(info["rng_states"], list) or len(info["rng_states"]) != len(tc.data_seeds):
+        raise ValueError(f"{path}: expected {len(tc.data_seeds)} data-generator states")
+    bad = [
+        k
+        for k, v in ck["params"].items()
+        if v.dtype != np.dtype(tc.dtype) or not np.isfinite(v).all()
+    ]
+    if bad:
+        raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
+
+
 def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
     """The RunState saved in the checkpoint at path, on device, after checking that it is a
     run of this config and tc (``check_same_run``) and that it is intact."""
@@ -397,6 +440,31 @@ def train(
     )
 
 
+def check_fits(config: ModelConfig, tc: TrainConfig) -> None:
+    """Refuse a model whose context cannot hold the training strings of tc."""
+    if config.pos_emb and config.n_ctx < tc.max_len + int(tc.bos):
+        raise ValueError(
+            f"n_ctx={config.n_ctx} is too small for max_len={tc.max_len} "
+            f"(needs at least {tc.max_len + int(tc.bos)})"
+        )
+
+
+def check_training_memory(config: ModelConfig, tc: TrainConfig, device: str) -> None:
+    """Refuse (one-line ValueError naming the limit) a run that does not fit on device by
+    the one memory rule, ``limits.fits``."""
+    shape = (config, len(tc.seeds), tc.batch_size, tc.max_len + int(tc.bos))
+    itemsize = np.dtype(tc.dtype).itemsize
+    if limits.fits(*shape, device, n_eval=tc.n_eval, itemsize=itemsize):
+        return
+    need = limits.training_bytes(*shape, tc.n_eval, itemsize)
+    where = "the GPU's memory" if device == "gpu" else "physical memory, or MINICOUNT_MAX_MEMORY"
+    raise ValueError(
+        f"training {len(tc.seeds)} model(s) on batches of {tc.batch_size} needs about "
+        f"{need / 2**30:.3g} GiB of memory, over the limit of "
+        f"{limits.memory_limit(device) / 2**30:.3g} GiB ({where})"
+    )
+
+
 def train_with_config(
     config: ModelConfig,
     tc: TrainConfig,
@@ -412,8 +480,14 @@ def train_with_config(
     if not isinstance(config, ModelConfig) or not isinstance(tc, TrainConfig):
         raise ValueError("train_with_config needs a ModelConfig and a TrainConfig")
     check_fits(config, tc)
-    check_training_memory(config, tc)
     device = resolve_device(tc.device)
+    check_training_memory(config, tc, device)
+    return run_checked(config, tc, device, progress, checkpoint, callback, resume)
+
+
+def run_checked(config, tc, device, progress=False, checkpoint=None, callback=None, resume=None):
+    """``train_with_config`` after its checks, for a caller that made them once for many runs
+    (a sweep checks every cell's memory before the first): device is resolved already."""
     if device == "cpu":
         keep_freed_memory()  # process-wide: glibc keeps freed blocks (see fast/train_step.py)
     args = (config, tc, device, progress, checkpoint, callback, resume)

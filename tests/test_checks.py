@@ -1,4 +1,5 @@
-"""minicount/checks.py and the one source of defaults: every check names its field in one
+"""minicount/checks.py (and the checks beside their owners: the command line's option types,
+the memory rule, a repeated seed) and the one source of defaults: every check names its field in one
 line; the command line's defaults are the dataclasses' own; a resume is judged in one place
 whether it comes through train() or the command line."""
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import minicount as mc
-from minicount import checks
+from minicount import checks, cli, limits
 from minicount.cli import build_parser, main, model_config_from_args, train_config_from_args
 from minicount.data import DataConfig
 from minicount.study.presets import preset
@@ -82,15 +83,36 @@ def test_the_dataclasses_check_themselves_through_checks(make, words):
     [("3", True), ("-1", False), ("x", False), ("2.5", False)],
 )
 def test_argparse_types_are_the_checks(text, ok):
-    convert = checks.int_option(0)
+    convert = cli.int_option(0)
     if ok:
         assert convert(text) == int(text)
     else:
         with pytest.raises(argparse.ArgumentTypeError):
             convert(text)
-    assert checks.seeds_option("0-3") == [0, 1, 2, 3] and checks.heads_option("1,2") == [1, 2]
+    assert cli.seeds_option("0-3") == [0, 1, 2, 3] and cli.heads_option("1,2") == [1, 2]
     with pytest.raises(argparse.ArgumentTypeError, match="finite"):
-        checks.number_option("inf")
+        cli.number_option("inf")
+
+
+def test_a_repeated_seed_is_refused_by_train_as_by_the_sweep(capsys):
+    with pytest.raises(ValueError, match="a seed is repeated"):
+        mc.train(TINY, seed=[0, 0], steps=1)
+    assert main(["train", "--seeds", "0,0", "--steps", "1"]) == 2
+    train_err = capsys.readouterr().err
+    with pytest.raises(ValueError, match="a seed is repeated"):
+        SweepSpec(cells=[Cell()], names=["c"], seeds=(0, 0))
+    assert "a seed is repeated" in train_err
+
+
+def test_one_memory_rule_for_training_and_the_sweep(monkeypatch):
+    monkeypatch.setenv("MINICOUNT_MAX_MEMORY", str(2**30))
+    shape = (TINY, 4, 64, 17)
+    need = limits.training_bytes(*shape, 256)
+    assert limits.fits(*shape, "cpu", n_eval=256) == (need <= 2**30)
+    monkeypatch.setenv("MINICOUNT_MAX_MEMORY", str(need))
+    assert limits.fits(*shape, "cpu", n_eval=256)  # 100% of the limit, no margin
+    monkeypatch.setenv("MINICOUNT_MAX_MEMORY", str(need - 1))
+    assert not limits.fits(*shape, "cpu", n_eval=256)
 
 
 # ---------------------------------------------------------------- one source of defaults

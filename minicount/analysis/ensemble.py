@@ -32,9 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
-from ..checks import check_params
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
 from ..fast.attention import SHIFT_FREE, causal_softmax
+from ..inputs import check_params
 from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds

@@ -39,13 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..analysis import analyze_ensemble
 from ..analysis.patterns import attention_patterns
 from ..backend import resolve_device, to_device, to_numpy
 from ..checkpoint import load_checkpoint, save
-from ..checks import (
-    check_sweep_memory,
-)
 from ..data import DataConfig, encode, eval_set
 from ..metrics import evaluate
 from ..model import member
@@ -53,7 +51,7 @@ from ..progress import Progress
 from ..record import jsonable, versions
 from ..safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from ..threads import blas_threads
-from ..train import train
+from ..train import TrainConfig, run_checked
 from .rows import load_snapshots, snapshot_rows
 from .spec import Cell, SweepSpec
 from .summary import summarise
@@ -95,9 +93,8 @@ def advance(
     if at == step:
         saved = load_checkpoint(ck)
         return saved["params"], saved["info"].get("history", {})
-    return train(
-        cell.model_config(),
-        seed=list(spec.seeds),
+    tc = TrainConfig(
+        seeds=tuple(spec.seeds),
         steps=step,
         batch_size=spec.batch_size,
         device=device,
@@ -105,12 +102,29 @@ def advance(
         eval_every=0,
         n_eval=min(256, spec.n_eval),
         ensemble=True,
-        checkpoint=str(ck),
         checkpoint_every=spec.checkpoint_every,
-        resume=str(ck) if at is not None else None,
         path=train_path,
-        progress=progress,
     )
+    # the memory of every cell was checked once, when the sweep started (check_sweep)
+    resume = str(ck) if at is not None else None
+    return run_checked(cell.model_config(), tc, device, progress, str(ck), None, resume)
+
+
+def check_sweep(spec: SweepSpec, device: str) -> None:
+    """Refuse (one line naming the cell and the limit) a sweep on ``device`` (resolved) with
+    a cell whose model is over the size limits, or whose ensemble does not fit by the one
+    memory rule, ``limits.fits``; checked once, before the first cell (each cell checked its
+    knobs, the spec its seeds, when made), and trusted by every segment of training."""
+    for name, cell in zip(spec.names, spec.cells, strict=True):
+        config = cell.model_config()  # the model-size limits (minicount/limits.py)
+        shape = (config, len(spec.seeds), spec.batch_size, cell.max_len + 1)
+        if not limits.fits(*shape, device, n_eval=spec.n_eval):
+            need = limits.training_bytes(*shape, spec.n_eval)
+            raise ValueError(
+                f"cell '{name}' with {len(spec.seeds)} seeds needs about {need / 2**30:.1f} GiB, "
+                f"more than the {limits.memory_limit(device) / 2**30:.1f} GiB this {device} "
+                "has: use fewer seeds or a smaller batch"
+            )
 
 
 EXAMPLE = "1020120121102211"  # drawn in the attention figures, repeated to the cell's max_len
@@ -405,9 +419,7 @@ def run_sweep(
     analyse=False only trains, keeping every snapshot's parameters, and returns None: a GPU
     can train while the analysis runs later anywhere (``reanalyze``)."""
     device = resolve_device(device)
-    for cell in spec.cells:  # (each cell checked its knobs, the spec its seeds, when made)
-        cell.model_config()  # the model-size limits (minicount/limits.py)
-    check_sweep_memory(spec, device)
+    check_sweep(spec, device)
     out = Path(out)
     if str(out).strip() == "":
         raise ValueError("--out is empty: name a folder for the run")

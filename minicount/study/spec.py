@@ -155,9 +155,7 @@ class SweepSpec:
             raise ValueError("every cell needs its own name")
         if not self.seeds:
             raise ValueError("a sweep needs at least one seed")
-        check_seeds(self.seeds)
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("a seed is repeated")
+        check_seeds(self.seeds)  # also refuses a repeated seed
         for name, minimum in (("batch_size", 1), ("n_eval", 1), ("first_snapshot", 1),
                               ("checkpoint_every", 0), ("snapshot_every", 0)):  # fmt: skip
             check_int(name, getattr(self, name), minimum)

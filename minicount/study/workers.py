@@ -45,7 +45,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..backend import resolve_device
-from ..checks import check_sweep_memory
 from ..progress import Progress
 from ..record import jsonable
 from ..safeio import (
@@ -67,6 +66,7 @@ from .run import (
     SNAPSHOTS,
     _checkpoint_step,
     _run_reported,
+    check_sweep,
     prepare_folder,
     run_meta,
 )
@@ -322,9 +322,7 @@ def run_worker(
     this worker wrote the report (it found every cell done), else None. analyse=False
     (--train-only) trains and keeps each snapshot's parameters, and writes no report."""
     device = resolve_device(device)
-    for cell in spec.cells:
-        cell.model_config()  # the model-size limits (minicount/limits.py)
-    check_sweep_memory(spec, device)
+    check_sweep(spec, device)
     out = Path(out)
     if str(out).strip() == "":
         raise ValueError("--out is empty: name a folder for the run")
