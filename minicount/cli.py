@@ -24,22 +24,20 @@ from pathlib import Path
 import numpy as np
 
 from . import limits
-from .analysis import analyze_ensemble, analyze_model
-from .analysis.attribution import exactness_problem
+from .analysis.ensemble import analyze_members
 from .backend import DEVICES, resolve_device, to_device
 from .checkpoint import check_writable, load_checkpoint
 from .checks import check_int
 from .data import DataConfig, context_length, eval_set
-from .metrics import check_eval_memory, evaluate
-from .model import ModelConfig, forward, members, stack
+from .metrics import checkpoint_data, evaluate_held_out
+from .model import ModelConfig, members
 from .optim import SCHEDULES
-from .progress import Progress
 from .record import json_text, versions
 from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries, resolve_target
 from .study.presets import PRESETS, preset
 from .study.report import analysis_summary
 from .study.run import COMPLETE, reanalyze, run_sweep
-from .study.spec import BASE, KNOBS, SEEDS, Cell, SweepSpec, cell_names, grid, parse_knob
+from .study.spec import BASE, KNOBS, SEEDS, Cell, SweepSpec, sweep_spec
 from .study.workers import parse_worker, report_only, run_worker, status
 from .train import DTYPES, TrainConfig, saved_run, train_with_config
 
@@ -345,75 +343,49 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     ck, data = _checkpoint_and_data(a, long=True)
-    config = ck["config"]
     params = to_device(ck["params"], a.device)
-    result = {}
-    for name, long in (("held_out", False), ("long", True)):
-        tokens, targets, mask = eval_set(data, long=long)
-        if config.pos_emb and tokens.shape[-1] > config.n_ctx:
-            continue  # positional embeddings stop at n_ctx
-        with np.errstate(all="ignore"):  # huge but finite weights: metrics say it
-            m = evaluate(params, tokens, targets, mask, config)
-        result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
-    print(json_text(result, indent=2))
+    print(json_text(evaluate_held_out(params, data, ck["config"]), indent=2))
     return 0
 
 
 def _checkpoint_and_data(a: argparse.Namespace, *, long: bool):
-    """The checkpoint a.checkpoint (NaN or inf parameters refused) and the DataConfig of the
-    held-out strings to measure it on: the run's own max_len and BOS unless the command line
-    says otherwise. Refuses a held-out set too big for memory (with long, the longer set)."""
+    """The checkpoint a.checkpoint (NaN or inf parameters refused) and the DataConfig of its
+    held-out strings (``metrics.checkpoint_data``)."""
     ck = load_checkpoint(a.checkpoint)
-    saved = ck["info"].get("train", {})
-    bos = False if getattr(a, "no_bos", False) else saved.get("bos", default(DataConfig, "bos"))
-    data = DataConfig(
-        max_len=a.max_len or saved.get("max_len", default(DataConfig, "max_len")),
-        bos=bos,
-        n_eval=a.n_eval,
-        eval_seed=getattr(a, "eval_seed", default(DataConfig, "eval_seed")),
+    eval_seed = getattr(a, "eval_seed", default(DataConfig, "eval_seed"))
+    no_bos = getattr(a, "no_bos", False)
+    data = checkpoint_data(
+        ck, max_len=a.max_len, no_bos=no_bos, n_eval=a.n_eval, eval_seed=eval_seed, long=long
     )
-    check_eval_memory(ck, a.n_eval, (1 + long) * data.max_len + int(data.bos))
     return ck, data
+
+
+def _run_options(a: argparse.Namespace) -> dict:
+    """The keyword options that run_sweep and run_worker share, from the command line."""
+    return dict(
+        device=a.device,
+        force=a.force,
+        progress=not a.quiet,
+        command=" ".join(["python -m minicount"] + a.argv),
+        threads=a.threads or None,
+        figures=not a.no_figures,
+        train_path=_path(a),
+        analyse=not getattr(a, "train_only", False),
+    )
 
 
 def _sweep_run(spec, a: argparse.Namespace) -> int:
     out = Path(a.out)
     if a.worker is not None or a.claim:
-        return _worker_run(spec, a, out, COMPLETE)
-    run_sweep(
-        spec,
-        out,
-        device=a.device,
-        force=a.force,
-        progress=not a.quiet,
-        command=" ".join(["python -m minicount"] + a.argv),
-        threads=a.threads or None,
-        figures=not a.no_figures,
-        train_path=_path(a),
-        analyse=not getattr(a, "train_only", False),
-    )
+        if a.worker is not None and a.claim:
+            raise ValueError("--worker and --claim are two ways to share the cells: give one")
+        share = None if a.claim else parse_worker(a.worker)
+        run_worker(spec, out, share=share, **_run_options(a))
+        if (out / COMPLETE).exists():
+            print(out / "report.md")
+        return 0
+    run_sweep(spec, out, **_run_options(a))
     print(out / ("report.md" if not getattr(a, "train_only", False) else "cells"))
-    return 0
-
-
-def _worker_run(spec, a: argparse.Namespace, out: Path, complete: str) -> int:
-    if a.worker is not None and a.claim:
-        raise ValueError("--worker and --claim are two ways to share the cells: give one")
-    run_worker(
-        spec,
-        out,
-        share=None if a.claim else parse_worker(a.worker),
-        device=a.device,
-        force=a.force,
-        progress=not a.quiet,
-        command=" ".join(["python -m minicount"] + a.argv),
-        threads=a.threads or None,
-        figures=not a.no_figures,
-        train_path=_path(a),
-        analyse=not getattr(a, "train_only", False),
-    )
-    if (out / complete).exists():
-        print(out / "report.md")
     return 0
 
 
@@ -458,19 +430,10 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         reanalyze(a.reanalyze, device=a.device, progress=not a.quiet, figures=not a.no_figures)
         print(Path(a.reanalyze) / "report.md")
         return 0
-    assignments = {}
-    for text in a.set or []:
-        name, values = parse_knob(text)
-        if name in assignments:
-            raise ValueError(f"--set {name} is given twice")
-        assignments[name] = values
-    if "steps" not in assignments:
-        assignments["steps"] = [a.steps]
-    cells = grid(assignments, base=replace(BASE))
-    spec = SweepSpec(
-        cells=tuple(cells),
-        names=tuple(cell_names(cells)),
-        seeds=tuple(a.seeds),
+    spec = sweep_spec(
+        a.set,
+        steps=a.steps,
+        seeds=a.seeds,
         batch_size=a.batch_size,
         n_eval=a.n_eval,
         first_snapshot=a.first_snapshot,
@@ -502,37 +465,15 @@ def check_output(path) -> Path:
     return resolve_target(path)
 
 
-def _check_logits_finite(params: dict, tokens, config, member: int) -> None:
-    """Refuse a model whose (finite but huge) weights overflow its logits: the instruments'
-    least-squares fits would fail inside LAPACK."""
-    with np.errstate(all="ignore"):
-        logits = forward(params, tokens[:64], config)
-    if not np.isfinite(logits).all():
-        raise ValueError(f"model {member}'s logits overflow (weights too large); cannot analyse it")
-
-
 def _analysis_json(a: argparse.Namespace) -> str:
     """The analysis of a.checkpoint as JSON text."""
     ck, data = _checkpoint_and_data(a, long=False)
-    config = ck["config"]
     tokens, targets, mask = eval_set(data)
     models = members(ck["params"])
     if a.member is not None and a.member >= len(models):
         raise ValueError(f"--member {a.member}: the checkpoint holds {len(models)} model(s)")
     chosen = range(len(models)) if a.member is None else [a.member]
-    for i in chosen:
-        _check_logits_finite(models[i], tokens, config, i)
-    if exactness_problem(config) is None:  # every chosen member in one pass
-        stacked = to_device(stack([models[i] for i in chosen]), a.device)
-        with Progress(0, unit="piece", desc="analysis") as bar:
-            analyses = analyze_ensemble(stacked, tokens, targets, mask, config, progress=bar)
-    else:
-        analyses = []
-        with Progress(len(chosen), unit="model", desc="analysis, model by model") as bar:
-            for i in chosen:
-                model = to_device(models[i], a.device)
-                analyses.append(analyze_model(model, tokens, targets, mask, config))
-                bar.advance(1)
+    analyses = analyze_members(models, chosen, tokens, targets, mask, ck["config"], a.device)
     result = {
         "checkpoint": str(a.checkpoint),
         "n_eval": a.n_eval,

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import limits
 from .backend import array_module, device_of, to_device, to_numpy
-from .data import EOS
+from .data import EOS, DataConfig, eval_set
 from .inputs import check_batch
 from .layers import bce_with_logits_forward
 from .model import forward
@@ -96,6 +96,35 @@ def check_eval_memory(ck: dict, n_eval: int, seq_len: int) -> None:
     M = n_members(ck["params"]) or 1
     need = limits.eval_bytes(ck["config"], M, n_eval, seq_len)
     limits.check_memory(need, f"evaluating {M} model(s) on {n_eval} strings of {seq_len}")
+
+
+def checkpoint_data(ck: dict, *, max_len, no_bos: bool, n_eval: int, eval_seed: int, long: bool):
+    """The DataConfig of the held-out strings to measure checkpoint ck (``load_checkpoint``)
+    on: the run's own max_len and BOS unless max_len (not None/0) or no_bos say otherwise.
+    Refuses a held-out set too big for memory (with long, the longer set)."""
+    saved = ck["info"].get("train", {})
+    data = DataConfig(
+        max_len=max_len or saved.get("max_len", DataConfig.max_len),
+        bos=False if no_bos else saved.get("bos", DataConfig.bos),
+        n_eval=n_eval,
+        eval_seed=eval_seed,
+    )
+    check_eval_memory(ck, n_eval, (1 + long) * data.max_len + int(data.bos))
+    return data
+
+
+def evaluate_held_out(params: dict, data: DataConfig, config) -> dict:
+    """Metrics (plain lists and floats) of params on the held-out set of data ("held_out") and
+    on its longer set ("long"), where positional embeddings reach that far."""
+    result = {}
+    for name, long in (("held_out", False), ("long", True)):
+        tokens, targets, mask = eval_set(data, long=long)
+        if config.pos_emb and tokens.shape[-1] > config.n_ctx:
+            continue  # positional embeddings stop at n_ctx
+        with np.errstate(all="ignore"):  # huge but finite weights: metrics say it
+            m = evaluate(params, tokens, targets, mask, config)
+        result[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    return result
 
 
 def evaluate(

@@ -38,12 +38,14 @@ from ..inputs import check_params
 from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
 from ..metrics import accuracies_batched, roc_auc_batched, sequence_bounds
+from ..model import forward, stack
 from ..names import act_name, param_name
 from ..progress import Progress
 from ..record import jsonable
 from ..threads import analysis_threads, one_blas_thread
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
+from .analyze import analyze_model
 from .attention_stats import (
     PAIRS,
     _geo_mean,
@@ -716,3 +718,32 @@ def _member_result(config, parts: dict, m: int) -> dict:
     if parts["interventions"] is not None:
         out["interventions"] = parts["interventions"][m]
     return jsonable(out)
+
+
+def check_logits_finite(params: dict, tokens, config, member: int) -> None:
+    """Refuse a model whose (finite but huge) weights overflow its logits: the instruments'
+    least-squares fits would fail inside LAPACK."""
+    with np.errstate(all="ignore"):
+        logits = forward(params, tokens[:64], config)
+    if not np.isfinite(logits).all():
+        raise ValueError(f"model {member}'s logits overflow (weights too large); cannot analyse it")
+
+
+def analyze_members(models: list, chosen, tokens, targets, mask, config, device: str) -> list:
+    """The analyses of models[i] for i in chosen (single models on the host), on device:
+    all in one pass (analyze_ensemble) when the direct decomposition is exact, else model by
+    model (analyze_model); with a progress line on stderr. Refuses a model whose logits
+    overflow."""
+    for i in chosen:
+        check_logits_finite(models[i], tokens, config, i)
+    if exactness_problem(config) is None:  # every chosen member in one pass
+        stacked = to_device(stack([models[i] for i in chosen]), device)
+        with Progress(0, unit="piece", desc="analysis") as bar:
+            return analyze_ensemble(stacked, tokens, targets, mask, config, progress=bar)
+    analyses = []
+    with Progress(len(chosen), unit="model", desc="analysis, model by model") as bar:
+        for i in chosen:
+            model = to_device(models[i], device)
+            analyses.append(analyze_model(model, tokens, targets, mask, config))
+            bar.advance(1)
+    return analyses

@@ -183,6 +183,23 @@ class SweepSpec:
         return cls(**d)
 
 
+def sweep_spec(sets, *, steps: int, seeds, **options) -> SweepSpec:
+    """The SweepSpec of ``sweep --set name=v1,v2 ...`` (sets: those texts, each knob once):
+    the grid of every knob's values over BASE, ``steps`` where no --set steps=... is given,
+    and the sweep's options (seeds, batch_size, n_eval, first_snapshot, ...)."""
+    assignments = {}
+    for text in sets or []:
+        name, values = parse_knob(text)
+        if name in assignments:
+            raise ValueError(f"--set {name} is given twice")
+        assignments[name] = values
+    if "steps" not in assignments:
+        assignments["steps"] = [steps]
+    cells = grid(assignments, base=replace(BASE))
+    names = tuple(cell_names(cells))
+    return SweepSpec(cells=tuple(cells), names=names, seeds=tuple(seeds), **options)
+
+
 def cell_names(cells: list[Cell], base: Cell = BASE) -> list[str]:
     """Short labels naming the knobs that differ between cells (or from the base)."""
     varied = [k for k in KNOBS if len({getattr(c, k) for c in cells}) > 1]
