@@ -6,7 +6,7 @@ Cell and SweepSpec call these, so that code downstream of a dataclass trusts its
 The other checks live with what they check: the model's inputs in minicount/inputs.py,
 resume judgement in minicount/train.py (``check_same_run``, ``check_intact``), the memory
 of a run in minicount/limits.py (``fits``), and the command line's option types in
-minicount/cli.py.
+minicount/options.py (the parser of minicount/cli.py).
 
 It touches nothing: every function reads its arguments and returns them (converted) or
 raises. It imports only NumPy and minicount.limits.

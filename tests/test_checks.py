@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minicount as mc
-from minicount import checks, cli, limits
+from minicount import checks, limits, options
 from minicount.cli import build_parser, main, model_config_from_args, train_config_from_args
 from minicount.data import DataConfig
 from minicount.study.presets import preset
@@ -83,15 +83,15 @@ def test_the_dataclasses_check_themselves_through_checks(make, words):
     [("3", True), ("-1", False), ("x", False), ("2.5", False)],
 )
 def test_argparse_types_are_the_checks(text, ok):
-    convert = cli.int_option(0)
+    convert = options.int_option(0)
     if ok:
         assert convert(text) == int(text)
     else:
         with pytest.raises(argparse.ArgumentTypeError):
             convert(text)
-    assert cli.seeds_option("0-3") == [0, 1, 2, 3] and cli.heads_option("1,2") == [1, 2]
+    assert options.seeds_option("0-3") == [0, 1, 2, 3] and options.heads_option("1,2") == [1, 2]
     with pytest.raises(argparse.ArgumentTypeError, match="finite"):
-        cli.number_option("inf")
+        options.number_option("inf")
 
 
 def test_a_repeated_seed_is_refused_by_train_as_by_the_sweep(capsys):

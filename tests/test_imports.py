@@ -41,7 +41,7 @@ FLOORS = {
         "study", "study.presets", "study.spec", "study.run", "study.workers", "study.classes",
         "study.rows", "study.verdicts", "study.figures", "study.report", "study.summary",
     ],
-    "front": ["cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)
+    "front": ["options", "cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)
 }  # fmt: skip
 FLOOR = {f"minicount.{m}".rstrip("."): i for i, ms in enumerate(FLOORS.values()) for m in ms}
 OPTIONAL = {"cupy", "torch", "transformer_lens", "jax", "tqdm", "matplotlib", "scipy",

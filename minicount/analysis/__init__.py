@@ -10,7 +10,8 @@
     interventions     force_weight_hook, intervention_study (edited attention / values)
     linear            linear_fit (linear read-outs of the head contributions)
     analyze           analyze_model: all of the above as one JSON-ready dict
-    ensemble          analyze_ensemble: analyze_model for all members of an ensemble at once
+    ensemble          analyze_ensemble: analyze_model for all members of an ensemble at once;
+                      analyze_members: the one or the other for chosen members of a checkpoint
 
 Every function but analyze_ensemble takes a single model's params (member i of an
 ensemble: minicount.member(params, i)) and edits activations only through the forward pass's hooks.
