@@ -50,7 +50,7 @@ if [ -z "${LONG_STEPS:-}" ]; then
   rate=$($PY - "$DEVICE" "$MAX_LEN" "$SEEDS" <<'PY'
 import sys, time
 import minicount as mc
-from minicount.checks import seeds_option
+from minicount.options import seeds_option
 device, max_len, seeds = sys.argv[1], int(sys.argv[2]), seeds_option(sys.argv[3])
 kw = dict(seed=seeds, max_len=max_len, weight_decay=0.1, data_seed=0, device=device,
           path="fused" if device == "gpu" else "fast", eval_every=0, n_eval=64, batch_size=128)

@@ -4,6 +4,7 @@ analysis comparison), so that it cannot rot while no GPU is lent."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +26,7 @@ def test_gpu_script_dry_run_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "run.log").read_text()
     assert "LONG_STEPS=5000" in log and log.rstrip().endswith("done")
+    assert re.search(r"measured [0-9.]+ steps/s", log), log  # the rate was measured, not guessed
     unpacked = tmp_path / "unpacked"  # the arms come back as parts of one archive
     unpacked.mkdir()
     parts = sorted(out.glob("long64.tgz.part_*"))
