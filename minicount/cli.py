@@ -226,7 +226,12 @@ def _sweep_folder_command(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    spec = preset("quick" if a.quick else a.preset, seeds=a.seeds, heads=a.heads, steps=a.steps)
+    spec = preset(
+        "quick" if a.quick else a.preset,
+        seeds=a.seeds,
+        heads=a.heads,
+        shortest_steps=a.shortest_steps,
+    )
     return _sweep_run(spec, a)
 
 
@@ -239,7 +244,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         return 0
     spec = sweep_spec(
         a.set,
-        steps=a.steps,
+        default_steps=a.default_steps,
         seeds=a.seeds,
         batch_size=a.batch_size,
         n_eval=a.n_eval,

@@ -152,7 +152,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     def option(name, help, **kw):
         _field_option(g, TrainConfig, name, help, **kw)
 
-    option("steps", "optimiser steps (%(default)s)", type=_non_negative_int)
+    option(
+        "steps",
+        "optimiser steps: AdamW updates of every model, warm-up included; with --resume the "
+        "new total (%(default)s)",
+        type=_non_negative_int,
+    )
     option("batch_size", "strings per step (%(default)s)", type=_positive_int)
     option("lr", "AdamW learning rate (%(default)s)", type=number_option)
     option("weight_decay", "AdamW weight decay (%(default)s)", type=number_option)
@@ -304,9 +309,12 @@ def add_reproduce_parser(sub) -> None:
     )
     p.add_argument(
         "--steps",
+        dest="shortest_steps",
+        metavar="N",
         type=_positive_int,
         default=None,
-        help="scale the preset's training lengths so the shortest is this many steps",
+        help="scale the training steps of every cell of the preset by one factor, so that its "
+        "shortest cell trains N steps (default: the preset's own steps)",
     )
     _add_run_folder_args(p, "runs/reproduce")
 
@@ -331,8 +339,14 @@ def add_sweep_parser(sub) -> None:
         default=list(SEEDS),
         help=f"seeds of every cell: 0-31, 0,1,5 or 7 (default {SEEDS[0]}-{SEEDS[-1]})",
     )
-    _field_option(p, Cell, "steps", "training steps when --set steps=... is not given "
-                  "(%(default)s)", type=_positive_int)  # fmt: skip
+    p.add_argument(
+        "--steps",
+        dest="default_steps",
+        metavar="N",
+        type=_positive_int,
+        default=default(Cell, "steps"),
+        help="training steps of every cell when no --set steps=... is given (%(default)s)",
+    )
     for name, what in (("batch_size", "strings per step per model (%(default)s)"),
                        ("n_eval", "held-out strings analysed (%(default)s)"),
                        ("first_snapshot", "first analysed step; then every doubling and the "

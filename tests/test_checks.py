@@ -142,7 +142,7 @@ def test_eval_sweep_and_analyze_defaults_are_the_dataclasses():
     assert (s.batch_size, s.n_eval, s.first_snapshot) == (
         spec["batch_size"], spec["n_eval"], spec["first_snapshot"]
     )  # fmt: skip
-    assert s.steps == Cell.steps and tuple(s.seeds) == SEEDS
+    assert s.default_steps == Cell.steps and tuple(s.seeds) == SEEDS
     assert p.parse_args(["analyze", "x.npz"]).n_eval == spec["n_eval"]
     for command in (["train"], ["eval", "x.npz"], ["sweep"], ["analyze", "x.npz"]):
         assert p.parse_args(command).device == TrainConfig.device

@@ -69,22 +69,24 @@ def _full() -> SweepSpec:
 PRESETS = {"quick": _quick, "default": _default, "full": _full}
 
 
-def preset(name: str, **overrides) -> SweepSpec:
-    """The named preset, with seeds / steps / n_heads overridden where given (None = keep)."""
+def preset(name: str, *, seeds=None, shortest_steps=None, heads=None) -> SweepSpec:
+    """The named preset, with overrides where given (None = keep): ``seeds`` replaces its
+    seeds; ``shortest_steps`` scales every cell's steps by one factor so that the shortest
+    cell trains that many; ``heads`` keeps only the cells with those n_heads."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
     spec = PRESETS[name]()
-    if overrides.get("seeds") is not None:
-        spec = replace(spec, seeds=tuple(overrides["seeds"]))
-    if overrides.get("steps") is not None:
-        factor = overrides["steps"] / min(c.steps for c in spec.cells)
+    if seeds is not None:
+        spec = replace(spec, seeds=tuple(seeds))
+    if shortest_steps is not None:
+        factor = shortest_steps / min(c.steps for c in spec.cells)
         cells = tuple(replace(c, steps=max(1, round(c.steps * factor))) for c in spec.cells)
         spec = replace(spec, cells=cells)
-    if overrides.get("heads") is not None:
+    if heads is not None:
         keep = [(n, c) for n, c in zip(spec.names, spec.cells, strict=True)
-                if c.n_heads in overrides["heads"]]  # fmt: skip
+                if c.n_heads in heads]  # fmt: skip
         if not keep:
-            raise ValueError(f"no cell of preset {name!r} has n_heads in {overrides['heads']}")
+            raise ValueError(f"no cell of preset {name!r} has n_heads in {heads}")
         spec = replace(spec, names=tuple(n for n, _ in keep), cells=tuple(c for _, c in keep))
     return spec
 

@@ -33,7 +33,7 @@ class Cell:
     weight_decay: float = TrainConfig.weight_decay  # AdamW's decoupled weight decay
     bos: bool = TrainConfig.bos  # a BOS token before every string (an attention sink)
     p2: float = TrainConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
-    steps: int = 800  # training steps (the study's, shorter than TrainConfig's)
+    steps: int = 800  # optimiser steps of this cell (the study's, shorter than TrainConfig's)
     lr: float = TrainConfig.lr  # AdamW learning rate
     schedule: str = "constant"  # 'constant', or 'cosine' over the cell's steps (to 10% of lr)
     shared_data: bool = False  # every seed trains on the same batches (data seed 0)
@@ -183,10 +183,11 @@ class SweepSpec:
         return cls(**d)
 
 
-def sweep_spec(sets, *, steps: int, seeds, **options) -> SweepSpec:
+def sweep_spec(sets, *, default_steps: int, seeds, **options) -> SweepSpec:
     """The SweepSpec of ``sweep --set name=v1,v2 ...`` (sets: those texts, each knob once):
-    the grid of every knob's values over BASE, ``steps`` where no --set steps=... is given,
-    and the sweep's options (seeds, batch_size, n_eval, first_snapshot, ...)."""
+    the grid of every knob's values over BASE (every cell trains ``default_steps``, sweep's
+    --steps, where no --set steps=... is given) and the sweep's options (seeds, batch_size,
+    n_eval, first_snapshot, ...)."""
     assignments = {}
     for text in sets or []:
         name, values = parse_knob(text)
@@ -194,7 +195,7 @@ def sweep_spec(sets, *, steps: int, seeds, **options) -> SweepSpec:
             raise ValueError(f"--set {name} is given twice")
         assignments[name] = values
     if "steps" not in assignments:
-        assignments["steps"] = [steps]
+        assignments["steps"] = [default_steps]
     cells = grid(assignments, base=replace(BASE))
     names = tuple(cell_names(cells))
     return SweepSpec(cells=tuple(cells), names=names, seeds=tuple(seeds), **options)
