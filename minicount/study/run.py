@@ -51,7 +51,7 @@ from ..progress import Progress
 from ..record import jsonable, versions
 from ..safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
 from ..threads import blas_threads
-from ..train import TrainConfig, run_checked
+from ..train import run_checked
 from .rows import load_snapshots, snapshot_rows
 from .spec import Cell, SweepSpec
 from .summary import summarise
@@ -93,18 +93,7 @@ def advance(
     if at == step:
         saved = load_checkpoint(ck)
         return saved["params"], saved["info"].get("history", {})
-    tc = TrainConfig(
-        seeds=tuple(spec.seeds),
-        steps=step,
-        batch_size=spec.batch_size,
-        device=device,
-        **cell.train_options(),
-        eval_every=0,
-        n_eval=min(256, spec.n_eval),
-        ensemble=True,
-        checkpoint_every=spec.checkpoint_every,
-        path=train_path,
-    )
+    tc = cell.train_config(spec, step, device=device, path=train_path)
     # the memory of every cell was checked once, when the sweep started (check_sweep)
     resume = str(ck) if at is not None else None
     return run_checked(cell.model_config(), tc, device, progress, str(ck), None, resume)

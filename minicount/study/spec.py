@@ -74,13 +74,21 @@ class Cell:
             + ("_shd" if self.shared_data else "")
         )  # (the last two only when set, so that older folders keep their names)
 
-    def train_options(self) -> dict:
-        """The TrainConfig fields this cell sets (the rest are the sweep's)."""
-        return {
-            "max_len": self.max_len, "lr": self.lr, "weight_decay": self.weight_decay,
-            "bos": self.bos, "probs": self.probs, "schedule": self.schedule,
-            "schedule_steps": self.steps, "data_seed": 0 if self.shared_data else None,
-        }  # fmt: skip
+    def train_config(
+        self, spec: SweepSpec, steps: int, *, device: str = "cpu", path: str = "fast"
+    ) -> TrainConfig:
+        """The TrainConfig of this cell's ensemble in ``spec``, trained to ``steps`` (a
+        snapshot's step; the schedule is shaped for the cell's own steps) on ``device``
+        by the training ``path``: the cell's knobs, the sweep's seeds, batch size and
+        checkpoint interval; no evaluation during training (the snapshots analyse)."""
+        return TrainConfig(
+            seeds=tuple(spec.seeds), steps=steps, batch_size=spec.batch_size, device=device,
+            max_len=self.max_len, lr=self.lr, weight_decay=self.weight_decay, bos=self.bos,
+            probs=self.probs, schedule=self.schedule, schedule_steps=self.steps,
+            data_seed=0 if self.shared_data else None, eval_every=0,
+            n_eval=min(256, spec.n_eval), ensemble=True,
+            checkpoint_every=spec.checkpoint_every, path=path,
+        )  # fmt: skip
 
     @property
     def continues(self) -> bool:
