@@ -177,7 +177,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "per step instead of one per model: faster for big ensembles)",
         type=_non_negative_int,
     )
-    option("n_eval", "held-out strings for the evaluations (%(default)s)", type=_positive_int)
+    _field_option(g, DataConfig, "n_eval", "held-out strings for the evaluations (%(default)s)",
+                  type=_positive_int)  # fmt: skip
     option(
         "eval_every",
         "evaluate every N steps (%(default)s; 0 = only at the end)",
@@ -209,11 +210,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--out defaults to CHECKPOINT)",
     )
     d = p.add_argument_group("data")
-    _field_option(d, TrainConfig, "max_len", "longest training string (%(default)s)",
+    _field_option(d, DataConfig, "max_len", "longest training string (%(default)s)",
                   type=_positive_int)  # fmt: skip
     d.add_argument("--no-bos", action="store_true", help="leave out the BOS token")
-    probs = " ".join(f"{p:.3g}" for p in default(TrainConfig, "probs"))
-    _field_option(d, TrainConfig, "probs", f"symbol probabilities ({probs})",
+    probs = " ".join(f"{p:.3g}" for p in default(DataConfig, "probs"))
+    _field_option(d, DataConfig, "probs", f"symbol probabilities ({probs})",
                   type=number_option, nargs=3, metavar=("P0", "P1", "P2"))  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -59,9 +59,31 @@ class NonFiniteError(ValueError):
 DTYPES = ("float32", "float64")  # TrainConfig.dtype: of parameters and activations
 
 
+class _DataField:
+    """TrainConfig.max_len, .bos, .probs, .n_eval: that field of the run's DataConfig (on the
+    class, DataConfig's default); read-only (``replace(tc, max_len=...)`` makes another)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(DataConfig if obj is None else obj.data, self.name)
+
+    def __set__(self, obj, value):
+        raise AttributeError(f"TrainConfig.{self.name} is its DataConfig's: use replace()")
+
+
+# the DataConfig fields a TrainConfig takes by name, TrainConfig(max_len=..., bos=...), and
+# writes flat in to_dict (as every checkpoint holds them); eval_seed only when not the default
+DATA_FIELDS = ("max_len", "bos", "probs", "n_eval")
+_UNSET = object()
+
+
 @dataclass
 class TrainConfig:
-    """Everything about a run that is not the architecture."""
+    """Everything about a run that is not the architecture: the optimiser and its schedule,
+    the seeds, where and how to compute, and the data (``data``, a DataConfig; its fields
+    max_len, bos, probs and n_eval are also keywords of TrainConfig and read-only attributes)."""
 
     steps: int = 1000  # optimiser steps
     batch_size: int = 256  # strings per step (per model)
@@ -76,11 +98,9 @@ class TrainConfig:
     schedule_steps: int = 0
     grad_clip: float = 0.0  # clip each model's global gradient norm (0 = off)
     seeds: tuple = (0,)  # one seed per model; more than one trains an ensemble
-    max_len: int = DataConfig.max_len  # strings have 1..max_len symbols
-    bos: bool = DataConfig.bos  # prepend BOS to every string
-    probs: tuple = DataConfig.probs  # P(0), P(1), P(2)
+    # the training strings and the held-out set (max_len, bos, probs, n_eval, eval_seed)
+    data: DataConfig = field(default_factory=DataConfig)
     eval_every: int = 100  # evaluate on held-out strings every N steps (0 = only at the end)
-    n_eval: int = DataConfig.n_eval  # held-out strings
     device: str = "cpu"  # 'cpu', 'gpu' or 'auto'
     dtype: str = "float32"  # 'float32' or 'float64'
     ensemble: bool = False  # keep a model axis even with one seed
@@ -96,14 +116,26 @@ class TrainConfig:
     # attention's core in one CUDA kernel on the GPU; on the CPU it is 'fast')
     path: str = "fast"
 
+    max_len = _DataField()
+    bos = _DataField()
+    probs = _DataField()
+    n_eval = _DataField()
+
     def __post_init__(self):
         self.seeds = check_seeds(self.seeds)
-        self.probs = tuple(check_probs(self.probs).tolist())
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        self.data = replace(
+            self.data,
+            probs=tuple(check_probs(self.data.probs).tolist()),
+            max_len=check_int("max_len", self.data.max_len, 1),
+            n_eval=check_int("n_eval", self.data.n_eval, 1),
+        )
         if self.data_seed is not None:
             self.data_seed = check_int("data_seed", self.data_seed, 0)
-        for name, minimum in (("steps", 0), ("batch_size", 1), ("max_len", 1), ("warmup", 0),
-                              ("eval_every", 0), ("n_eval", 1),
-                              ("checkpoint_every", 0), ("schedule_steps", 0)):  # fmt: skip
+        for name, minimum in (("steps", 0), ("batch_size", 1), ("warmup", 0),
+                              ("eval_every", 0), ("checkpoint_every", 0),
+                              ("schedule_steps", 0)):  # fmt: skip
             setattr(self, name, check_int(name, getattr(self, name), minimum))
         self.lr = check_number("lr", self.lr, low=0.0, low_open=True)
         for name in ("weight_decay", "grad_clip"):
@@ -111,16 +143,10 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             beta = check_number(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
             setattr(self, name, beta)
-        for name in ("bos", "ensemble"):
-            check_bool(name, getattr(self, name))
+        check_bool("ensemble", self.ensemble)
         for name, choices in (("schedule", SCHEDULES), ("dtype", DTYPES), ("path", ATTENTION),
                               ("device", DEVICES)):  # fmt: skip
             check_choice(name, getattr(self, name), choices)
-        self.data  # noqa: B018 (checks max_len against its limit)
-
-    @property
-    def data(self) -> DataConfig:
-        return DataConfig(max_len=self.max_len, bos=self.bos, probs=self.probs, n_eval=self.n_eval)
 
     @property
     def horizon(self) -> int:
@@ -137,16 +163,57 @@ class TrainConfig:
         return self.seeds if self.data_seed is None else (self.data_seed,)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["seeds"], d["probs"] = list(self.seeds), list(self.probs)
+        """Flat, as every checkpoint holds it: the data's fields in the places they had
+        before TrainConfig held a DataConfig (eval_seed only when not the default)."""
+        d = {}
+        for name, value in asdict(self).items():
+            if name == "data":
+                d.update(max_len=self.max_len, bos=self.bos, probs=list(self.probs))
+                if self.data.eval_seed != DataConfig.eval_seed:
+                    d["eval_seed"] = self.data.eval_seed
+            else:
+                d[name] = value
+            if name == "eval_every":
+                d["n_eval"] = self.n_eval
+        d["seeds"] = list(self.seeds)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"expected a dict of TrainConfig fields, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        known = {f.name for f in fields(cls)} - {"data"}
+        data = {k: d[k] for k in (*DATA_FIELDS, "eval_seed") if k in d}
+        return cls(**{k: v for k, v in d.items() if k in known}, **data)
+
+
+def _init_taking_data_fields(init):
+    """TrainConfig(max_len=..., bos=..., probs=..., n_eval=..., eval_seed=...): those
+    keywords replace the fields of ``data`` (DataConfig() when not given)."""
+
+    def __init__(self, *args, max_len=_UNSET, bos=_UNSET, probs=_UNSET, n_eval=_UNSET,
+                 eval_seed=_UNSET, **kw):  # fmt: skip
+        given = {k: v for k, v in (("max_len", max_len), ("bos", bos), ("probs", probs),
+                 ("n_eval", n_eval), ("eval_seed", eval_seed)) if v is not _UNSET}  # fmt: skip
+        if given:
+            data = kw.get("data", DataConfig())
+            if not isinstance(data, DataConfig):
+                raise ValueError(f"data must be a DataConfig, got {type(data).__name__}")
+            kw["data"] = _data_with(data, given)
+        init(self, *args, **kw)
+
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+def _data_with(data: DataConfig, given: dict) -> DataConfig:
+    """data with the given fields, probs made a tuple (checked in full by TrainConfig)."""
+    if "probs" in given:
+        given = {**given, "probs": tuple(check_probs(given["probs"]).tolist())}
+    return replace(data, **given)
+
+
+TrainConfig.__init__ = _init_taking_data_fields(TrainConfig.__init__)
 
 
 def data_rng(seed: int) -> np.random.Generator:

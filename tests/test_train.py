@@ -330,3 +330,23 @@ def test_same_seed_same_bits_across_processes(tmp_path):
     assert saved["info"]["seeds"] == [4]
     assert saved["info"]["versions"]["numpy"] == np.__version__
     assert json.loads(r.stdout.splitlines()[-1])["seeds"] == [4]
+
+
+def test_train_config_holds_a_data_config_and_writes_it_flat():
+    """TrainConfig keeps its keywords max_len, bos, probs, n_eval (they make its DataConfig),
+    writes them flat as older checkpoints hold them, and reads those back."""
+    from dataclasses import replace
+
+    from minicount.data import DataConfig
+    from minicount.train import TrainConfig
+
+    tc = TrainConfig(max_len=5, bos=False, probs=[0.25, 0.5, 0.25], n_eval=7)
+    assert tc.data == DataConfig(max_len=5, bos=False, probs=(0.25, 0.5, 0.25), n_eval=7)
+    d = tc.to_dict()
+    assert "data" not in d and (d["max_len"], d["bos"], d["probs"], d["n_eval"]) == (
+        5, False, [0.25, 0.5, 0.25], 7)  # fmt: skip
+    assert TrainConfig.from_dict(d) == tc and replace(tc, max_len=9).data.max_len == 9
+    other = TrainConfig(data=DataConfig(eval_seed=7))
+    assert TrainConfig.from_dict(other.to_dict()) == other
+    with pytest.raises(AttributeError):
+        tc.max_len = 3

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 
 from ..checks import check_bool, check_choice, check_int, check_number, check_seeds
-from ..data import context_length
+from ..data import DataConfig, context_length
 from ..model import ModelConfig
 from ..train import SCHEDULES, TrainConfig
 
@@ -29,10 +29,10 @@ class Cell:
     n_heads: int = ModelConfig.n_heads  # attention heads
     d_model: int = ModelConfig.d_model  # residual width
     d_head: int = ModelConfig.d_head  # query/key/value width per head
-    max_len: int = TrainConfig.max_len  # training strings have 1..max_len symbols
+    max_len: int = DataConfig.max_len  # training strings have 1..max_len symbols
     weight_decay: float = TrainConfig.weight_decay  # AdamW's decoupled weight decay
-    bos: bool = TrainConfig.bos  # a BOS token before every string (an attention sink)
-    p2: float = TrainConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
+    bos: bool = DataConfig.bos  # a BOS token before every string (an attention sink)
+    p2: float = DataConfig.probs[2]  # share of 2s; 0s and 1s split the rest evenly
     steps: int = 800  # optimiser steps of this cell (the study's, shorter than TrainConfig's)
     lr: float = TrainConfig.lr  # AdamW learning rate
     schedule: str = "constant"  # 'constant', or 'cosine' over the cell's steps (to 10% of lr)
