@@ -16,22 +16,31 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from minicount.study.classes import AUC_CUT, CLASSES, SHARE_CUT, class_shares, class_verdict
+from minicount.study.classes import (
+    AUC_CUT,
+    CLASSES,
+    SHARE_CUT,
+    aucs_by_model,
+    class_shares,
+    class_verdict,
+)
 from minicount.study.verdicts import SENSITIVITY, stability
 
 SAME = {"some": "in part", "in_part": "in part"}  # both read "some heads count in most models"
 
 
 def cells(folder: Path) -> dict:
-    """{(name, steps): [aucs per model]} at each cell's last step, from heads.csv."""
-    by_model: dict = defaultdict(dict)
+    """{(name, steps, n_heads): [aucs per model]} at each cell's last step, from heads.csv."""
+    rows: dict = defaultdict(list)
     for r in csv.DictReader(open(folder / "heads.csv")):
         if r["step"] != r["steps"]:
             continue
         auc = float(r["auc_two_sided"]) if r["auc_two_sided"] not in ("", "None") else None
-        cell = (r["name"], int(r["steps"]), int(r["n_heads"]))
-        by_model[cell].setdefault(int(r["seed"]), {})[int(r["head"])] = auc
-    return {k: [[m[h] for h in sorted(m)] for m in v.values()] for k, v in by_model.items()}
+        rows[(r["name"], int(r["steps"]), int(r["n_heads"]))].append(
+            {"seed": int(r["seed"]), "step": int(r["step"]), "head": int(r["head"]),
+             "auc_two_sided": auc}
+        )  # fmt: skip
+    return {k: list(aucs_by_model(v).values()) for k, v in rows.items()}
 
 
 def main(argv: list[str]) -> int:

@@ -31,10 +31,11 @@ equal an uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def donor(cell: Cell, spec: SweepSpec, out: Path) -> tuple[Cell, str] | None:
     but fewer steps; the learning rate is constant, so its last checkpoint is this cell's
     state at that step), the longest such; None if there is none."""
     same = [(c, n) for c, n in zip(spec.cells, spec.names, strict=True)
-            if cell.continues and replace(c, steps=cell.steps) == cell and c.steps < cell.steps
+            if cell.continues_from(c)
             and (out / "cells" / c.key() / "analysis.json").exists()]  # fmt: skip
     return max(same, key=lambda cn: cn[0].steps) if same else None
 
@@ -152,8 +153,7 @@ def reused_steps(spec: SweepSpec) -> list[int]:
     ``donor``): the training it will not repeat. The sweep's progress counts the rest."""
     out = []
     for k, cell in enumerate(spec.cells):
-        earlier = [c.steps for c in spec.cells[:k] if cell.continues
-                   and replace(c, steps=cell.steps) == cell and c.steps < cell.steps]  # fmt: skip
+        earlier = [c.steps for c in spec.cells[:k] if cell.continues_from(c)]
         out.append(max(earlier, default=0))
     return out
 
@@ -285,6 +285,20 @@ def load_snapshot(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def cell_seconds(folder: Path) -> dict:
+    """The seconds a cell's snapshots took: {"train": ..., "analysis": ...}."""
+    snaps = load_snapshots(folder)
+    return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
+
+
+def earlier_meta(out: Path) -> dict:
+    """The meta record of the results already in ``out`` ({} when there are none): the
+    run's own command and device outlive a rewrite of its report."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return json.loads((out / "results.json").read_text()).get("meta") or {}
+    return {}
+
+
 def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool = True) -> dict:
     """Recompute every snapshot of a finished sweep folder from its kept parameters
     (snapshots/), with the instruments of this version, then rewrite the tables, results and
@@ -326,14 +340,9 @@ def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool 
                 bar.advance(1)
         if missing:
             bar.line(f"no kept parameters (left as they were): {', '.join(missing)}")
-        command = "(trained with --train-only)"
-        if (out / "results.json").exists():
-            old = json.loads((out / "results.json").read_text()).get("meta", {}) or {}
-            command = old.get("command") or command
-        timings = {}
-        for name, cell in zip(spec.names, spec.cells, strict=True):
-            snaps = load_snapshots(out / "cells" / cell.key())
-            timings[name] = {k: sum(x["seconds"][k] for x in snaps) for k in ("train", "analysis")}
+        command = earlier_meta(out).get("command") or "(trained with --train-only)"
+        timings = {name: cell_seconds(out / "cells" / cell.key())
+                   for name, cell in zip(spec.names, spec.cells, strict=True)}  # fmt: skip
         meta = {**run_meta(spec, device, command, timings),
                 "reanalyzed": "every snapshot recomputed from its kept parameters"}  # fmt: skip
         results = summarise(spec, out, meta=meta, figures=figures)

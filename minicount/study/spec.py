@@ -96,6 +96,12 @@ class Cell:
         constant learning rate (a cosine is shaped by the cell's own length)."""
         return self.schedule == "constant"
 
+    def continues_from(self, other: Cell) -> bool:
+        """Whether this cell is ``other`` trained on: every knob equal but more steps, under a
+        schedule that lets it continue (``continues``)."""
+        return (self.continues and other.steps < self.steps
+                and replace(other, steps=self.steps) == self)  # fmt: skip
+
 
 KNOBS = tuple(f.name for f in fields(Cell))
 BASE = Cell()

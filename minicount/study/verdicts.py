@@ -415,11 +415,12 @@ def over_training(heads: list[dict], name: str) -> dict:
         by_step.setdefault(step, {})[seed] = aucs
     steps = sorted(by_step)
     last = steps[-1]
+    by_class = {c: classes.churn(by_step, last // 2, last, c) for c in CLASSES}
     out = {
         "shares": {s: class_shares(list(by_step[s].values())) for s in steps},
         "churn": classes.churn(by_step, 0, last),
-        "churn_last_half": classes.churn(by_step, last // 2, last),
-        "churn_by_class": {c: classes.churn(by_step, last // 2, last, c) for c in CLASSES},
+        "churn_last_half": by_class["every"],
+        "churn_by_class": by_class,
         "limit": None,
     }
     if last >= 2 * classes.CHURN_STEPS and sum(s >= last // 2 for s in steps) >= 3:

@@ -66,7 +66,9 @@ from .run import (
     SNAPSHOTS,
     _checkpoint_step,
     _run_reported,
+    cell_seconds,
     check_sweep,
+    earlier_meta,
     prepare_folder,
     run_meta,
 )
@@ -101,10 +103,9 @@ def twin(spec: SweepSpec, i: int, analyse: bool = True) -> int | None:
     continue a twin (a cosine schedule) or if nothing is analysed (train-only: a twin is
     taken over only once analysed)."""
     cell = spec.cells[i]
-    if not (analyse and cell.continues):
+    if not analyse:
         return None
-    shorter = [j for j, c in enumerate(spec.cells)
-               if c.steps < cell.steps and replace(c, steps=cell.steps) == cell]  # fmt: skip
+    shorter = [j for j, c in enumerate(spec.cells) if cell.continues_from(c)]
     return max(shorter, key=lambda j: spec.cells[j].steps) if shorter else None
 
 
@@ -399,7 +400,7 @@ def write_report(spec, out: Path, *, command: str, device: str, figures: bool, s
             stale.unlink(missing_ok=True)  # a killed report writer's (we hold its lock)
         (out / COMPLETE).unlink(missing_ok=True)
         devices = _devices(out, spec) or {device}
-        timings = {name: _seconds(cell_folder(out, spec, i))
+        timings = {name: cell_seconds(cell_folder(out, spec, i))
                    for i, name in enumerate(spec.names)}  # fmt: skip
         say.line("writing tables, figures and the report")
         meta = run_meta(spec, "+".join(sorted(devices)), command, timings)
@@ -409,11 +410,6 @@ def write_report(spec, out: Path, *, command: str, device: str, figures: bool, s
         return results
     finally:
         lock.__exit__(None, None, None)
-
-
-def _seconds(folder: Path) -> dict:
-    snaps = load_snapshots(folder)
-    return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 
 
 def report_only(out, *, command: str = "", device: str = "cpu", figures: bool = True,
@@ -430,10 +426,7 @@ def report_only(out, *, command: str = "", device: str = "cpu", figures: bool = 
                 f" see python -m minicount sweep --status {out}"
             )
         say = Progress(0, enabled=progress)
-        earlier = {}  # the run's own command and device outlive a rewrite of its report
-        if (out / "results.json").exists():
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                earlier = json.loads((out / "results.json").read_text()).get("meta") or {}
+        earlier = earlier_meta(out)
         results = write_report(spec, out, command=earlier.get("command") or command,
                                device=earlier.get("device") or device, figures=figures,
                                say=say, again=True)  # fmt: skip
