@@ -9,12 +9,14 @@ model.loss_and_grads_all, and the vectorised data sampler against a per-position
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minicount as mc
 from minicount import data, layers
 from minicount.fast import attention as fast_attention
 from minicount.fast import attention_cuda
-from minicount.fast.attention import SHIFT_FREE, causal_softmax
+from minicount.fast.attention import SHIFT_FREE, causal_softmax, shift_free
 from minicount.fast.train_step import (
     loss_and_grads_sliced,
     positions_in_use,
@@ -46,6 +48,23 @@ def test_causal_softmax_matches_textbook(scale, dtype, tol):
     assert pattern.dtype == dtype
     np.testing.assert_allclose(pattern, expected, rtol=tol, atol=tol * 1e-3)
     np.testing.assert_array_equal(scores, before)  # the scores are left as they were
+
+
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=9),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_shift_free_is_every_score_strictly_inside_the_bound(values, dtype):
+    scores = np.array(values, dtype=dtype)
+    assert shift_free(scores) == all(abs(v) < SHIFT_FREE for v in values)  # nan: never inside
+
+
+@pytest.mark.parametrize("edge", [SHIFT_FREE, -SHIFT_FREE, np.inf, -np.inf, np.nan])
+def test_shift_free_refuses_the_bound_and_non_finite_scores(edge):
+    scores = np.zeros((2, 3, 3), dtype=np.float32)
+    assert shift_free(scores)
+    scores[1, 2, 0] = edge
+    assert not shift_free(scores)
 
 
 def test_cached_causal_mask_is_read_only():

@@ -173,7 +173,7 @@ def test_the_checker_sees_what_it_claims():
     """The graph is read right: a known top-level edge, a function-level optional import, a
     subpackage's __init__ counted for a module outside it but not inside it."""
     assert "minicount.names" in GRAPH["minicount.inputs"]
-    assert "minicount.analysis" in GRAPH["minicount.study.rows"]  # via analysis.semantics
+    assert "minicount.analysis" in GRAPH["minicount.study.run"]  # via analysis.patterns
     assert "minicount.analysis" not in GRAPH["minicount.analysis.ensemble"]
     lazy = [t for ts, _, f in imports("minicount.backend") if f for t in ts]
     assert "cupy" in lazy

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minicount.analysis.aggregation import shares
 from minicount.analysis.semantics import two_sided
 from minicount.stats import (
     Interval,
@@ -352,19 +353,24 @@ def test_a_reversed_head_counts_as_semantic_with_its_sign():
     assert two_sided(0.08) == (pytest.approx(0.92), -1)
     assert two_sided(0.95) == (0.95, 1)
     knobs = {"name": "x", "n_heads": 2}
+    # a record as the analysis writes it: the two-sided AUCs and the weight shares are its
+    # own fields (semantics.two_sided, aggregation.shares), which head_rows reads
+    sem = [{"auc_alone": auc, "auc_two_sided": two_sided(auc)[0], "auc_sign": two_sided(auc)[1],
+            "solo": {"l_acc": solo}, "scaled": {"l_acc": solo}}
+           for auc, solo in ((0.05, 0.5), (0.6, 0.7))]  # fmt: skip
+    fitted, signs = shares([-3.0, 1.0])
     analysis = {
-        "semantics": [
-            {"auc_alone": 0.05, "solo": {"l_acc": 0.5}, "scaled": {"l_acc": 0.5}},
-            {"auc_alone": 0.6, "solo": {"l_acc": 0.7}, "scaled": {"l_acc": 0.6}},
-        ],
+        "semantics": sem,
         "attention": {"w_01": [1.0, 3.0], "w_02": [0.05, 1.0], "bos_weight": [0.1, 0.2]},
-        "aggregation": {"alpha_fitted_raw": [-3.0, 1.0], "sigma": [2.0, 1.0]},
-    }
+        "aggregation": {"alpha_fitted_raw": [-3.0, 1.0], "alpha_fitted": fitted,
+                        "sign_fitted": signs, "alpha_trained": shares([2.0, 1.0])[0]},
+    }  # fmt: skip
     rows = head_rows(knobs, 0, 10, analysis)
     assert rows[0]["semantic"] and rows[0]["auc_sign"] == -1 and rows[0]["counting"]
     assert not rows[1]["semantic"]
     assert rows[0]["fitted_share"] == pytest.approx(0.75) and rows[0]["fitted_sign"] == -1
     assert rows[0]["rank"] == 1
+    assert rows[0]["trained_share"] == pytest.approx(2 / 3)
 
 
 def _stats(semantic, gap, n_eff, H=4):

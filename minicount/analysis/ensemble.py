@@ -33,7 +33,7 @@ import numpy as np
 
 from ..backend import array_module, device_of, to_device, to_numpy
 from ..data import BOS, EOS, ONE, TWO, ZERO, V
-from ..fast.attention import SHIFT_FREE, causal_softmax
+from ..fast.attention import causal_softmax, shift_free
 from ..inputs import check_params
 from ..layers import bce_with_logits_forward
 from ..layers.attention import causal_mask
@@ -199,7 +199,7 @@ def _softmax_without(scores, removed):
     """causal_softmax(where(removed, -inf, scores)) [..., T, T], but without the -inf, which
     would send it down its slow path (a shift of every row by its maximum)."""
     xp = array_module(scores)
-    if not max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:
+    if not shift_free(scores):
         return causal_softmax(xp.where(removed, -xp.inf, scores))
     pattern = xp.exp(scores)  # [..., T, T]
     pattern *= causal_mask(scores.shape[-1], xp) & ~removed

@@ -21,7 +21,7 @@ from itertools import combinations
 
 from ..backend import array_module, device_of, to_device
 from ..data import EOS, ONE, TWO, ZERO
-from ..fast.attention import SHIFT_FREE
+from ..fast.attention import shift_free
 from ..names import act_name
 from .hooks import check_single, run_with_cache
 from .scoring import eos_metrics, metric_change
@@ -36,7 +36,7 @@ def _log_mean_exp(scores, keys):
     0 where a query has no such key (callers leave those queries alone)."""
     xp = array_module(scores)
     count = keys.sum(axis=-1)  # [..., T]
-    if max(float(scores.max()), -float(scores.min())) < SHIFT_FREE:  # exp cannot overflow
+    if shift_free(scores):  # exp cannot overflow
         total = (xp.exp(scores) * keys).sum(axis=-1)  # [..., T]
         return xp.log(xp.where(count > 0, total / xp.maximum(count, 1), 1.0))  # [..., T]
     masked = xp.where(keys, scores, -xp.inf)  # [..., T, T]

@@ -31,7 +31,7 @@ CLASS_NAMES = {
     "one": "one head carries the decision",
     "none": "no head counts alone",
 }
-AUC_CUT = 0.9  # a head counts when max(AUC, 1 - AUC) >= this (= results.SEMANTIC_AUC)
+AUC_CUT = 0.9  # a head counts when max(AUC, 1 - AUC) >= this (= rows.SEMANTIC_AUC)
 SHARE_CUT = 0.5  # a class describes a cell when the lower bound of its share is above this
 CHURN_STEPS = 10_000  # churn is counted per this many steps
 # the pre-registered rule (docs/findings.md, "Is every head counting the limit?")
@@ -39,9 +39,16 @@ LIMIT_SHARE = 0.9  # "every" must hold in more than this share of models (lower 
 LIMIT_LEAVE = 0.05  # and fewer than this share of models may leave it per CHURN_STEPS
 
 
+def separates(auc_two_sided, cut: float = AUC_CUT) -> bool:
+    """The one rule for "this head separates the classes" (a semantic head, one that
+    counts): max(AUC, 1 - AUC) >= cut. None (no decomposition) and nan (one class absent)
+    do not."""
+    return auc_two_sided is not None and auc_two_sided >= cut
+
+
 def model_class(auc_two_sided, cut: float = AUC_CUT) -> str:
     """The class of one model from its heads' max(AUC, 1 - AUC) (None: does not count)."""
-    n = sum(a is not None and a >= cut for a in auc_two_sided)
+    n = sum(separates(a, cut) for a in auc_two_sided)
     H = len(auc_two_sided)
     return "every" if n == H else "none" if n == 0 else "one" if n == 1 else "some"
 

@@ -384,8 +384,9 @@ def analysis_summary(result: dict) -> str:
             )
     lines += [
         "",
-        "semantic: max(AUC, 1 − AUC) ≥ 0.9 for the head's EOS contribution alone; "
-        "counting: also w_01 in [0.8, 1.25] and w_02 < 0.2 (docs/method.md)",
+        f"semantic: max(AUC, 1 − AUC) ≥ {SEMANTIC_AUC} for the head's EOS contribution "
+        f"alone; counting: also w_01 in {list(BALANCED_W01)} and w_02 < {SUPPRESSED_W02} "
+        "(docs/method.md)",
     ]
     return "\n".join(lines)
 

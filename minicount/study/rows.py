@@ -7,7 +7,8 @@ formats, summary writes the files).
 
 Definitions used throughout (docs/method.md says more):
     semantic head   its EOS contribution alone separates the classes in either direction:
-                    max(AUC, 1 - AUC) >= SEMANTIC_AUC; auc_sign says which direction
+                    max(AUC, 1 - AUC) >= SEMANTIC_AUC (classes.separates); auc_sign says
+                    which direction
     counting head   semantic, and its attention weighs 1s like 0s (w_01 in BALANCED_W01) and
                     suppresses 2s (w_02 < SUPPRESSED_W02)
     gap             l-acc of the fitted per-head weighting minus that of the best uniform
@@ -25,10 +26,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from ..analysis.semantics import two_sided
-from .classes import AUC_CUT, model_class
+from .classes import AUC_CUT, model_class, separates
 
 SEMANTIC_AUC = AUC_CUT  # a head separates the classes when max(AUC, 1 - AUC) >= this
 BALANCED_W01 = (0.8, 1.25)  # w_01 in this range: 1s and 0s weighed alike
@@ -65,43 +63,37 @@ def _ablation(a: dict, mode: str, kind: str, kept) -> float | None:
 
 
 def is_counting(auc2, w01, w02) -> bool:
+    """The one definition of a counting head: it separates the classes (classes.separates)
+    and its attention weighs 1s like 0s and suppresses 2s. None anywhere: not counting."""
     return (
-        auc2 is not None and auc2 >= SEMANTIC_AUC and w01 is not None and w02 is not None
+        separates(auc2, SEMANTIC_AUC) and w01 is not None and w02 is not None
         and BALANCED_W01[0] <= w01 <= BALANCED_W01[1] and w02 < SUPPRESSED_W02
     )  # fmt: skip
 
 
-def fitted_weights(agg: dict, H: int) -> tuple[list, list]:
-    """(shares |a_h| / sum |a|, signs) of the fitted weights on the standardised contributions."""
-    raw = agg.get("alpha_fitted_raw")
-    if raw is None:
-        return [None] * H, [None] * H
-    a = np.abs(np.asarray(raw, dtype=np.float64))
-    total = a.sum()
-    shares = (a / total).tolist() if total > 0 else [None] * H
-    return shares, [1 if x >= 0 else -1 for x in raw]
-
-
 def head_rows(knobs: dict, seed: int, step: int, a: dict) -> list[dict]:
-    """One row per head of one model at one snapshot."""
+    """One row per head of one model at one snapshot, read from its analysis record ``a``
+    (analyze_model's or analyze_ensemble's): the two-sided AUC and its sign, the weight
+    shares and signs are the record's own fields; semantic and counting apply this
+    module's cut-offs to them."""
     H = knobs["n_heads"]
     agg = a.get("aggregation") or {}
-    shares, signs = fitted_weights(agg, H)
+    shares = agg.get("alpha_fitted") or [None] * H  # None: every fitted weight is 0
+    signs = agg.get("sign_fitted") or [None] * H
+    trained = agg.get("alpha_trained") or [None] * H
     order = sorted(range(H), key=lambda h: -(shares[h] or 0.0))
-    sigma = np.asarray(agg.get("sigma") or [np.nan] * H, dtype=np.float64)
     rows = []
     for h in range(H):
         sem = a["semantics"][h]
-        auc2, sign = two_sided(sem["auc_alone"])
+        auc2 = sem["auc_two_sided"]
         w01, w02 = a["attention"]["w_01"][h], a["attention"]["w_02"][h]
         rows.append({
             **knobs, "seed": seed, "step": step, "head": h, "rank": order.index(h) + 1,
-            "auc": sem["auc_alone"], "auc_two_sided": auc2, "auc_sign": sign,
-            "semantic": auc2 is not None and auc2 >= SEMANTIC_AUC,
+            "auc": sem["auc_alone"], "auc_two_sided": auc2, "auc_sign": sem["auc_sign"],
+            "semantic": separates(auc2, SEMANTIC_AUC),
             "counting": is_counting(auc2, w01, w02),
             "solo_l_acc": sem["solo"]["l_acc"], "scaled_l_acc": sem["scaled"]["l_acc"],
-            "fitted_share": shares[h], "fitted_sign": signs[h],
-            "trained_share": float(sigma[h] / sigma.sum()) if np.isfinite(sigma).all() else None,
+            "fitted_share": shares[h], "fitted_sign": signs[h], "trained_share": trained[h],
             "sigma": _at(agg.get("sigma"), h), "solo_slope": _at(agg.get("solo_slope"), h),
             **{f"c_{k}": _at(_get(a, "contributions", k), h)
                for k in ("mean_pos", "mean_neg", "sd_pos", "sd_neg")},
