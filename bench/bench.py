@@ -41,7 +41,6 @@ import ctypes.util
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -62,7 +61,8 @@ from minicount.fast.train_step import (  # noqa: E402
 )
 from minicount.model import loss_and_grads_all  # noqa: E402
 from minicount.optim import AdamW  # noqa: E402
-from minicount.threads import default_threads, usable_cores  # noqa: E402
+from minicount.record import versions  # noqa: E402
+from minicount.threads import blas_limit, cpu_name, default_threads, usable_cores  # noqa: E402
 
 CONFIG = mc.ModelConfig()  # d_model 32, 4 heads x d_head 8, one layer, attention only, NoPE
 BATCH, MAX_LEN, LR = 256, 32, 3e-3
@@ -105,16 +105,6 @@ def time_rounds(contenders: dict, repeats: int, warmup: int, sync=None) -> dict:
 # ------------------------------------------------------------------------- the machine
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def blas_info() -> list:
     try:
         from threadpoolctl import threadpool_info
@@ -125,15 +115,6 @@ def blas_info() -> list:
         for d in threadpool_info()
         if d.get("user_api") == "blas"
     ]
-
-
-def limit_blas_threads(n: int) -> None:
-    """Hold NumPy's BLAS to n threads for the whole run (needs threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(n, user_api="blas")
 
 
 def import_torch():
@@ -157,14 +138,11 @@ def import_cupy():
 
 def machine(torch, cupy) -> dict:
     info = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "cores_usable": usable_cores(),
         "minicount_default_threads": default_threads(training_step_timer),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "minicount": mc.__version__,
+        **versions(),  # minicount, numpy, python, platform: the record results carry
         "blas": blas_info(),
         "torch": torch.__version__ if torch else "torch not installed",
         "cupy": cupy.__version__ if cupy else "cupy not installed (or no GPU)",
@@ -894,7 +872,8 @@ def main(argv=None) -> int:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     keep_freed_memory()  # the same allocator settings for both frameworks (fast.train_step)
-    limit_blas_threads(args.threads)  # NumPy's BLAS gets the thread budget that torch gets
+    # NumPy's BLAS gets the thread budget that torch gets, for the whole run
+    blas_limit(args.threads).__enter__()
     if args.memory_probe:
         print(peak_memory_probe(args.memory_probe, args.models, args.threads))
         return 0

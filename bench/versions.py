@@ -36,7 +36,7 @@ CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import minicount as mc
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_limits  # (not minicount.threads: old revisions lack it)
 
 rows, out = json.loads(sys.argv[3]), {}
 with threadpool_limits(int(sys.argv[2])):
@@ -89,9 +89,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True,
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    from bench import cpu_model  # bench/bench.py, beside this file
+    from bench import cpu_name  # minicount.threads.cpu_name, via bench/bench.py beside this
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
     print(f"{args.threads} thread(s), {args.rounds} interleaved rounds")
     print("load before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     with tempfile.TemporaryDirectory() as root:

@@ -8,10 +8,10 @@ assumed: the first time a training step (or the analysis) needs it on a machine,
 ``measure_threads`` times a training forward+backward of the default model on 1 thread and
 on more (about a second), keeps the fastest count only if it beats one thread by MARGIN
 (20%), and caches the answer in ``~/.cache/minicount/threads.json`` (``$XDG_CACHE_HOME`` is
-honoured), keyed by the CPU, the usable cores and the NumPy version. On a machine already
-busy with other work (load average above BUSY per core) a measurement would say more about
-the load than about the machine, so none is taken: that process uses one thread, and a
-later one measures.
+honoured), keyed by the CPU, the usable cores and the NumPy version. On a machine busy
+with other work (more than BUSY threads of other processes running per core, before or
+during the measurement) a measurement would say more about the load than about the
+machine, so none is kept: that process uses one thread, and a later one measures.
 
 What is timed is passed in (``make_timer``: fast.train_step.training_step_timer for the
 training step and the analysis), so this module imports nothing of minicount. A caller
@@ -43,7 +43,7 @@ _measured: dict[str, int] = {}  # this process's answer, per machine key
 _unknown: set[str] = set()  # machine keys whose cache was read and held no answer
 
 MARGIN = 0.8  # more threads must take at most 80% of one thread's time to be chosen
-BUSY = 0.25  # load average per usable core above which the machine is too busy to measure
+BUSY = 0.25  # other processes' running threads per usable core above which none is measured
 ROUNDS = 9  # timed rounds per thread count (after one warm-up), interleaved
 
 
@@ -131,11 +131,38 @@ def candidates(cores: int) -> list[int]:
 
 
 def load_per_core() -> float:
-    """The 1-minute load average per usable core (0 where the OS does not say)."""
+    """How busy the machine is now, without us: the threads of other processes that are
+    running or waiting for a core, per usable core (read from /proc/<pid>/task/<tid>/stat;
+    a few milliseconds). Where there is no /proc: the 1-minute load average per core, which
+    also counts this process's own recent work; 0 where the OS says neither.
+
+    Not the load average on Linux: it lags by minutes, so it counts a process that has just
+    ended (the tests that ran before, a training run) and misses one that has just begun."""
+    running = _running_elsewhere()
+    if running is not None:
+        return running / usable_cores()
     try:
         return os.getloadavg()[0] / usable_cores()
     except (AttributeError, OSError):
         return 0.0
+
+
+def _running_elsewhere() -> int | None:
+    """Threads of other processes in state R (running or runnable), or None without /proc."""
+    me = os.getpid()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return None
+    running = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # (a process may end while it is read)
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    stat = f.read()
+                    end = stat.rfind(b")")  # the state follows the name, which may hold ") "
+                    running += stat[end + 2 : end + 3] == b"R"
+    return running
 
 
 def known_threads(key: str | None = None) -> int | None:
@@ -163,7 +190,9 @@ def measure_threads(refresh: bool = False, *, make_timer) -> int:
     load hits all alike); the one with the lowest median wins if it takes at most MARGIN
     of one thread's median, else 1. The result and the medians are cached under
     machine_key(). On a busy machine (load_per_core() > BUSY) it returns 1 and neither
-    measures nor caches.
+    measures nor caches; so too when other work ran during the measurement (the mean of
+    load_per_core() sampled after each round above BUSY), whose timings would favour one
+    thread on a machine that has two to spare.
     """
     key = machine_key()
     if not refresh:
@@ -178,9 +207,14 @@ def measure_threads(refresh: bool = False, *, make_timer) -> int:
     for n in counts:  # warm-up: the pools, the allocator, the caches
         timer(n)
     times = {n: [] for n in counts}
+    load = []  # sampled after every round: other work may start while we measure
     for _ in range(ROUNDS):
         for n in counts:
             times[n].append(timer(n))
+        load.append(load_per_core())
+    if sum(load) / len(load) > BUSY:  # the measurement met other work: keep nothing of it
+        _measured[key] = 1
+        return 1
     median = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
     best = min(median, key=median.get)
     chosen = best if median[best] <= MARGIN * median[1] else 1
@@ -198,33 +232,25 @@ def measure_threads(refresh: bool = False, *, make_timer) -> int:
 
 
 def pool(n_threads: int) -> ThreadPoolExecutor:
-    """A pool of n_threads worker threads, made once and reused."""
+    """The one pool of n_threads worker threads, made once and reused by every caller (the
+    training step's slices, drawing the members' batches, the analysis's pieces).
+
+    Its tasks must not wait on tasks of the same pool (none does: each caller submits from
+    its own thread and waits there)."""
     if n_threads not in _pools:
         _pools[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="minicount")
     return _pools[n_threads]
 
 
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Limit BLAS to n threads while the study runs (small matrices: more threads mostly spin,
-    and on a shared machine they slow everything down). A no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits  # (may be absent: then a no-op)
-    except ImportError:
-        n = None
-    if n is None:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
+def blas_limit(n: int | None = 1):
+    """The one BLAS limiter: a context in which BLAS runs on at most n threads (n None, or no
+    threadpoolctl: a no-op).
 
-
-def one_blas_thread():
-    """A context in which BLAS runs on one thread (a no-op without threadpoolctl).
-
-    For stacks of small or skinny matrices: OpenBLAS splits even a [9, N] @ [N, 9] product
-    over its threads, and their hand-offs cost more than the product (several times more
-    on a busy machine)."""
+    n = 1 for stacks of small or skinny matrices: OpenBLAS splits even a [9, N] @ [N, 9]
+    product over its threads, and their hand-offs cost more than the product (several times
+    more on a busy machine). A sweep holds BLAS to its thread budget for its whole run. The
+    threadpoolctl controller is looked up once per process; limits nest (each restores what
+    it found)."""
     if not _blas:
         try:
             from threadpoolctl import ThreadpoolController  # (may be absent: then a no-op)
@@ -233,4 +259,6 @@ def one_blas_thread():
         except ImportError:
             _blas.append(None)
     controller = _blas[0]
-    return controller.limit(limits=1, user_api="blas") if controller else contextlib.nullcontext()
+    if n is None or controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=n, user_api="blas")

@@ -2,7 +2,13 @@
 worse than one thread."""
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
 
+import numpy as np
 import pytest
 
 from minicount import threads
@@ -109,6 +115,57 @@ def test_a_busy_machine_is_not_measured(fresh, monkeypatch):
     assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 2
 
 
+def test_work_that_starts_during_the_measurement_leaves_no_answer(fresh, monkeypatch):
+    """Quiet when the measurement starts, busy while it runs: its timings favour one thread
+    on a machine that has two to spare, so nothing is cached and this process uses one."""
+    samples = iter([0.0] + [1.0] * 50)  # the check before it, then one per round
+    monkeypatch.setattr(threads, "load_per_core", lambda: next(samples))
+    calls = []
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2}, calls)) == 1
+    assert calls and not threads.cache_path().exists()  # it did measure, and kept nothing
+    monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "load_per_core", lambda: 0.0)  # a later, quiet process:
+    assert threads.measure_threads(make_timer=timer_from({1: 10, 2: 2, 4: 2})) == 2
+    assert json.loads(threads.cache_path().read_text())[threads.machine_key()]["threads"] == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_the_load_counts_other_running_work_now_and_not_our_own():
+    """A process spinning on a core is seen at once (the 1-minute load average would take
+    a minute); this process's own threads are never counted."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        seen = []
+        for _ in range(50):
+            seen.append(threads._running_elsewhere())
+            if seen[-1] >= 1:
+                break
+            time.sleep(0.02)
+        assert max(seen) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+    before = min(threads._running_elsewhere() for _ in range(10))  # others' work, if any
+    busy = threading.Event()
+    done = threading.Event()
+
+    def spin():  # a thread of ours, running (in BLAS, which lets the GIL go)
+        a = np.ones((400, 400))
+        busy.set()
+        while not done.is_set():
+            a @ a
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        busy.wait()
+        during = min(threads._running_elsewhere() for _ in range(10))
+    finally:
+        done.set()
+        t.join()
+    assert during <= before  # our spinning thread is not counted
+
+
 def test_the_thread_default_reads_no_file_once_known(monkeypatch):
     """default_threads() runs at every training step: once the answer is known, asking again
     must not read /proc/cpuinfo or the cache file (two reads per step cost 4-8% of a step)."""
@@ -135,3 +192,29 @@ def test_the_analysis_uses_every_core_unless_told(monkeypatch):
     assert threads.analysis_threads() == 6
     monkeypatch.setenv("MINICOUNT_THREADS", "3")
     assert threads.analysis_threads() == 3
+
+
+def test_one_pool_and_one_blas_limiter_serve_every_caller():
+    """The analysis's pieces run on the package's pool (no second pool of its own), and
+    blas_limit nests: each limit restores what it found."""
+    from minicount.analysis.ensemble import _Work
+
+    assert _Work(3).executor is threads.pool(3) is threads.pool(3)
+    assert _Work(1).executor is None  # one thread: the pieces run in turn
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas():
+        return {
+            d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"
+        }
+
+    outside = blas()
+    with threads.blas_limit(2):
+        inside = blas()
+        assert inside <= {1, 2}
+        with threads.blas_limit(1):
+            assert blas() == {1}
+        assert blas() == inside
+    with threads.blas_limit(None):
+        assert blas() == outside
+    assert blas() == outside

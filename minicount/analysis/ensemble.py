@@ -20,14 +20,11 @@ instruments need, with the model axis [M] kept in front of every array:
 Other configs are refused: there the heads do not add up, and each member needs
 analyze_model's hooked forward passes.
 
-It reads its inputs and returns new values. On the CPU it runs its pieces on a thread
-pool of this module's own and holds BLAS to one thread meanwhile (threads.one_blas_thread).
+It reads its inputs and returns new values. On the CPU it runs its pieces on the package's
+thread pool (threads.pool) and holds BLAS to one thread meanwhile (threads.blas_limit).
 """
 
 from __future__ import annotations
-
-import contextlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -42,7 +39,7 @@ from ..model import forward, stack
 from ..names import act_name, param_name
 from ..progress import Progress
 from ..record import jsonable
-from ..threads import analysis_threads, one_blas_thread
+from ..threads import analysis_threads, blas_limit, pool
 from .ablation import MODES, head_sets
 from .aggregation import aggregation_batched
 from .analyze import analyze_model
@@ -64,18 +61,14 @@ from .semantics import two_sided
 CHUNK_BYTES = 1024 * 2**20  # about this much memory for one chunk of the forward pass
 ROW_BYTES = 64 * 2**20  # and for one block of score rows being measured
 
-_executors: dict[int, ThreadPoolExecutor] = {}  # this module's own: its tasks never wait on it
-
 
 class _Work:
     """Independent pieces of the analysis, run on n threads (NumPy releases the GIL inside
     array operations) or, for n = 1, in turn as they are handed in."""
 
     def __init__(self, n: int, progress: Progress | None = None):
-        if n > 1 and n not in _executors:
-            _executors[n] = ThreadPoolExecutor(n, thread_name_prefix="minicount-analysis")
         self.n = n
-        self.executor = _executors[n] if n > 1 else None
+        self.executor = pool(n) if n > 1 else None  # its pieces submit nothing themselves
         self.progress = progress
 
     def expect(self, pieces: int) -> None:
@@ -634,7 +627,7 @@ def analyze_ensemble(
     # training step's best thread count is (MINICOUNT_THREADS still sets it)
     n_threads = analysis_threads() if xp is np else 1
     # the work is shared out by model and by chunk instead: BLAS threads would only compete
-    with one_blas_thread() if n_threads > 1 else contextlib.nullcontext():
+    with blas_limit(1 if n_threads > 1 else None):
         work = _Work(n_threads, progress)
         return _analyze(params, tokens, targets, mask, config, M, subsets, interventions, l2, work)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..threads import one_blas_thread
+from ..threads import blas_limit
 
 L2 = 1e-4  # default L2 strength on the fitted weights of standardised contributions
 
@@ -98,7 +98,7 @@ def fit_logistic_batched(
     Hessians are [k+1, N] @ [N, k+1] products, which OpenBLAS's threads slow down.
     """
     if array_module(X) is np:
-        with one_blas_thread():
+        with blas_limit(1):
             return _fit_logistic(X, y, offset, mask, l2, max_iter, tol)
     return _fit_logistic(X, y, offset, mask, l2, max_iter, tol)
 

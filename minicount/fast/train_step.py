@@ -39,7 +39,7 @@ from .. import layers
 from ..backend import array_module
 from ..data import DataConfig, sample_batch
 from ..model import ModelConfig, backward, forward_with_cache, init_params
-from ..threads import default_threads, one_blas_thread, pool
+from ..threads import blas_limit, default_threads, pool
 
 SLICE_ELEMENTS = 2**18  # aim for [slice, H, T, T] attention arrays of 1 MiB in float32
 MIN_SLICE = 8  # strings; smaller slices cost more in Python overhead than they save
@@ -162,7 +162,7 @@ def loss_and_grads_sliced(
             )
 
     starts = range(0, B, step)[::-1]  # the longest strings first: threads finish together
-    with one_blas_thread():  # a slice's matmuls are too small to gain from BLAS threads
+    with blas_limit(1):  # a slice's matmuls are too small to gain from BLAS threads
         if n_threads == 1 or len(starts) == 1:
             results = list(map(run, starts))
         else:

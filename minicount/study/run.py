@@ -51,7 +51,7 @@ from ..model import member
 from ..progress import Progress
 from ..record import jsonable, versions
 from ..safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
-from ..threads import blas_threads
+from ..threads import blas_limit
 from ..train import run_checked
 from .rows import load_snapshots, snapshot_rows
 from .spec import Cell, SweepSpec
@@ -437,7 +437,7 @@ def run_sweep(
         )
         bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
         timings = {}
-        with blas_threads(threads if device == "cpu" else None):
+        with blas_limit(threads if device == "cpu" else None):
             offset = 0  # the steps trained by the cells before this one
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"

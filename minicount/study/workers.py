@@ -56,7 +56,7 @@ from ..safeio import (
     remove_stale_temporaries,
     shared_lock,
 )
-from ..threads import blas_threads
+from ..threads import blas_limit
 from .rows import load_snapshots
 from .run import (
     CHECKPOINT,
@@ -331,7 +331,7 @@ def run_worker(
     who = _who(tag, device, analyse)
     say = Progress(0, enabled=progress)
     mine = range(len(spec.cells)) if share is None else shares(spec, share[1])[share[0] - 1]
-    with joined(out, spec, force=force), blas_threads(threads if device == "cpu" else None):
+    with joined(out, spec, force=force), blas_limit(threads if device == "cpu" else None):
         what = "claiming cells" if share is None else f"worker {tag}: {len(mine)} cell(s)"
         say.line(f"{what} of {len(spec.cells)} x {len(spec.seeds)} seed(s) on {device} "
                  f"({who['host']}, pid {who['pid']}) -> {out}")  # fmt: skip
