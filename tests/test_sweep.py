@@ -226,7 +226,7 @@ def test_reanalysis_from_kept_parameters_gives_the_same_tables(tmp_path):
     reanalyze(tmp_path, progress=False, figures=False)
     for name, rows in before.items():
         assert read_csv(tmp_path / name) == rows, name
-    with pytest.raises(ValueError, match="holds no sweep"):
+    with pytest.raises(ValueError, match="holds no minicount sweep"):
         reanalyze(tmp_path / "cells", progress=False)
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from minicount.cli import main
 from minicount.safeio import exclusive_lock, lock_is_held, shared_lock
-from minicount.study.run import COMPLETE
+from minicount.study.run import COMPLETE, LOG, read_log, read_spec
 from minicount.study.spec import Cell, SweepSpec
-from minicount.study.workers import LOG, is_done, parse_worker, read_log, read_spec, shares
+from minicount.study.workers import is_done, parse_worker, shares
 
 from .helpers import ROOT, read_csv
 

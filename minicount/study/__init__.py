@@ -2,7 +2,8 @@
 
 presets   the named studies (quick, default, full, ...) as sweep specs
 spec      what is run: Cell, SweepSpec, grid, parse_knob, snapshot_steps, cell_names
-run       running it: run_cell, run_sweep, reanalyze, the folder and its snapshots
+run       running it: run_cell, run_sweep, reanalyze, the folder and its snapshots, and
+          write_report, the one writer of a run's report (every sweep and worker ends there)
 workers   many workers on one folder: claims, locks, status
 classes   per-model classes (every / some / one / none head counts) and churn
 rows      rows per model and per head, read from the analysis records

@@ -50,7 +50,13 @@ from ..metrics import evaluate
 from ..model import member
 from ..progress import Progress
 from ..record import jsonable, versions
-from ..safeio import TEMP_SUFFIX, atomic_write, exclusive_lock, remove_stale_temporaries
+from ..safeio import (
+    TEMP_SUFFIX,
+    OutputLocked,
+    atomic_write,
+    exclusive_lock,
+    remove_stale_temporaries,
+)
 from ..threads import blas_limit
 from ..train import run_checked
 from .rows import load_snapshots, snapshot_rows
@@ -299,56 +305,33 @@ def earlier_meta(out: Path) -> dict:
     return {}
 
 
-def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool = True) -> dict:
-    """Recompute every snapshot of a finished sweep folder from its kept parameters
-    (snapshots/), with the instruments of this version, then rewrite the tables, results and
-    report. Training is not repeated; a snapshot without kept parameters is left as it was
-    (and named). The history curve of analysis.json is kept from the run."""
-    out = Path(out)
-    manifest = out / MANIFEST
-    if not manifest.exists():
-        raise ValueError(f"{out} holds no sweep (no {MANIFEST})")
-    spec = SweepSpec.from_dict(json.loads(manifest.read_text()))
-    device = resolve_device(device)
-    bar = Progress(sum(len(spec.snapshots(c)) for c in spec.cells), unit="snapshot",
-                   enabled=progress)  # fmt: skip
+def reanalyze_cell(cell: Cell, name: str, spec: SweepSpec, folder: Path, device: str,
+                   bar: Progress) -> list[str]:  # fmt: skip
+    """Recompute every snapshot of one cell from its kept parameters (snapshots/), with the
+    instruments of this version; returns the steps that kept none (left as they were). The
+    history curve of analysis.json is kept from the run."""
+    data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs, n_eval=spec.n_eval)
+    held_out = eval_set(data)
+    steps = spec.snapshots(cell)
     missing = []
-    with exclusive_lock(out, what="run folder"):
-        for name, cell in zip(spec.names, spec.cells, strict=True):
-            folder = out / "cells" / cell.key()
-            data = DataConfig(max_len=cell.max_len, bos=cell.bos, probs=cell.probs,
-                              n_eval=spec.n_eval)  # fmt: skip
-            held_out = eval_set(data)
-            steps = spec.snapshots(cell)
-            for step in steps:
-                kept = folder / SNAPSHOTS / CHECKPOINT.format(step)
-                if not kept.exists():
-                    missing.append(f"{cell.key()} step {step}")
-                    bar.advance(1)
-                    continue
-                old = folder / SNAPSHOT.format(step)
-                saved = load_checkpoint(kept)
-                params = saved["params"]
-                train_seconds = (load_snapshot(old)["seconds"]["train"] if old.exists()
-                                 else float(saved["info"].get("train_seconds", 0.0)))  # fmt: skip
-                curve = []
-                if step == steps[-1] and (folder / "analysis.json").exists():
-                    curve = json.loads((folder / "analysis.json").read_text()).get("curve", [])
-                analyse_snapshot(cell, name, spec, folder, step, params, held_out, device,
-                                 last=step == steps[-1], curve=curve,
-                                 train_seconds=train_seconds)  # fmt: skip
-                bar.advance(1)
-        if missing:
-            bar.line(f"no kept parameters (left as they were): {', '.join(missing)}")
-        command = earlier_meta(out).get("command") or "(trained with --train-only)"
-        timings = {name: cell_seconds(out / "cells" / cell.key())
-                   for name, cell in zip(spec.names, spec.cells, strict=True)}  # fmt: skip
-        meta = {**run_meta(spec, device, command, timings),
-                "reanalyzed": "every snapshot recomputed from its kept parameters"}  # fmt: skip
-        results = summarise(spec, out, meta=meta, figures=figures)
-        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
-    bar.close()
-    return results
+    for step in steps:
+        kept = folder / SNAPSHOTS / CHECKPOINT.format(step)
+        if not kept.exists():
+            missing.append(f"{cell.key()} step {step}")
+            bar.advance(1)
+            continue
+        old = folder / SNAPSHOT.format(step)
+        saved = load_checkpoint(kept)
+        train_seconds = (load_snapshot(old)["seconds"]["train"] if old.exists()
+                         else float(saved["info"].get("train_seconds", 0.0)))  # fmt: skip
+        curve = []
+        if step == steps[-1] and (folder / "analysis.json").exists():
+            curve = json.loads((folder / "analysis.json").read_text()).get("curve", [])
+        analyse_snapshot(cell, name, spec, folder, step, saved["params"], held_out, device,
+                         last=step == steps[-1], curve=curve,
+                         train_seconds=train_seconds)  # fmt: skip
+        bar.advance(1)
+    return missing
 
 
 # ----------------------------------------------------------------------------- the folder
@@ -436,12 +419,11 @@ def run_sweep(
             enabled=progress,
         )
         bar.line(f"{len(spec.cells)} cell(s) x {M} seed(s) on {device} -> {out}")
-        timings = {}
         with blas_limit(threads if device == "cpu" else None):
             offset = 0  # the steps trained by the cells before this one
             for k, (name, cell) in enumerate(zip(spec.names, spec.cells, strict=True), 1):
                 label = f"[{k}/{len(spec.cells)}] {name}"
-                timings[name] = _run_reported(
+                _run_reported(
                     cell, label, name, spec, out, device, bar, train_path, offset,
                     reused[k - 1], analyse,
                 )  # fmt: skip
@@ -450,12 +432,8 @@ def run_sweep(
             bar.line(f"trained; analyse with: python -m minicount sweep --reanalyze {out}")
             bar.close()
             return None
-        bar.line("writing tables, figures and the report")
-        results = summarise(
-            spec, out, meta=run_meta(spec, device, command, timings), figures=figures
-        )
-        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
-        bar.line(f"done: {out / 'report.md'}")
+        results = write_report(spec, out, command=command, device=device, figures=figures,
+                               say=bar, again=True)  # fmt: skip
         bar.close()
         return results
 
@@ -472,8 +450,8 @@ def _run_reported(
     offset: int = 0,
     reused: int = 0,
     analyse: bool = True,
-) -> dict:
-    """run_cell with a progress line per snapshot; returns the cell's train/analysis seconds.
+) -> None:
+    """run_cell with a progress line per snapshot.
     ``bar`` counts the steps trained in every cell; this cell's start at ``offset``, and its
     first ``reused`` steps come from its shorter twin (not trained, not counted)."""
     folder = out / "cells" / cell.key()
@@ -499,8 +477,6 @@ def _run_reported(
         )
 
     run_cell(cell, name, spec, folder, device, say, train_path, bar, analyse)
-    snaps = load_snapshots(folder)
-    return {k: sum(s["seconds"][k] for s in snaps) for k in ("train", "analysis")}
 
 
 def run_meta(spec: SweepSpec, device: str, command: str, timings: dict) -> dict:
@@ -512,3 +488,103 @@ def run_meta(spec: SweepSpec, device: str, command: str, timings: dict) -> dict:
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": timings,
     }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+LOG = "workers.log"  # one JSON line per start, finish or stop of a worker on a cell (workers.py)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_spec(out: Path) -> SweepSpec:
+    """The sweep a folder holds (its sweep.json); ValueError if it holds none."""
+    held = _read_json(out / MANIFEST)
+    if held is None:
+        raise ValueError(f"{out} holds no minicount sweep (no readable {MANIFEST})")
+    try:
+        return SweepSpec.from_dict(held)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{out / MANIFEST}: not a sweep this minicount can read ({e})") from None
+
+
+def read_log(folder: Path) -> list[dict]:
+    """The events of a cell's workers.log (a line cut short by a crash is skipped)."""
+    events = []
+    with contextlib.suppress(OSError):
+        for line in (folder / LOG).read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events
+
+
+def devices_used(out: Path, spec: SweepSpec) -> set:
+    """The devices named in the cells' workers.log (empty for a single-process sweep)."""
+    return {e["device"] for i in range(len(spec.cells))
+            for e in read_log(out / "cells" / spec.cells[i].key()) if e.get("device")}  # fmt: skip
+
+
+def write_report(spec, out: Path, *, command: str, device: str, figures: bool, say,
+                 again: bool, note: dict | None = None) -> dict | None:  # fmt: skip
+    """Write the tables, figures, report and COMPLETE from the cell folders, holding the
+    report's lock; None (nothing written) if another process holds it, or, unless
+    ``again``, if the report is already there. The folder must be joined (or held alone).
+    The one writer of a report: every sweep, worker, --report-only and --reanalyze ends
+    here. ``note``: more fields for results.json's meta."""
+    try:
+        lock = exclusive_lock(out / ".report", what="report")
+        lock.__enter__()
+    except OutputLocked:
+        say.line("another process is writing the report")
+        return None
+    try:
+        if (out / COMPLETE).exists() and not again:
+            return None
+        for stale in [*out.glob("*" + TEMP_SUFFIX), *out.glob("figures/*" + TEMP_SUFFIX)]:
+            stale.unlink(missing_ok=True)  # a killed report writer's (we hold its lock)
+        (out / COMPLETE).unlink(missing_ok=True)
+        devices = devices_used(out, spec) or {device}
+        timings = {name: cell_seconds(out / "cells" / cell.key())
+                   for name, cell in zip(spec.names, spec.cells, strict=True)}  # fmt: skip
+        say.line("writing tables, figures and the report")
+        meta = {**run_meta(spec, "+".join(sorted(devices)), command, timings), **(note or {})}
+        results = summarise(spec, out, meta=meta, figures=figures)
+        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        say.line(f"done: {out / 'report.md'}")
+        return results
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def reanalyze(out, *, device: str = "cpu", progress: bool = True, figures: bool = True) -> dict:
+    """Recompute every snapshot of a sweep folder from its kept parameters (snapshots/), with
+    the instruments of this version, on ``device``, then rewrite the tables, results and
+    report (write_report). Training is not repeated; a snapshot without kept parameters is
+    left as it was (and named). Holds the folder alone: no worker may run in it meanwhile."""
+    out = Path(out)
+    spec = read_spec(out)
+    device = resolve_device(device)
+    bar = Progress(sum(len(spec.snapshots(c)) for c in spec.cells), unit="snapshot",
+                   enabled=progress)  # fmt: skip
+    with exclusive_lock(out, what="run folder"):
+        missing = []
+        for name, cell in zip(spec.names, spec.cells, strict=True):
+            missing += reanalyze_cell(cell, name, spec, out / "cells" / cell.key(), device, bar)
+        if missing:
+            bar.line(f"no kept parameters (left as they were): {', '.join(missing)}")
+        earlier = earlier_meta(out)
+        results = write_report(
+            spec, out, command=earlier.get("command") or "(trained with --train-only)",
+            device=earlier.get("device") or device, figures=figures, say=bar, again=True,
+            note={"reanalyzed": f"every snapshot recomputed from its kept parameters on {device}"},
+        )  # fmt: skip
+    bar.close()
+    if results is None:
+        raise OutputLocked(f"{out}: another process is writing the report")
+    return results

@@ -61,23 +61,24 @@ from .rows import load_snapshots
 from .run import (
     CHECKPOINT,
     COMPLETE,
+    LOG,
     MANIFEST,
     SNAPSHOT,
     SNAPSHOTS,
     _checkpoint_step,
+    _read_json,
     _run_reported,
-    cell_seconds,
     check_sweep,
     earlier_meta,
     prepare_folder,
-    run_meta,
+    read_spec,
+    write_report,
 )
 from .spec import SweepSpec
-from .summary import summarise
 
 POLL_S = 1.0  # how often a waiting worker looks again
 BEAT_S = 10.0  # how often a training worker rewrites its cell's progress.json
-PROGRESS, LOG = "progress.json", "workers.log"
+PROGRESS = "progress.json"
 
 
 # ----------------------------------------------------------------------------- the cells
@@ -144,24 +145,6 @@ def is_done(out: Path, spec: SweepSpec, i: int, analyse: bool = True) -> bool:
     return not analyse and (folder / SNAPSHOTS / CHECKPOINT.format(last)).exists()
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_spec(out: Path) -> SweepSpec:
-    """The sweep a folder holds (its sweep.json); ValueError if it holds none."""
-    held = _read_json(out / MANIFEST)
-    if held is None:
-        raise ValueError(f"{out} holds no minicount sweep (no readable {MANIFEST})")
-    try:
-        return SweepSpec.from_dict(held)
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{out / MANIFEST}: not a sweep this minicount can read ({e})") from None
-
-
 # ----------------------------------------------------------------------------- the folder
 
 
@@ -226,16 +209,6 @@ def _log(folder: Path, event: str, who: dict, **more) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_log(folder: Path) -> list[dict]:
-    """The events of a cell's workers.log (a line cut short by a crash is skipped)."""
-    events = []
-    with contextlib.suppress(OSError):
-        for line in (folder / LOG).read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
-    return events
 
 
 class _Beat(Progress):
@@ -375,41 +348,6 @@ def run_worker(
 
 
 # ----------------------------------------------------------------------------- the report
-
-
-def _devices(out: Path, spec: SweepSpec) -> set:
-    return {e["device"] for i in range(len(spec.cells))
-            for e in read_log(cell_folder(out, spec, i)) if e.get("device")}  # fmt: skip
-
-
-def write_report(spec, out: Path, *, command: str, device: str, figures: bool, say,
-                 again: bool) -> dict | None:  # fmt: skip
-    """Write the tables, figures, report and COMPLETE from the cell folders, holding the
-    report's lock; None (nothing written) if another process holds it, or, unless
-    ``again``, if the report is already there. The folder must be joined."""
-    try:
-        lock = exclusive_lock(out / ".report", what="report")
-        lock.__enter__()
-    except OutputLocked:
-        say.line("another process is writing the report")
-        return None
-    try:
-        if (out / COMPLETE).exists() and not again:
-            return None
-        for stale in [*out.glob("*" + TEMP_SUFFIX), *out.glob("figures/*" + TEMP_SUFFIX)]:
-            stale.unlink(missing_ok=True)  # a killed report writer's (we hold its lock)
-        (out / COMPLETE).unlink(missing_ok=True)
-        devices = _devices(out, spec) or {device}
-        timings = {name: cell_seconds(cell_folder(out, spec, i))
-                   for i, name in enumerate(spec.names)}  # fmt: skip
-        say.line("writing tables, figures and the report")
-        meta = run_meta(spec, "+".join(sorted(devices)), command, timings)
-        results = summarise(spec, out, meta=meta, figures=figures)
-        atomic_write(out / COMPLETE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
-        say.line(f"done: {out / 'report.md'}")
-        return results
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def report_only(out, *, command: str = "", device: str = "cpu", figures: bool = True,
