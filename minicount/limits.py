@@ -11,7 +11,7 @@ Requests are checked against these before anything is allocated, so a typo such 
     training_bytes(...)   memory a training run needs (an estimate from above)
     eval_bytes(...)       memory evaluating on n_eval strings needs
     memory_budget()       bytes a request may use: MINICOUNT_MAX_MEMORY, else physical memory
-    memory_limit(device)  bytes a training run may use on device (the GPU's, else the budget)
+    memory_limit(device)  bytes a training run may use on device (the GPU's total, else the budget)
     fits(config, members, batch, length, device)
                           the one memory rule of a training run (training and the sweep)
     check_model(config)   ValueError naming the limit if one model is too big
@@ -109,19 +109,14 @@ def memory_budget() -> int:
         return 2**40
 
 
-def available_bytes(device: str) -> int:
-    """Memory a run may fill on ``device``: the GPU's total memory (CuPy), else memory_budget()."""
+def memory_limit(device: str) -> int:
+    """Bytes a training run may use on ``device``: the GPU's total memory (CuPy's
+    memGetInfo), else memory_budget() (MINICOUNT_MAX_MEMORY, else physical memory)."""
     if device == "gpu":
-        import cupy
+        import cupy  # (only asked for the GPU, where CuPy is there)
 
         return int(cupy.cuda.runtime.memGetInfo()[1])
     return memory_budget()
-
-
-def memory_limit(device: str) -> int:
-    """Bytes a training run may use on ``device``: the GPU's total memory (CuPy), else
-    memory_budget() (MINICOUNT_MAX_MEMORY, else physical memory)."""
-    return available_bytes(device)
 
 
 def fits(

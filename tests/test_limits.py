@@ -1,7 +1,9 @@
 """Size limits (minicount/limits.py): huge requests refused before anything is allocated, and
 the memory estimate an upper bound of a real run."""
 
+import sys
 import time
+import types
 
 import pytest
 
@@ -42,3 +44,44 @@ def test_the_memory_estimate_bounds_a_real_run():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < estimate < 50 * peak
+
+
+@pytest.fixture
+def gpu_of(monkeypatch):
+    """A stand-in CuPy whose one GPU has ``total`` bytes (``free`` of them free): the GPU
+    path of the memory rule, run without a GPU."""
+
+    def install(total: int, free: int):
+        runtime = types.SimpleNamespace(memGetInfo=lambda: (free, total))
+        monkeypatch.setitem(
+            sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+        )
+
+    return install
+
+
+def test_on_the_gpu_the_rule_is_the_devices_total_memory(gpu_of, monkeypatch):
+    config, members, batch, length, n_eval = mc.ModelConfig(), 16, 256, 33, 1024
+    need = limits.training_bytes(config, members, batch, length, n_eval)
+    monkeypatch.setenv("MINICOUNT_MAX_MEMORY", "1")  # the host's budget: not the GPU's
+    gpu_of(total=need, free=need // 10)  # the total counts, not what is free right now
+    assert limits.memory_limit("gpu") == need
+    assert limits.fits(config, members, batch, length, "gpu", n_eval=n_eval)
+    assert not limits.fits(config, members, batch, length, "cpu", n_eval=n_eval)
+    gpu_of(total=need - 1, free=need - 1)
+    assert not limits.fits(config, members, batch, length, "gpu", n_eval=n_eval)
+
+
+def test_a_sweep_and_a_run_too_big_for_the_gpu_are_refused_in_one_line(gpu_of):
+    from minicount.study.run import check_sweep
+    from minicount.study.spec import Cell, SweepSpec
+    from minicount.train import TrainConfig, check_training_memory
+
+    gpu_of(total=2**30, free=2**30)  # 1 GiB
+    spec = SweepSpec(cells=(Cell(),), names=("big",), seeds=tuple(range(1024)))
+    with pytest.raises(ValueError, match=r"cell 'big' with 1024 seeds .* more than the 1\.0 GiB"):
+        check_sweep(spec, "gpu")
+    check_sweep(SweepSpec(cells=(Cell(),), names=("small",), seeds=(0, 1)), "gpu")
+    tc = TrainConfig(seeds=tuple(range(1024)))
+    with pytest.raises(ValueError, match=r"over the limit of 1 GiB \(the GPU's memory\)"):
+        check_training_memory(mc.ModelConfig(), tc, "gpu")
