@@ -29,8 +29,8 @@ from .model import ModelConfig, members
 from .options import add_model_args, add_train_args, build_parser, default
 from .record import json_text, versions
 from .safeio import atomic_write, exclusive_lock, remove_stale_temporaries, resolve_target
+from .study.analysis_text import analysis_summary
 from .study.presets import preset
-from .study.report import analysis_summary
 from .study.run import COMPLETE, reanalyze, run_sweep
 from .study.spec import sweep_spec
 from .study.workers import parse_worker, report_only, run_worker, status

@@ -39,7 +39,8 @@ FLOORS = {
     ],
     "study": [  # the study package: what is run, running it, and what is read from it
         "study", "study.presets", "study.spec", "study.run", "study.workers", "study.classes",
-        "study.rows", "study.verdicts", "study.figures", "study.report", "study.summary",
+        "study.rows", "study.verdicts", "study.figures", "study.report", "study.analysis_text",
+        "study.summary",
     ],
     "front": ["options", "cli", "__main__", ""],  # "" is the package itself (minicount/__init__.py)
 }  # fmt: skip

@@ -9,6 +9,7 @@ classes   per-model classes (every / some / one / none head counts) and churn
 rows      rows per model and per head, read from the analysis records
 verdicts  statistics per cell, verdicts, claims and their sensitivity
 figures   the matplotlib figures
-report    the Markdown report, and the analysis summary the CLI's ``analyze`` prints
+report    the Markdown report
+analysis_text  the text the CLI's ``analyze`` prints for one analysis record
 summary   writing a run's outputs (models.csv, heads.csv, results.json, report.md)
 """
