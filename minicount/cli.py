@@ -109,31 +109,32 @@ def given_train_options(argv: list[str]) -> set[str]:
 
 
 def resumed_settings(a: argparse.Namespace, given: set[str]):
-    """(ModelConfig, TrainConfig) to resume a.resume with: the run's own settings, with the
-    options given on the command line put over them. Whether they may change is decided
-    where every resume is, in train.check_same_run: only RESUMABLE_FIELDS may."""
-    ck, saved = saved_run(a.resume)
+    """(ModelConfig, TrainConfig, SavedRun) to resume a.resume with: the run's own settings,
+    with the options given on the command line put over them, and the checkpoint read once
+    (train reads no file again). Whether they may change is decided where every resume is,
+    in train.check_same_run: only RESUMABLE_FIELDS may."""
+    saved = saved_run(a.resume)
     asked = {"bos" if dest == "no_bos" else dest for dest in given}
     model = {k: v for k, v in model_config_from_args(a).to_dict().items() if k in asked}
     train = {k: v for k, v in train_config_from_args(a).to_dict().items() if k in asked}
-    return replace(ck["config"], **model), replace(saved, **train)
+    return replace(saved.ck["config"], **model), replace(saved.tc, **train), saved
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         given = given_train_options(a.argv[1:])
-        config, tc = resumed_settings(a, given)
+        config, tc, resume = resumed_settings(a, given)
         if a.fused_kernel:  # a path may change on resume (only rounding differs)
             tc = replace(tc, path="fused")
         out = check_writable(a.out if "out" in given else a.resume)
     else:
-        config, tc = model_config_from_args(a), train_config_from_args(a)
+        config, tc, resume = model_config_from_args(a), train_config_from_args(a), None
         out = check_writable(a.out)
     try:
         with _signals_interrupt(), np.errstate(over="ignore", invalid="ignore"):
             # (errstate: a NonFiniteError says it better than NumPy's warnings)
             params, history = train_with_config(
-                config, tc, progress=True, checkpoint=out, resume=a.resume
+                config, tc, progress=True, checkpoint=out, resume=resume
             )
     except KeyboardInterrupt as e:
         ck = getattr(e, "checkpoint", None)  # this run's own, never an older run's file

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -267,10 +268,20 @@ def _restore_rng(seed: int, state) -> np.random.Generator:
     return rng
 
 
-def saved_run(path) -> tuple[dict, TrainConfig]:
-    """The checkpoint at path (``load_checkpoint``) and the TrainConfig it was trained with;
+class SavedRun(NamedTuple):
+    """A run to resume, read once: its checkpoint's path, what it holds (``load_checkpoint``:
+    params, config, opt_state, info) and the TrainConfig it was trained with."""
+
+    path: str
+    ck: dict
+    tc: TrainConfig
+
+
+def saved_run(path) -> SavedRun:
+    """The checkpoint at path, read once, with the TrainConfig it was trained with;
     ValueError if it holds no training state to resume from. The one reader of a run to
-    resume: ``resume_run`` and the command line's ``train --resume`` both start here."""
+    resume: ``train --resume`` and a sweep's cell read it here and hand the SavedRun to
+    ``resume=``, which reads no file again (given a path, ``resume_run`` reads it here)."""
     ck = load_checkpoint(path)
     info = ck["info"]
     keys = ("train", "step", "rng_states", "history")
@@ -280,7 +291,7 @@ def saved_run(path) -> tuple[dict, TrainConfig]:
             "train with a checkpoint path)"
         )
     try:
-        return ck, TrainConfig.from_dict(info["train"])
+        return SavedRun(str(path), ck, TrainConfig.from_dict(info["train"]))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: damaged training settings ({e})") from None
 
@@ -338,10 +349,11 @@ def check_intact(path, ck: dict, tc) -> None:
         raise ValueError(f"{path}: parameters {bad} are not finite {tc.dtype}; cannot resume")
 
 
-def resume_run(path, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
-    """The RunState saved in the checkpoint at path, on device, after checking that it is a
-    run of this config and tc (``check_same_run``) and that it is intact."""
-    ck, saved = saved_run(path)
+def resume_run(resume, config: ModelConfig, tc: TrainConfig, device: str) -> RunState:
+    """The RunState saved in ``resume`` (a SavedRun, or a checkpoint path to read), on
+    device, after checking that it is a run of this config and tc (``check_same_run``) and
+    that it is intact."""
+    path, ck, saved = resume if isinstance(resume, SavedRun) else saved_run(resume)
     check_same_run(path, ck, saved, config, tc)
     check_intact(path, ck, tc)
     info, opt_state = ck["info"], ck["opt_state"]
@@ -492,8 +504,9 @@ def train(
     count). ``checkpoint`` is a path to save to
     at each evaluation, every ``checkpoint_every`` steps and at the end;
     ``callback(step, params, history)`` is called after each evaluation. ``resume`` is a
-    checkpoint of this run to continue from (only steps, device, eval_every,
-    checkpoint_every and path may differ); on NumPy the result equals an uninterrupted run's.
+    checkpoint of this run to continue from, a path or a SavedRun already read (only steps,
+    device, eval_every, checkpoint_every and path may differ); on NumPy the result equals an
+    uninterrupted run's.
 
     Returns (params, history): params as NumPy arrays (with a leading model axis for an
     ensemble) and history, a dict with 'step', 'loss' per step and 'eval', a list of
@@ -585,7 +598,8 @@ def _train_loop(config, tc, device, progress, checkpoint, callback, resume):
     opt = AdamW(lr=tc.lr, beta1=tc.beta1, beta2=tc.beta2, weight_decay=tc.weight_decay)
     run = resume_run(resume, config, tc, device) if resume else fresh_run(config, tc, opt, device)
     params, history = run.params, run.history
-    last_saved = (resume, run.step) if resume else None  # named if training has to stop
+    resumed_from = resume.path if isinstance(resume, SavedRun) else resume
+    last_saved = (resumed_from, run.step) if resume else None  # named if training has to stop
     before = _file_identity(checkpoint)  # an older run's file, not to be named as this run's
     eval_tokens, eval_targets, eval_mask = eval_set(tc.data)
     bar, own_bar = _progress_bar(progress, tc, run.step)

@@ -270,6 +270,34 @@ def test_cli_resume_refuses_changed_settings_and_continues(tmp_path, capsys):
     assert_same_params(mc.load(ck)[0], whole)
 
 
+def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    """train --resume, mc.train(resume=) and a sweep's cell each read the checkpoint they
+    continue from one time (its settings, its judgement and its state come from that read)."""
+    from minicount.study.run import advance
+    from minicount.study.spec import Cell, SweepSpec
+
+    ck = str(tmp_path / "r.npz")
+    base = ["train", "--batch-size", "4", "--max-len", "4", "--eval-every", "0"]
+    assert main(base + ["--steps", "4", "--out", ck]) == 0
+    config = mc.load(ck)[1]  # (n_ctx from max_len, as the command line sets it)
+    train_module = sys.modules["minicount.train"]  # (minicount.train is also the function)
+    reads = []
+    real = train_module.load_checkpoint
+    for module in (train_module, sys.modules["minicount.study.run"]):
+        monkeypatch.setattr(module, "load_checkpoint", lambda p: reads.append(p) or real(p))
+    assert main(base + ["--steps", "6", "--resume", ck]) == 0
+    assert len(reads) == 1
+    reads.clear()
+    mc.train(config, steps=8, batch_size=4, max_len=4, eval_every=0, resume=ck)
+    assert len(reads) == 1
+    spec = SweepSpec(cells=(Cell(steps=12, max_len=4),), names=("c",), seeds=(0,), batch_size=4)
+    cell_ck = tmp_path / "cell.npz"
+    advance(spec.cells[0], spec, cell_ck, 4, "cpu")  # trained from nothing: no read
+    reads.clear()
+    advance(spec.cells[0], spec, cell_ck, 8, "cpu")  # resumed from step 4
+    assert len(reads) == 1 and mc.load_checkpoint(cell_ck)["info"]["step"] == 8
+
+
 def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
     ck = tmp_path / "c"  # without .npz: saved as c.npz, and the hint must name that file
     cmd = [

@@ -58,7 +58,7 @@ from ..safeio import (
     remove_stale_temporaries,
 )
 from ..threads import blas_limit
-from ..train import run_checked
+from ..train import SavedRun, run_checked, saved_run
 from .rows import load_snapshots, snapshot_rows
 from .spec import Cell, SweepSpec
 from .summary import summarise
@@ -93,17 +93,27 @@ def advance(
     """The ensemble's parameters after ``step`` steps (host arrays [M, ...]) and the training
     history, training (or resuming from ``ck``) as needed; ``ck`` holds them afterwards.
     ``progress`` (a Progress) is advanced by each training step."""
-    at = _checkpoint_step(ck)
+    saved = _readable_run(ck)  # read once: its step, or its parameters, or the run to resume
+    at = saved.ck["info"]["step"] if saved else None
     if at is not None and at > step:  # later than this snapshot: it cannot be recovered
         ck.unlink()
-        at = None
+        saved = at = None
     if at == step:
-        saved = load_checkpoint(ck)
-        return saved["params"], saved["info"].get("history", {})
+        return saved.ck["params"], saved.ck["info"].get("history", {})
     tc = cell.train_config(spec, step, device=device, path=train_path)
     # the memory of every cell was checked once, when the sweep started (check_sweep)
-    resume = str(ck) if at is not None else None
-    return run_checked(cell.model_config(), tc, device, progress, str(ck), None, resume)
+    return run_checked(cell.model_config(), tc, device, progress, str(ck), None, saved)
+
+
+def _readable_run(ck: Path) -> SavedRun | None:
+    """The run saved at ck (train.saved_run), or None when there is none or it is unreadable
+    (then the cell starts again from its last snapshot's kept state, or from step 0)."""
+    if not ck.exists():
+        return None
+    try:
+        return saved_run(ck)
+    except ValueError:
+        return None
 
 
 def check_sweep(spec: SweepSpec, device: str) -> None:
