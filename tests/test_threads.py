@@ -195,11 +195,14 @@ def test_the_analysis_uses_every_core_unless_told(monkeypatch):
 
 
 def test_one_pool_and_one_blas_limiter_serve_every_caller():
-    """The analysis's pieces run on the package's pool (no second pool of its own), and
-    blas_limit nests: each limit restores what it found."""
+    """Pools are made in one place, one per role (the analysis's threads apart from the
+    training's), and blas_limit nests: each limit restores what it found."""
     from minicount.analysis.ensemble import _Work
 
-    assert _Work(3).executor is threads.pool(3) is threads.pool(3)
+    assert _Work(3).executor is threads.pool(3, "analysis") is threads.pool(3, "analysis")
+    assert threads.pool(3) is threads.pool(3, "train") is not threads.pool(3, "analysis")
+    with pytest.raises(ValueError, match="role"):
+        threads.pool(2, "plotting")
     assert _Work(1).executor is None  # one thread: the pieces run in turn
     threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -21,7 +21,7 @@ Other configs are refused: there the heads do not add up, and each member needs
 analyze_model's hooked forward passes.
 
 It reads its inputs and returns new values. On the CPU it runs its pieces on the package's
-thread pool (threads.pool) and holds BLAS to one thread meanwhile (threads.blas_limit).
+analysis threads (threads.pool) and holds BLAS to one thread meanwhile (threads.blas_limit).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class _Work:
 
     def __init__(self, n: int, progress: Progress | None = None):
         self.n = n
-        self.executor = pool(n) if n > 1 else None  # its pieces submit nothing themselves
+        self.executor = pool(n, "analysis") if n > 1 else None  # (pieces submit nothing)
         self.progress = progress
 
     def expect(self, pieces: int) -> None:
