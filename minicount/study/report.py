@@ -332,6 +332,3 @@ def render(results: dict, stats: dict, figures: list[tuple]) -> str:
         _claims(results),
         _what_was_run(results), _figures(figures), GLOSSARY,
     ])  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- analyze

@@ -536,8 +536,8 @@ def read_log(folder: Path) -> list[dict]:
 
 def devices_used(out: Path, spec: SweepSpec) -> set:
     """The devices named in the cells' workers.log (empty for a single-process sweep)."""
-    return {e["device"] for i in range(len(spec.cells))
-            for e in read_log(out / "cells" / spec.cells[i].key()) if e.get("device")}  # fmt: skip
+    return {e["device"] for cell in spec.cells
+            for e in read_log(out / "cells" / cell.key()) if e.get("device")}  # fmt: skip
 
 
 def write_report(spec, out: Path, *, command: str, device: str, figures: bool, say,
